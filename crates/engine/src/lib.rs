@@ -1,1 +1,5 @@
-//! rill-engine
+//! rill-engine: the storage engine of rill.
+//!
+//! - [`record`]: Kafka's RecordBatch v2 format, the bytes of every log.
+
+pub mod record;
