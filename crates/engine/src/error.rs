@@ -1,0 +1,120 @@
+//! The engine's error type: what went wrong, and where (topic, partition, offset, file).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::record::RecordError;
+use crate::topic::TopicPartition;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure the engine reports. Variants name the partition, file, offset or byte position
+/// involved so an operator can act on the message alone.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("data directory {path} is already open (locked by this or another process)")]
+    DirectoryLocked { path: PathBuf },
+
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    #[error("topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+
+    #[error("{partition} does not exist")]
+    UnknownPartition { partition: TopicPartition },
+
+    #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
+    TopicExists {
+        topic: String,
+        existing: u32,
+        requested: u32,
+    },
+
+    #[error("{partition} is already open for writing")]
+    PartitionBusy { partition: TopicPartition },
+
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig { reason: String },
+
+    #[error("{partition}: rejected batch: {source}")]
+    InvalidBatch {
+        partition: TopicPartition,
+        #[source]
+        source: RecordError,
+    },
+
+    #[error(
+        "{partition}: batch of {records} records declares last offset delta {last_offset_delta}; appended batches must have dense offsets"
+    )]
+    SparseBatch {
+        partition: TopicPartition,
+        records: i32,
+        last_offset_delta: i32,
+    },
+
+    #[error("{partition}: offset {offset} is outside the log [{start}, {end})")]
+    OffsetOutOfRange {
+        partition: TopicPartition,
+        offset: i64,
+        start: i64,
+        end: i64,
+    },
+
+    #[error("corrupt data in {path} at byte {position}: {source}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        #[source]
+        source: RecordError,
+    },
+
+    #[error("{path}: {reason}")]
+    CorruptFile { path: PathBuf, reason: String },
+
+    #[error("no space left on the device writing {path}")]
+    StorageFull { path: PathBuf },
+
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{partition} is closed")]
+    Closed { partition: TopicPartition },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and file it came from; a full disk gets its own
+    /// variant because callers treat it differently (free space and retry, no restart).
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc_enospc())
+            || source.kind() == io::ErrorKind::StorageFull
+        {
+            Error::StorageFull { path }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+}
+
+/// ENOSPC on Linux and the BSDs alike.
+const fn libc_enospc() -> i32 {
+    28
+}
+
+/// Attaches a path and operation to `std::io` results.
+pub(crate) trait IoContext<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn context(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::io(op, path, source))
+    }
+}

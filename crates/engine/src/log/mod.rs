@@ -1,0 +1,477 @@
+//! A partition's log: segments of Kafka batches on disk, one writer, any number of readers.
+//!
+//! - [`PartitionLog`] is the writer. It validates each batch, stamps its base offset (the CRC
+//!   does not cover it, so no re-encoding), writes it through an [`IoBackend`], indexes it, and
+//!   publishes it. It rolls segments by size and age and deletes old ones by retention.
+//! - [`LogReader`] is a cheap handle for readers on any thread. It finds segments through a
+//!   table published with `crossbeam-epoch` (pin, clone one `Arc<Segment>`, unpin), so a
+//!   segment that rolls or expires is never unmapped under a reader: the last `Arc` unmaps it.
+//! - Opening takes the partition's checkpoint into account: after a clean close everything is
+//!   trusted (indexes are still checked against the log); after a crash the segments from the
+//!   recovery point on are validated batch by batch and the log is cut at the first invalid
+//!   byte.
+//!
+//! Directory layout, as Kafka's: `<topic>-<partition>/00000000000000000000.log` with `.index`
+//! and `.timeindex` beside each segment, plus a `checkpoint` file.
+//!
+//! [`IoBackend`]: crate::io::IoBackend
+
+mod checkpoint;
+mod config;
+mod index;
+mod reader;
+mod recovery;
+mod segment;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_epoch::{self as epoch, Atomic, Owned};
+
+pub use config::{FsyncPolicy, LogConfig};
+pub use reader::{LogReader, LogSlice};
+
+pub(crate) use self::checkpoint::Checkpoint;
+use self::segment::{IndexTracker, Segment};
+use crate::error::{Error, IoContext, Result};
+use crate::io::IoBackend;
+use crate::lock::{DirLock, LockMode};
+use crate::record::{Batch, RecordError, set_base_offset};
+use crate::topic::TopicPartition;
+
+pub(crate) use recovery::segment_paths;
+pub(crate) use segment::header_at;
+
+/// Where an appended batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: i32,
+    /// Whether the batch was synced to disk before `append` returned.
+    pub durable: bool,
+}
+
+/// What [`PartitionLog::enforce_retention`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+/// The segments readers can see, oldest first. Replaced whole on roll and retention.
+#[derive(Debug)]
+pub(crate) struct SegmentTable {
+    segments: Vec<Arc<Segment>>,
+}
+
+impl SegmentTable {
+    /// The segment holding `offset`: the last one whose base is at or below it.
+    fn floor(&self, offset: i64) -> Option<&Arc<Segment>> {
+        let after = self.segments.partition_point(|s| s.base_offset() <= offset);
+        after.checked_sub(1).and_then(|i| self.segments.get(i))
+    }
+
+    fn after(&self, base_offset: i64) -> Option<&Arc<Segment>> {
+        let after = self
+            .segments
+            .partition_point(|s| s.base_offset() <= base_offset);
+        self.segments.get(after)
+    }
+}
+
+/// State shared by the writer and every reader of a partition.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    partition: TopicPartition,
+    table: Atomic<SegmentTable>,
+    /// Offsets below this are complete on disk and may be read.
+    high_watermark: AtomicI64,
+    /// Offsets below this have been synced.
+    durable_offset: AtomicI64,
+    limits: crate::record::Limits,
+}
+
+impl Shared {
+    /// Runs `f` on the current segment table. The epoch pin keeps the table alive for the
+    /// call; anything kept longer must be an `Arc` cloned out of it.
+    fn with_table<R>(&self, f: impl FnOnce(&SegmentTable) -> R) -> Option<R> {
+        let guard = epoch::pin();
+        let table = self.table.load(Ordering::Acquire, &guard);
+        // SAFETY: tables are only ever replaced through `publish_table`, which retires the old
+        // one with `defer_destroy`; this thread is pinned, so the table loaded above cannot be
+        // destroyed before `guard` drops at the end of this function, and `f` cannot keep a
+        // reference to it beyond that (the borrow is bounded by the closure call).
+        unsafe { table.as_ref() }.map(f)
+    }
+
+    /// Replaces the table readers see; the old one is freed once no reader is pinned on it.
+    fn publish_table(&self, segments: Vec<Arc<Segment>>) {
+        let guard = epoch::pin();
+        let old = self.table.swap(
+            Owned::new(SegmentTable { segments }),
+            Ordering::AcqRel,
+            &guard,
+        );
+        if !old.is_null() {
+            // SAFETY: `old` was just unlinked by the swap, so no new reader can load it, and the
+            // readers pinned before the swap are exactly what `defer_destroy` waits out.
+            unsafe { guard.defer_destroy(old) };
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` in drop means no reader or writer holds this `Shared` any more, so
+        // no pinned thread can be reading the table: it can be taken and freed right away.
+        let table = unsafe { self.table.load(Ordering::Acquire, epoch::unprotected()) };
+        if !table.is_null() {
+            // SAFETY: as above, this is the last reference to the table.
+            drop(unsafe { table.into_owned() });
+        }
+    }
+}
+
+/// The writer of one partition's log. Exactly one exists per partition directory while the
+/// data directory is open; it is `Send`, so a shard thread can own it.
+pub struct PartitionLog {
+    dir: PathBuf,
+    _lock: DirLock,
+    config: LogConfig,
+    shared: Arc<Shared>,
+    segments: Vec<Arc<Segment>>,
+    tracker: IndexTracker,
+    io: Box<dyn IoBackend>,
+    next_offset: i64,
+    last_sync: Instant,
+    closed: bool,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("partition", &self.shared.partition)
+            .field("next_offset", &self.next_offset)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, recovering it if it was not closed cleanly.
+    ///
+    /// The partition directory is locked while the log is open: a second writer, in this
+    /// process or another, gets [`Error::PartitionBusy`].
+    pub fn open(
+        dir: &Path,
+        partition: TopicPartition,
+        config: LogConfig,
+        io: Box<dyn IoBackend>,
+    ) -> Result<Self> {
+        config.validate()?;
+        fs::create_dir_all(dir).context("create partition directory", dir)?;
+        let lock = DirLock::acquire(dir, LockMode::Exclusive, |_| Error::PartitionBusy {
+            partition: partition.clone(),
+        })?;
+        let checkpoint = Checkpoint::read(dir);
+        let loaded = recovery::load(dir, &config, checkpoint)?;
+        if loaded.truncated_bytes > 0 {
+            log::warn!(
+                "{partition}: recovery cut {} bytes of invalid data",
+                loaded.truncated_bytes
+            );
+        }
+        let mut segments: Vec<Arc<Segment>> = loaded.segments.into_iter().map(Arc::new).collect();
+        match segments.pop() {
+            Some(last) => segments.push(Arc::new(as_active(last, &config)?)),
+            None => segments.push(Arc::new(Segment::create(
+                dir,
+                0,
+                config.segment_bytes,
+                config.index_interval_bytes,
+            )?)),
+        }
+        let next_offset = segments.last().map_or(0, |s| s.next_offset());
+        let shared = Arc::new(Shared {
+            partition,
+            table: Atomic::null(),
+            high_watermark: AtomicI64::new(next_offset),
+            durable_offset: AtomicI64::new(next_offset),
+            limits: config.limits,
+        });
+        shared.publish_table(segments.clone());
+        let log = Self {
+            dir: dir.to_owned(),
+            _lock: lock,
+            config,
+            shared,
+            segments,
+            tracker: loaded.tracker,
+            io,
+            next_offset,
+            last_sync: Instant::now(),
+            closed: false,
+        };
+        // From here until a clean close, a crash must be treated as unclean.
+        log.write_checkpoint(false)?;
+        Ok(log)
+    }
+
+    pub fn partition(&self) -> &TopicPartition {
+        &self.shared.partition
+    }
+
+    /// A handle for reading this log from any thread.
+    pub fn reader(&self) -> LogReader {
+        LogReader::new(self.shared.clone())
+    }
+
+    /// The offset the next appended record gets.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn start_offset(&self) -> i64 {
+        self.segments.first().map_or(0, |s| s.base_offset())
+    }
+
+    pub fn durable_offset(&self) -> i64 {
+        self.shared.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// Total bytes of the log's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.io.name()
+    }
+
+    /// Appends one encoded batch, assigning its offsets.
+    ///
+    /// The batch is validated (framing, magic, CRC, size limit, dense offset deltas) and its
+    /// first eight bytes are overwritten with the assigned base offset, in place.
+    pub fn append(&mut self, batch: &mut [u8]) -> Result<AppendInfo> {
+        if self.closed {
+            return Err(Error::Closed {
+                partition: self.shared.partition.clone(),
+            });
+        }
+        let (record_count, max_timestamp) = self.check_batch(batch)?;
+        let len = batch.len() as u64;
+        self.roll_if_needed(len)?;
+        let base_offset = self.next_offset;
+        set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
+
+        let active = self.active().clone();
+        let position = active.size();
+        self.io
+            .write_all_at(active.file(), position, batch)
+            .context("write segment", active.path())?;
+        active.index_batch(&mut self.tracker, base_offset, position, max_timestamp, len);
+        let next_offset = base_offset + i64::from(record_count);
+        active.publish(position + len, next_offset, max_timestamp);
+        self.next_offset = next_offset;
+        self.shared
+            .high_watermark
+            .store(next_offset, Ordering::Release);
+
+        let durable = self.sync_if_due()?;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            record_count,
+            durable,
+        })
+    }
+
+    /// Syncs everything appended so far.
+    pub fn flush(&mut self) -> Result<()> {
+        let active = self.active().clone();
+        self.io
+            .sync_data(active.file())
+            .context("sync segment", active.path())?;
+        self.last_sync = Instant::now();
+        self.shared
+            .durable_offset
+            .store(self.next_offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments (never the active one) while the log is over its size
+    /// retention or their newest record is older than the age retention.
+    pub fn enforce_retention(&mut self) -> Result<RetentionOutcome> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut total: u64 = self.size_bytes();
+        let mut doomed = 0;
+        for segment in &self.segments[..self.segments.len().saturating_sub(1)] {
+            let over_size = self.config.retention_bytes.is_some_and(|max| total > max);
+            let expired = self.config.retention_age.is_some_and(|age| {
+                let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+                segment.max_timestamp() < now_ms.saturating_sub(age_ms)
+            });
+            if !over_size && !expired {
+                break;
+            }
+            total -= segment.size();
+            doomed += 1;
+        }
+        if doomed == 0 {
+            return Ok(RetentionOutcome::default());
+        }
+        let removed: Vec<Arc<Segment>> = self.segments.drain(..doomed).collect();
+        self.shared.publish_table(self.segments.clone());
+        let mut outcome = RetentionOutcome::default();
+        for segment in removed {
+            segment.delete_files()?;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += segment.size();
+        }
+        Ok(outcome)
+    }
+
+    /// Syncs, seals the active segment's length, writes its indexes and marks the partition
+    /// clean, so the next open trusts it without a scan.
+    pub fn close(mut self) -> Result<()> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        self.flush()?;
+        self.active().seal()?;
+        self.write_checkpoint(true)
+    }
+
+    fn active(&self) -> &Arc<Segment> {
+        // `open` always leaves one segment and nothing removes the last one.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn invalid(&self, source: RecordError) -> Error {
+        Error::InvalidBatch {
+            partition: self.shared.partition.clone(),
+            source,
+        }
+    }
+
+    /// Validates a batch for appending; returns its record count and max timestamp.
+    fn check_batch(&self, batch: &[u8]) -> Result<(i32, i64)> {
+        let parsed = Batch::parse(batch, &self.config.limits).map_err(|e| self.invalid(e))?;
+        if parsed.size_bytes() != batch.len() {
+            return Err(self.invalid(RecordError::TrailingBytes {
+                trailing: batch.len() - parsed.size_bytes(),
+            }));
+        }
+        let header = parsed.header();
+        let records = header.record_count.get();
+        let last_delta = header.last_offset_delta.get();
+        if records <= 0 || last_delta != records - 1 {
+            return Err(Error::SparseBatch {
+                partition: self.shared.partition.clone(),
+                records,
+                last_offset_delta: last_delta,
+            });
+        }
+        Ok((records, parsed.max_timestamp()))
+    }
+
+    fn roll_if_needed(&mut self, incoming: u64) -> Result<()> {
+        let active = self.active();
+        if active.size() == 0 {
+            return Ok(());
+        }
+        let full = active.size() + incoming > self.config.segment_bytes;
+        let old = self
+            .config
+            .segment_age
+            .is_some_and(|age| active.age() >= age);
+        if full || old { self.roll() } else { Ok(()) }
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll(&mut self) -> Result<()> {
+        self.active().seal()?;
+        self.shared
+            .durable_offset
+            .store(self.next_offset, Ordering::Release);
+        let segment = Segment::create(
+            &self.dir,
+            self.next_offset,
+            self.config.segment_bytes,
+            self.config.index_interval_bytes,
+        )?;
+        self.segments.push(Arc::new(segment));
+        self.tracker = IndexTracker::new(self.config.index_interval_bytes);
+        self.shared.publish_table(self.segments.clone());
+        self.write_checkpoint(false)
+    }
+
+    fn sync_if_due(&mut self) -> Result<bool> {
+        let due = match self.config.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::EveryAppend => true,
+            FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    fn write_checkpoint(&self, clean: bool) -> Result<()> {
+        Checkpoint {
+            recovery_point: self.active().base_offset(),
+            clean,
+        }
+        .write(&self.dir)
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            log::error!(
+                "{}: close on drop failed, the next open will recover: {e}",
+                self.shared.partition
+            );
+        }
+    }
+}
+
+/// Makes the newest loaded segment the active one: mapped at full capacity for appends.
+fn as_active(last: Arc<Segment>, config: &LogConfig) -> Result<Segment> {
+    let last = Arc::try_unwrap(last).map_err(|_| Error::InvalidConfig {
+        reason: "segment shared during open".into(),
+    })?;
+    if last.capacity() >= config.segment_bytes {
+        return Ok(last);
+    }
+    let (size, next_offset, max_timestamp) =
+        (last.size(), last.next_offset(), last.max_timestamp());
+    let (path, base_offset) = (last.path().to_owned(), last.base_offset());
+    let mut active = Segment::open(
+        path,
+        base_offset,
+        config.segment_bytes,
+        config.index_interval_bytes,
+    )?;
+    active.offsets = last.offsets;
+    active.times = last.times;
+    active.publish(size, next_offset, max_timestamp);
+    Ok(active)
+}

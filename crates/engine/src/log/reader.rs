@@ -1,0 +1,219 @@
+//! Reading a partition's log from any thread, in place.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Shared;
+use super::segment::{Segment, header_at};
+use crate::error::{Error, Result};
+use crate::record::{Batch, Batches, Limits};
+use crate::topic::TopicPartition;
+
+/// A cloneable, thread-safe read handle on one partition's log.
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogReader {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub fn partition(&self) -> &TopicPartition {
+        &self.shared.partition
+    }
+
+    /// The first offset still in the log (older ones were removed by retention).
+    pub fn start_offset(&self) -> i64 {
+        self.shared
+            .with_table(|t| t.segments.first().map(|s| s.base_offset()))
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// The offset after the last readable record (the high watermark).
+    pub fn end_offset(&self) -> i64 {
+        self.shared.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this have been synced to disk.
+    pub fn durable_offset(&self) -> i64 {
+        self.shared.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// Whole batches starting with the one that holds `offset`, up to about `max_bytes` (at
+    /// least one batch, however large, so a reader always progresses).
+    ///
+    /// The first batch may start before `offset`, as in Kafka: a batch is the unit of storage,
+    /// and readers skip the records before the offset they asked for. Reading at the end of
+    /// the log gives an empty slice; outside `[start, end]` it is an error.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<LogSlice> {
+        let end = self.end_offset();
+        let start = self.start_offset();
+        if offset < start || offset > end {
+            return Err(self.out_of_range(offset, start, end));
+        }
+        if offset == end {
+            return Ok(LogSlice::empty(end));
+        }
+        let Some(mut segment) = self
+            .shared
+            .with_table(|t| t.floor(offset).cloned())
+            .flatten()
+        else {
+            return Err(self.out_of_range(offset, self.start_offset(), end));
+        };
+        let mut position = segment.position_of(offset);
+        while position >= segment.size() {
+            // `offset` is at this segment's end: the batch holding it starts the next segment.
+            let base = segment.base_offset();
+            match self.shared.with_table(|t| t.after(base).cloned()).flatten() {
+                Some(next) => segment = next,
+                None => return Ok(LogSlice::empty(offset)),
+            }
+            position = 0;
+        }
+        Ok(LogSlice::collect(
+            segment,
+            position,
+            end,
+            max_bytes,
+            self.shared.limits,
+        ))
+    }
+
+    /// The offset of the first record with a timestamp at or after `timestamp_ms`, or `None`
+    /// when every readable record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>> {
+        let end = self.end_offset();
+        let candidates: Vec<Arc<Segment>> = self
+            .shared
+            .with_table(|t| {
+                t.segments
+                    .iter()
+                    .filter(|s| s.max_timestamp() >= timestamp_ms)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for segment in candidates {
+            let Some(position) = segment.position_of_time(timestamp_ms) else {
+                continue;
+            };
+            let bytes = segment.bytes();
+            let Some(rest) = usize::try_from(position).ok().and_then(|p| bytes.get(p..)) else {
+                continue;
+            };
+            let batch =
+                Batch::parse(rest, &self.shared.limits).map_err(|source| Error::Corrupt {
+                    path: segment.path().to_owned(),
+                    position,
+                    source,
+                })?;
+            if batch.base_offset() >= end {
+                return Ok(None);
+            }
+            let records = batch
+                .records(&self.shared.limits)
+                .map_err(|source| Error::Corrupt {
+                    path: segment.path().to_owned(),
+                    position,
+                    source,
+                })?;
+            for record in records.iter() {
+                let record = record.map_err(|source| Error::Corrupt {
+                    path: segment.path().to_owned(),
+                    position,
+                    source,
+                })?;
+                if record.timestamp >= timestamp_ms {
+                    return Ok(Some(record.offset));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn out_of_range(&self, offset: i64, start: i64, end: i64) -> Error {
+        Error::OffsetOutOfRange {
+            partition: self.shared.partition.clone(),
+            offset,
+            start,
+            end,
+        }
+    }
+}
+
+/// Whole batches read in place from a segment's map. Holding a slice keeps its segment mapped,
+/// even if the log rolls past it or retention deletes it meanwhile.
+#[derive(Clone, Debug)]
+pub struct LogSlice {
+    segment: Option<Arc<Segment>>,
+    start: usize,
+    end: usize,
+    next_offset: i64,
+    limits: Limits,
+}
+
+impl LogSlice {
+    fn empty(next_offset: i64) -> Self {
+        Self {
+            segment: None,
+            start: 0,
+            end: 0,
+            next_offset,
+            limits: Limits::default(),
+        }
+    }
+
+    fn collect(
+        segment: Arc<Segment>,
+        position: u64,
+        end_offset: i64,
+        max_bytes: usize,
+        limits: Limits,
+    ) -> Self {
+        let bytes = segment.bytes();
+        let mut end = position;
+        let mut next_offset = segment.base_offset();
+        while let Some((header, len)) = header_at(bytes, end) {
+            let first = end == position;
+            let too_big = (end + len - position) as usize > max_bytes;
+            if header.base_offset.get() >= end_offset || (too_big && !first) {
+                break;
+            }
+            next_offset = header.next_offset();
+            end += len;
+        }
+        Self {
+            start: usize::try_from(position).unwrap_or(usize::MAX),
+            end: usize::try_from(end).unwrap_or(usize::MAX),
+            segment: Some(segment),
+            next_offset,
+            limits,
+        }
+    }
+
+    /// The batches' bytes, exactly as stored.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.segment {
+            Some(segment) => segment.bytes().get(self.start..self.end).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The offset to read from next: after the last batch of this slice.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// The batches, each validated (CRC included) as it is reached.
+    pub fn batches(&self) -> Batches<'_> {
+        Batches::new(self.bytes(), self.limits)
+    }
+}

@@ -1,0 +1,490 @@
+//! One segment: a `.log` file of batches starting at a base offset, its memory map, and its
+//! sparse indexes.
+//!
+//! The active segment's file is extended to its full capacity when it is created (a sparse
+//! file, so no disk space is spent) and mapped once at that length; the writer then fills it
+//! with positional writes and publishes how many bytes are complete. Readers view the map only
+//! below that published size, so they never see a partly written batch, and the map never has
+//! to be replaced while readers hold it. Sealing truncates the file to its real length.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use memmap2::{Mmap, MmapOptions};
+
+use super::index::{IndexEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::error::{Error, IoContext, Result};
+use crate::record::{BatchHeader, Batches, InvalidBatch, Limits, RecordError};
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// The file name of a segment: its base offset in 20 digits, as Kafka names them.
+pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
+/// Parses `00000000000000001234.log` into 1234.
+pub(super) fn parse_log_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    file: File,
+    map: Option<Mmap>,
+    /// Bytes of complete, valid batches: the limit of what readers may view.
+    size: AtomicU64,
+    /// Offset after the last complete batch.
+    next_offset: AtomicI64,
+    max_timestamp: AtomicI64,
+    pub(crate) offsets: OffsetIndex,
+    pub(crate) times: TimeIndex,
+    created: Instant,
+}
+
+impl Segment {
+    /// Creates an empty active segment with room for `capacity` bytes.
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        capacity: u64,
+        index_interval: u64,
+    ) -> Result<Self> {
+        let path = dir.join(file_name(base_offset, LOG_SUFFIX));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .context("create segment", &path)?;
+        Self::activate(path, file, base_offset, 0, capacity, index_interval)
+    }
+
+    /// Opens an existing segment file for reading and, as the active segment, appending.
+    pub fn open(
+        path: PathBuf,
+        base_offset: i64,
+        capacity: u64,
+        index_interval: u64,
+    ) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .context("open segment", &path)?;
+        let length = file.metadata().context("stat segment", &path)?.len();
+        Self::activate(
+            path,
+            file,
+            base_offset,
+            length,
+            capacity.max(length),
+            index_interval,
+        )
+    }
+
+    fn activate(
+        path: PathBuf,
+        file: File,
+        base_offset: i64,
+        size: u64,
+        capacity: u64,
+        index_interval: u64,
+    ) -> Result<Self> {
+        if file.metadata().context("stat segment", &path)?.len() < capacity {
+            file.set_len(capacity)
+                .context("preallocate segment", &path)?;
+        }
+        let map = map_file(&file, &path, capacity)?;
+        let index_capacity =
+            usize::try_from(capacity / index_interval.max(1) + 1).unwrap_or(usize::MAX);
+        Ok(Self {
+            base_offset,
+            path,
+            file,
+            map,
+            size: AtomicU64::new(size),
+            next_offset: AtomicI64::new(base_offset),
+            max_timestamp: AtomicI64::new(i64::MIN),
+            offsets: OffsetIndex::with_capacity(index_capacity),
+            times: TimeIndex::with_capacity(index_capacity),
+            created: Instant::now(),
+        })
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Largest timestamp in the segment; `i64::MIN` when it holds no batch.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.created.elapsed()
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    /// The complete bytes of the segment.
+    pub fn bytes(&self) -> &[u8] {
+        let size = usize::try_from(self.size()).unwrap_or(usize::MAX);
+        match &self.map {
+            Some(map) => &map[..size.min(map.len())],
+            None => &[],
+        }
+    }
+
+    /// Publishes a batch the writer has finished writing at the end of the segment.
+    ///
+    /// The release store of `size` is what makes the batch's bytes visible to readers, so it
+    /// must come after the write completed.
+    pub fn publish(&self, size: u64, next_offset: i64, max_timestamp: i64) {
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
+        self.next_offset.store(next_offset, Ordering::Release);
+        self.size.store(size, Ordering::Release);
+    }
+
+    /// Indexes a batch the writer is about to publish, if enough bytes passed since the last
+    /// entry. Time entries go with offset entries, and only when the running max grew.
+    pub fn index_batch(
+        &self,
+        tracker: &mut IndexTracker,
+        base_offset: i64,
+        position: u64,
+        max_timestamp: i64,
+        batch_bytes: u64,
+    ) {
+        tracker.running_max = tracker.running_max.max(max_timestamp);
+        let due = tracker.bytes_since_entry >= tracker.interval;
+        tracker.bytes_since_entry += batch_bytes;
+        if !due {
+            return;
+        }
+        let (Ok(relative_offset), Ok(position)) = (
+            u32::try_from(base_offset - self.base_offset),
+            u32::try_from(position),
+        ) else {
+            return;
+        };
+        tracker.bytes_since_entry = batch_bytes;
+        self.offsets.push(IndexEntry {
+            relative_offset,
+            position,
+        });
+        if tracker.running_max > self.times.last().map_or(i64::MIN, |e| e.max_timestamp) {
+            self.times.push(TimeEntry {
+                max_timestamp: tracker.running_max,
+                relative_offset,
+                position,
+            });
+        }
+    }
+
+    /// Walks batch headers from `position` until the batch holding `offset`; returns its
+    /// position, or the end of the complete bytes when no batch holds it.
+    pub fn position_of(&self, offset: i64) -> u64 {
+        let start = u32::try_from(offset - self.base_offset)
+            .ok()
+            .and_then(|relative| self.offsets.floor(relative))
+            .map_or(0, |e| u64::from(e.position));
+        let bytes = self.bytes();
+        let mut position = start;
+        while let Some((header, len)) = header_at(bytes, position) {
+            if header.next_offset() > offset {
+                return position;
+            }
+            position += len;
+        }
+        bytes.len() as u64
+    }
+
+    /// Position of the first batch whose max timestamp is at least `timestamp`.
+    pub fn position_of_time(&self, timestamp: i64) -> Option<u64> {
+        let start = self
+            .times
+            .last_before(timestamp)
+            .map_or(0, |e| u64::from(e.position));
+        let bytes = self.bytes();
+        let mut position = start;
+        while let Some((header, len)) = header_at(bytes, position) {
+            if header.max_timestamp.get() >= timestamp {
+                return Some(position);
+            }
+            position += len;
+        }
+        None
+    }
+
+    /// Validates every batch from the start, indexing as it goes; stops at the first invalid
+    /// byte or offset that breaks density. Used by recovery and to rebuild lost indexes.
+    pub fn scan(&self, len: u64, limits: Limits, index_interval: u64) -> ScanOutcome {
+        let map = match &self.map {
+            Some(map) => &map[..],
+            None => &[],
+        };
+        let file_bytes = usize::try_from(len).unwrap_or(usize::MAX).min(map.len());
+        let mut tracker = IndexTracker::new(index_interval);
+        let mut expected = self.base_offset;
+        let mut valid: u64 = 0;
+        let mut max_timestamp = i64::MIN;
+        let mut failure = None;
+        for item in Batches::new(&map[..file_bytes], limits) {
+            let (position, batch) = match item {
+                Ok(found) => found,
+                Err(invalid) => {
+                    failure = Some(invalid);
+                    break;
+                }
+            };
+            let header = batch.header();
+            let dense = header.record_count.get() == header.last_offset_delta.get().wrapping_add(1)
+                && header.record_count.get() > 0;
+            if batch.base_offset() != expected || !dense {
+                failure = Some(InvalidBatch {
+                    position,
+                    source: RecordError::OffsetDeltaMismatch {
+                        declared: header.last_offset_delta.get(),
+                        found: i32::try_from(batch.base_offset().wrapping_sub(expected))
+                            .unwrap_or(i32::MAX),
+                    },
+                });
+                break;
+            }
+            let len = batch.size_bytes() as u64;
+            self.index_batch(&mut tracker, expected, position, batch.max_timestamp(), len);
+            expected = batch.next_offset();
+            max_timestamp = max_timestamp.max(batch.max_timestamp());
+            valid = position + len;
+        }
+        self.publish(valid, expected, max_timestamp);
+        ScanOutcome {
+            valid_bytes: valid,
+            failure,
+            tracker,
+        }
+    }
+
+    /// Recomputes the end offset and max timestamp of a trusted segment from its last index
+    /// entries and the few batches after them, without reading the whole file.
+    pub fn load_tail(&self, size: u64, index_interval: u64) -> Result<IndexTracker> {
+        let map = match &self.map {
+            Some(map) => &map[..],
+            None => &[],
+        };
+        let bytes = map
+            .get(..usize::try_from(size).unwrap_or(usize::MAX))
+            .unwrap_or(map);
+        let mut tracker = IndexTracker::new(index_interval);
+        tracker.running_max = self.times.last().map_or(i64::MIN, |e| e.max_timestamp);
+        let mut position = self.offsets.last().map_or(0, |e| u64::from(e.position));
+        let mut next_offset = self.base_offset;
+        while let Some((header, len)) = header_at(bytes, position) {
+            next_offset = header.next_offset();
+            tracker.running_max = tracker.running_max.max(header.max_timestamp.get());
+            tracker.bytes_since_entry += len;
+            position += len;
+        }
+        if position != bytes.len() as u64 {
+            return Err(Error::CorruptFile {
+                path: self.path.clone(),
+                reason: format!(
+                    "batches end at byte {position}, the file at {}",
+                    bytes.len()
+                ),
+            });
+        }
+        self.publish(size, next_offset, tracker.running_max);
+        Ok(tracker)
+    }
+
+    /// Cuts the file after its first `size` bytes (recovery). With `keep_capacity` the file
+    /// grows back to the mapped capacity, zero-filled, ready for appends; either way the cut
+    /// bytes are gone, so stale batches cannot line up with new appends later.
+    pub fn cut(&self, size: u64, keep_capacity: bool) -> Result<()> {
+        self.file
+            .set_len(size)
+            .context("truncate segment", &self.path)?;
+        if keep_capacity && self.capacity() > size {
+            self.file
+                .set_len(self.capacity())
+                .context("extend segment", &self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the segment final: its file shrinks to the bytes it holds, data and length are
+    /// synced, and its index files are written.
+    pub fn seal(&self) -> Result<()> {
+        self.file
+            .set_len(self.size())
+            .context("truncate segment", &self.path)?;
+        self.file.sync_all().context("sync segment", &self.path)?;
+        self.write_indexes()
+    }
+
+    pub fn write_indexes(&self) -> Result<()> {
+        write_synced(&self.sibling(INDEX_SUFFIX), &self.offsets.to_bytes())?;
+        write_synced(&self.sibling(TIME_INDEX_SUFFIX), &self.times.to_bytes())
+    }
+
+    /// Loads the index files of a trusted segment, checking them against the log: entries must
+    /// increase, stay inside the file, and the last must point at a batch with its offset.
+    /// Returns false when they are missing or wrong, so the caller rebuilds them by scanning.
+    pub fn load_indexes(&mut self, size: u64) -> bool {
+        let (Ok(offset_bytes), Ok(time_bytes)) = (
+            fs::read(self.sibling(INDEX_SUFFIX)),
+            fs::read(self.sibling(TIME_INDEX_SUFFIX)),
+        ) else {
+            return false;
+        };
+        let Some(offsets) = OffsetIndex::from_bytes(&offset_bytes) else {
+            return false;
+        };
+        if !self.offsets_agree_with_log(&offsets, size) {
+            return false;
+        }
+        let Some(times) = TimeIndex::from_bytes(&time_bytes, &offsets) else {
+            return false;
+        };
+        self.offsets = offsets;
+        self.times = times;
+        true
+    }
+
+    fn offsets_agree_with_log(&self, offsets: &OffsetIndex, size: u64) -> bool {
+        let increasing = (1..offsets.len()).all(|i| match (offsets.get(i - 1), offsets.get(i)) {
+            (Some(a), Some(b)) => a.relative_offset < b.relative_offset && a.position < b.position,
+            _ => false,
+        });
+        let Some(last) = offsets.last() else {
+            return increasing;
+        };
+        let map = self.map.as_ref().map_or(&[][..], |m| &m[..]);
+        let bytes = map
+            .get(..usize::try_from(size).unwrap_or(usize::MAX))
+            .unwrap_or(map);
+        let points_at_batch = header_at(bytes, u64::from(last.position)).is_some_and(|(h, _)| {
+            h.base_offset.get() == self.base_offset + i64::from(last.relative_offset)
+        });
+        increasing && points_at_batch
+    }
+
+    pub fn sibling(&self, suffix: &str) -> PathBuf {
+        self.path.with_extension(suffix)
+    }
+
+    /// Removes the segment's files. Readers that still hold the segment keep their map: the
+    /// kernel frees the blocks when the last map goes.
+    pub fn delete_files(&self) -> Result<()> {
+        for path in [
+            self.path.clone(),
+            self.sibling(INDEX_SUFFIX),
+            self.sibling(TIME_INDEX_SUFFIX),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete segment file", path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a validating scan found.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    pub valid_bytes: u64,
+    pub failure: Option<InvalidBatch>,
+    pub tracker: IndexTracker,
+}
+
+/// The writer's running state for indexing the active segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexTracker {
+    interval: u64,
+    bytes_since_entry: u64,
+    running_max: i64,
+}
+
+impl IndexTracker {
+    pub fn new(interval: u64) -> Self {
+        Self {
+            interval,
+            // The first batch of a segment is always indexed: position 0 needs no entry, but
+            // indexing it costs nothing and keeps the time index complete from the start.
+            bytes_since_entry: interval,
+            running_max: i64::MIN,
+        }
+    }
+}
+
+/// The batch header at `position` and the batch's length, if a whole batch is there.
+///
+/// Used on bytes that were validated when written or recovered, so only framing is checked.
+pub(crate) fn header_at(bytes: &[u8], position: u64) -> Option<(&BatchHeader, u64)> {
+    let rest = bytes.get(usize::try_from(position).ok()?..)?;
+    let header = BatchHeader::ref_from_prefix(rest).ok()?;
+    let len = header.total_len().ok()?;
+    (len <= rest.len()).then_some((header, len as u64))
+}
+
+fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| Error::CorruptFile {
+        path: path.to_owned(),
+        reason: "segment larger than the address space".into(),
+    })?;
+    // SAFETY: the map is read-only and covers bytes the file holds (it was extended to `len`
+    // first). Mapped memory can change under the map if the file is written, which is why
+    // readers only view bytes below the published size: those bytes were completely written
+    // before being published and are never written again by this process. Another process
+    // writing the file is excluded by the data directory's exclusive lock; a user editing the
+    // files behind the engine's back is outside what any mmap-based reader can defend against.
+    let map = unsafe { MmapOptions::new().len(len).map(file) }.context("map segment", path)?;
+    Ok(Some(map))
+}
+
+/// Writes a small file atomically: to a temporary name, synced, then renamed into place.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).context("write", &tmp)?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .context("sync", &tmp)?;
+    fs::rename(&tmp, path).context("rename", path)?;
+    Ok(())
+}

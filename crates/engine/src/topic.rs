@@ -1,0 +1,151 @@
+//! Topic names and partition identities, validated by Kafka's rules.
+//!
+//! A topic name becomes a directory name, so validation is also what keeps a caller from
+//! escaping the data directory: only `[a-zA-Z0-9._-]`, 1 to 249 characters, and never `.` or
+//! `..`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Kafka's limit: 255 minus room for a partition suffix and a `.deleted`-style marker.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// A topic name that passed validation. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(Arc<str>);
+
+impl TopicName {
+    pub fn new(name: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidTopicName {
+            name: name.chars().take(MAX_TOPIC_NAME_LEN + 8).collect(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name.len() > MAX_TOPIC_NAME_LEN {
+            return Err(invalid("longer than 249 characters"));
+        }
+        if name == "." || name == ".." {
+            return Err(invalid("'.' and '..' are not topic names"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "only ASCII letters, digits, '.', '_' and '-' are allowed",
+            ));
+        }
+        Ok(Self(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// One partition of one topic: the unit of ordering and of storage.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: TopicName,
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: TopicName, partition: u32) -> Self {
+        Self { topic, partition }
+    }
+
+    /// The partition's directory name, `<topic>-<partition>`, as Kafka lays it out.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
+
+    /// Parses a directory name back; `None` for anything that is not a partition directory.
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        let (topic, partition) = name.rsplit_once('-')?;
+        if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(Self {
+            topic: TopicName::new(topic).ok()?,
+            partition: partition.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+impl fmt::Debug for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_kafka_names() {
+        for name in [
+            "a",
+            "orders",
+            "my.topic_v2-x",
+            "__consumer_offsets",
+            &"x".repeat(249),
+        ] {
+            assert!(TopicName::new(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_names_that_could_escape_or_break_paths() {
+        for name in [
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b",
+            "a\\b",
+            "a b",
+            "é",
+            "a\0b",
+            &"x".repeat(250),
+        ] {
+            assert!(
+                matches!(TopicName::new(name), Err(Error::InvalidTopicName { .. })),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn dir_names_round_trip_with_dashes_in_topics() {
+        let tp = TopicPartition::new(TopicName::new("a-b-1").unwrap(), 12);
+        assert_eq!(tp.dir_name(), "a-b-1-12");
+        assert_eq!(TopicPartition::from_dir_name("a-b-1-12"), Some(tp));
+        assert_eq!(TopicPartition::from_dir_name("a-b-"), None);
+        assert_eq!(TopicPartition::from_dir_name("nodash"), None);
+        assert_eq!(TopicPartition::from_dir_name("..-1"), None);
+    }
+}
