@@ -20,10 +20,17 @@ fn batch(value_bytes: usize, records: usize) -> Vec<u8> {
     let value: Vec<u8> = (0..value_bytes).map(|i| (i * 31) as u8).collect();
     for i in 0..records {
         builder
-            .append(1_700_000_000_000 + i as i64, Some(&(i as u64).to_be_bytes()), Some(&value), &[])
+            .append(
+                1_700_000_000_000 + i as i64,
+                Some(&(i as u64).to_be_bytes()),
+                Some(&value),
+                &[],
+            )
             .unwrap_or_else(|e| panic!("building the bench batch: {e}"));
     }
-    builder.build().unwrap_or_else(|e| panic!("building the bench batch: {e}"))
+    builder
+        .build()
+        .unwrap_or_else(|e| panic!("building the bench batch: {e}"))
 }
 
 fn config() -> LogConfig {
@@ -36,8 +43,12 @@ fn config() -> LogConfig {
 
 fn open_log(dir: &std::path::Path) -> (Store, PartitionLog) {
     let store = Store::open(dir, config()).unwrap_or_else(|e| panic!("{e}"));
-    let topic = store.create_topic("bench", 1).unwrap_or_else(|e| panic!("{e}"));
-    let log = store.open_partition(&topic, 0).unwrap_or_else(|e| panic!("{e}"));
+    let topic = store
+        .create_topic("bench", 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = store
+        .open_partition(&topic, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
     (store, log)
 }
 
@@ -54,16 +65,19 @@ fn append(c: &mut Criterion) {
             let (_store, mut log) = open_log(dir.path());
             let mut bytes = template.clone();
             let mut appended = 0u64;
-            group.bench_function(BenchmarkId::from_parameter(format!("{value_bytes}B")), |b| {
-                b.iter(|| {
-                    let info = log.append(&mut bytes).unwrap_or_else(|e| panic!("{e}"));
-                    appended += 1;
-                    if appended.is_multiple_of(4096) {
-                        log.enforce_retention().unwrap_or_else(|e| panic!("{e}"));
-                    }
-                    black_box(info)
-                });
-            });
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("{value_bytes}B")),
+                |b| {
+                    b.iter(|| {
+                        let info = log.append(&mut bytes).unwrap_or_else(|e| panic!("{e}"));
+                        appended += 1;
+                        if appended.is_multiple_of(4096) {
+                            log.enforce_retention().unwrap_or_else(|e| panic!("{e}"));
+                        }
+                        black_box(info)
+                    });
+                },
+            );
             group.finish();
         }
     }
@@ -77,7 +91,8 @@ fn read(c: &mut Criterion) {
         let (_store, mut log) = open_log(dir.path());
         let batches = (64 << 20) / template.len();
         for _ in 0..batches {
-            log.append(&mut template.clone()).unwrap_or_else(|e| panic!("{e}"));
+            log.append(&mut template.clone())
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let reader = log.reader();
         let total_bytes = log.size_bytes();
@@ -88,24 +103,33 @@ fn read(c: &mut Criterion) {
         ] {
             let mut group = c.benchmark_group(format!("log/read/{unit}"));
             group.throughput(throughput);
-            group.bench_function(BenchmarkId::from_parameter(format!("{value_bytes}B")), |b| {
-                b.iter(|| {
-                    let mut offset = 0;
-                    let mut seen = 0u64;
-                    while offset < total_records as i64 {
-                        let slice = reader.read(offset, 1 << 20).unwrap_or_else(|e| panic!("{e}"));
-                        for item in slice.batches() {
-                            let (_, batch) = item.unwrap_or_else(|e| panic!("{e}"));
-                            for record in batch.records(&limits).unwrap_or_else(|e| panic!("{e}")).iter() {
-                                let record = record.unwrap_or_else(|e| panic!("{e}"));
-                                seen += record.value.map_or(0, |v| v.len() as u64);
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("{value_bytes}B")),
+                |b| {
+                    b.iter(|| {
+                        let mut offset = 0;
+                        let mut seen = 0u64;
+                        while offset < total_records as i64 {
+                            let slice = reader
+                                .read(offset, 1 << 20)
+                                .unwrap_or_else(|e| panic!("{e}"));
+                            for item in slice.batches() {
+                                let (_, batch) = item.unwrap_or_else(|e| panic!("{e}"));
+                                for record in batch
+                                    .records(&limits)
+                                    .unwrap_or_else(|e| panic!("{e}"))
+                                    .iter()
+                                {
+                                    let record = record.unwrap_or_else(|e| panic!("{e}"));
+                                    seen += record.value.map_or(0, |v| v.len() as u64);
+                                }
                             }
+                            offset = slice.next_offset();
                         }
-                        offset = slice.next_offset();
-                    }
-                    black_box(seen)
-                });
-            });
+                        black_box(seen)
+                    });
+                },
+            );
             group.finish();
         }
     }

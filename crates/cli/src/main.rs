@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dump;
+mod inspect;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rill",
     version,
-    about = "Inspect rill logs and Kafka RecordBatch v2 files"
+    about = "Inspect rill data directories and Kafka RecordBatch v2 files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,12 +23,19 @@ struct Cli {
 enum Command {
     /// Print every record of a segment file (batches laid end to end) as JSON lines.
     Dump(dump::DumpArgs),
+    /// Check a data directory: every batch's CRC, dense offsets, index agreement. Exits 0 only
+    /// when everything is sound.
+    Verify(inspect::DirArgs),
+    /// List topics and partitions with their first and next offsets and sizes.
+    Topics(inspect::DirArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Dump(args) => dump::run(args),
+        Command::Verify(args) => inspect::verify(args),
+        Command::Topics(args) => inspect::topics(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
