@@ -1,1 +1,3 @@
 //! rill-engine
+
+pub mod partitioner;
