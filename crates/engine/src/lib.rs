@@ -5,12 +5,14 @@
 //! - [`store`]: a data directory of topics and partitions, locked against a second opener.
 //! - [`io`]: the I/O backends the log writes through.
 //! - [`inspect`]: read-only checks of a data directory (`rill verify`, `rill topics`).
+//! - [`partitioner`]: which partition a record goes to, as Kafka's clients choose.
 
 pub mod error;
 pub mod inspect;
 pub mod io;
 mod lock;
 pub mod log;
+pub mod partitioner;
 pub mod record;
 pub mod store;
 pub mod topic;
