@@ -15,6 +15,7 @@ pub mod log;
 pub mod partitioner;
 pub mod record;
 pub mod store;
+pub(crate) mod sync;
 pub mod topic;
 
 pub use error::{Error, Result};

@@ -25,6 +25,7 @@ fn small_config() -> LogConfig {
             max_batch_bytes: 16 * 1024,
             ..Limits::default()
         },
+        ..LogConfig::default()
     }
 }
 

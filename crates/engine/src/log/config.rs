@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::Visibility;
 use crate::error::{Error, Result};
 use crate::record::Limits;
 
@@ -31,6 +32,8 @@ pub struct LogConfig {
     /// Bytes of log between two sparse index entries (Kafka's `index.interval.bytes`).
     pub index_interval_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// Which watermark bounds what consumers see.
+    pub visibility: Visibility,
     pub limits: Limits,
 }
 
@@ -69,6 +72,7 @@ impl Default for LogConfig {
             retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             index_interval_bytes: 4096,
             fsync: FsyncPolicy::Never,
+            visibility: Visibility::Written,
             limits: Limits::default(),
         }
     }

@@ -22,17 +22,20 @@ mod index;
 mod reader;
 mod recovery;
 mod segment;
+mod watermark;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_epoch::{self as epoch, Atomic, Owned};
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use reader::{LogReader, LogSlice};
+pub use watermark::Visibility;
+pub(crate) use watermark::Watermarks;
 
 pub(crate) use self::checkpoint::Checkpoint;
 use self::segment::{IndexTracker, Segment};
@@ -88,10 +91,7 @@ impl SegmentTable {
 pub(crate) struct Shared {
     partition: TopicPartition,
     table: Atomic<SegmentTable>,
-    /// Offsets below this are complete on disk and may be read.
-    high_watermark: AtomicI64,
-    /// Offsets below this have been synced.
-    durable_offset: AtomicI64,
+    watermarks: Watermarks,
     limits: crate::record::Limits,
 }
 
@@ -199,8 +199,7 @@ impl PartitionLog {
         let shared = Arc::new(Shared {
             partition,
             table: Atomic::null(),
-            high_watermark: AtomicI64::new(next_offset),
-            durable_offset: AtomicI64::new(next_offset),
+            watermarks: Watermarks::new(next_offset, config.visibility),
             limits: config.limits,
         });
         shared.publish_table(segments.clone());
@@ -240,7 +239,7 @@ impl PartitionLog {
     }
 
     pub fn durable_offset(&self) -> i64 {
-        self.shared.durable_offset.load(Ordering::Acquire)
+        self.shared.watermarks.durable()
     }
 
     /// Total bytes of the log's segments.
@@ -256,11 +255,20 @@ impl PartitionLog {
         self.io.name()
     }
 
-    /// Appends one encoded batch, assigning its offsets.
+    /// Appends one encoded batch, assigning its offsets, and syncs if the fsync policy says so.
     ///
     /// The batch is validated (framing, magic, CRC, size limit, dense offset deltas) and its
     /// first eight bytes are overwritten with the assigned base offset, in place.
     pub fn append(&mut self, batch: &mut [u8]) -> Result<AppendInfo> {
+        let mut info = self.append_deferred(batch)?;
+        info.durable = self.sync_if_due()?;
+        Ok(info)
+    }
+
+    /// Appends without syncing, whatever the policy: a writer that appends several batches in
+    /// a row calls [`PartitionLog::sync_if_due`] once after them, so one fsync covers them all
+    /// (group commit).
+    pub fn append_deferred(&mut self, batch: &mut [u8]) -> Result<AppendInfo> {
         if self.closed {
             return Err(Error::Closed {
                 partition: self.shared.partition.clone(),
@@ -281,16 +289,12 @@ impl PartitionLog {
         let next_offset = base_offset + i64::from(record_count);
         active.publish(position + len, next_offset, max_timestamp);
         self.next_offset = next_offset;
-        self.shared
-            .high_watermark
-            .store(next_offset, Ordering::Release);
-
-        let durable = self.sync_if_due()?;
+        self.shared.watermarks.publish_written(next_offset);
         Ok(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             record_count,
-            durable,
+            durable: false,
         })
     }
 
@@ -301,9 +305,7 @@ impl PartitionLog {
             .sync_data(active.file())
             .context("sync segment", active.path())?;
         self.last_sync = Instant::now();
-        self.shared
-            .durable_offset
-            .store(self.next_offset, Ordering::Release);
+        self.shared.watermarks.publish_durable(self.next_offset);
         Ok(())
     }
 
@@ -406,9 +408,7 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&mut self) -> Result<()> {
         self.active().seal()?;
-        self.shared
-            .durable_offset
-            .store(self.next_offset, Ordering::Release);
+        self.shared.watermarks.publish_durable(self.next_offset);
         let segment = Segment::create(
             &self.dir,
             self.next_offset,
@@ -421,16 +421,34 @@ impl PartitionLog {
         self.write_checkpoint(false)
     }
 
-    fn sync_if_due(&mut self) -> Result<bool> {
-        let due = match self.config.fsync {
-            FsyncPolicy::Never => false,
-            FsyncPolicy::EveryAppend => true,
-            FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
-        };
+    /// Syncs if the fsync policy asks for it now and something is unsynced; returns whether
+    /// everything appended is now durable.
+    pub fn sync_if_due(&mut self) -> Result<bool> {
+        let unsynced = self.durable_offset() < self.next_offset;
+        let due = unsynced
+            && match self.config.fsync {
+                FsyncPolicy::Never => false,
+                FsyncPolicy::EveryAppend => true,
+                FsyncPolicy::Interval(interval) => self.last_sync.elapsed() >= interval,
+            };
         if due {
             self.flush()?;
         }
-        Ok(due)
+        Ok(!unsynced || due)
+    }
+
+    /// When an interval policy next wants a sync, if anything is unsynced.
+    pub fn next_sync_due(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(interval) if self.durable_offset() < self.next_offset => {
+                Some(self.last_sync + interval)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
     }
 
     fn write_checkpoint(&self, clean: bool) -> Result<()> {

@@ -1,7 +1,6 @@
 //! Reading a partition's log from any thread, in place.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::Shared;
 use super::segment::{Segment, header_at};
@@ -32,14 +31,20 @@ impl LogReader {
             .unwrap_or(0)
     }
 
-    /// The offset after the last readable record (the high watermark).
+    /// The offset after the last readable record (the visible watermark, per the log's
+    /// [`Visibility`](super::Visibility)).
     pub fn end_offset(&self) -> i64 {
-        self.shared.high_watermark.load(Ordering::Acquire)
+        self.shared.watermarks.visible()
+    }
+
+    /// Offsets below this are written to the file (possibly not yet synced).
+    pub fn written_offset(&self) -> i64 {
+        self.shared.watermarks.written()
     }
 
     /// Offsets below this have been synced to disk.
     pub fn durable_offset(&self) -> i64 {
-        self.shared.durable_offset.load(Ordering::Acquire)
+        self.shared.watermarks.durable()
     }
 
     /// Whole batches starting with the one that holds `offset`, up to about `max_bytes` (at
