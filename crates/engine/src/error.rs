@@ -86,6 +86,35 @@ pub enum Error {
 
     #[error("{partition} is closed")]
     Closed { partition: TopicPartition },
+
+    #[error("the engine is shut down")]
+    EngineClosed,
+
+    #[error("{partition}: the batch could not be appended: {reason}")]
+    ProduceFailed {
+        partition: TopicPartition,
+        reason: String,
+    },
+
+    #[error("{partition}: the record is still in the producer's open batch; call flush() first")]
+    NotSubmitted { partition: TopicPartition },
+
+    #[error("{partition}: a record of {size} bytes cannot fit in a batch of at most {max} bytes")]
+    RecordTooLarge {
+        partition: TopicPartition,
+        size: usize,
+        max: usize,
+    },
+
+    #[error("{partition}: no room in the shard's queue within the send timeout")]
+    SendTimeout { partition: TopicPartition },
+
+    #[error("could not start shard thread {shard}: {source}")]
+    ShardStart {
+        shard: usize,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {

@@ -5,14 +5,18 @@
 //! - [`store`]: a data directory of topics and partitions, locked against a second opener.
 //! - [`io`]: the I/O backends the log writes through.
 //! - [`inspect`]: read-only checks of a data directory (`rill verify`, `rill topics`).
+//! - [`engine`]: shard threads serving a data directory; [`producer`] and [`consumer`] handles.
 //! - [`partitioner`]: which partition a record goes to, as Kafka's clients choose.
 
+pub mod consumer;
+pub mod engine;
 pub mod error;
 pub mod inspect;
 pub mod io;
 mod lock;
 pub mod log;
 pub mod partitioner;
+pub mod producer;
 pub mod record;
 pub mod store;
 pub(crate) mod sync;

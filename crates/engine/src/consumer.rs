@@ -1,0 +1,293 @@
+//! Consumer handles: read assigned partitions in place, waiting without spinning.
+//!
+//! [`Consumer::poll`] returns batches as views of the segment files' maps (the page cache, for
+//! a consumer at the tail): no copy is made. A view keeps its segment mapped, so it stays valid
+//! even if the log rolls past it or retention deletes the file meanwhile. Many consumers may
+//! read one partition at once; each keeps its own positions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{PartitionEntry, TopicEntry};
+use crate::error::{Error, Result};
+use crate::log::LogSlice;
+use crate::record::{Limits, Record};
+use crate::topic::TopicPartition;
+
+/// Where a consumer starts in a partition it has no position in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    Earliest,
+    /// Only records sent after the assignment (Kafka's default).
+    #[default]
+    Latest,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    pub start: StartFrom,
+    /// Bytes one poll reads from one partition (at least one whole batch).
+    pub max_bytes_per_partition: usize,
+    /// Bytes one poll returns in all, across partitions (at least one batch).
+    pub max_bytes: usize,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            start: StartFrom::Latest,
+            max_bytes_per_partition: 1 << 20,
+            max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Where to move a partition's position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    Earliest,
+    Latest,
+    Offset(i64),
+    /// The first record with a timestamp at or after this (ms); the end if none is.
+    Timestamp(i64),
+}
+
+struct Assigned {
+    entry: Arc<PartitionEntry>,
+    position: i64,
+}
+
+pub struct Consumer {
+    topic: Arc<TopicEntry>,
+    config: ConsumerConfig,
+    assigned: Vec<Assigned>,
+    /// Partition to poll first next time, so one busy partition cannot starve the others.
+    next: usize,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic.name)
+            .field("assigned", &self.assigned.iter().map(|a| (a.entry.tp.partition, a.position)).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(topic: Arc<TopicEntry>, config: ConsumerConfig) -> Result<Self> {
+        Ok(Self {
+            topic,
+            config,
+            assigned: Vec::new(),
+            next: 0,
+        })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.topic.partitions.len() as u32
+    }
+
+    /// Reads these partitions from now on (replacing the previous assignment), each from the
+    /// configured start.
+    pub fn assign(&mut self, partitions: impl IntoIterator<Item = u32>) -> Result<()> {
+        let mut assigned = Vec::new();
+        for partition in partitions {
+            let entry = self.entry(partition)?.clone();
+            let position = match self.config.start {
+                StartFrom::Earliest => entry.reader.start_offset(),
+                StartFrom::Latest => entry.reader.end_offset(),
+            };
+            if !assigned.iter().any(|a: &Assigned| a.entry.tp.partition == partition) {
+                assigned.push(Assigned { entry, position });
+            }
+        }
+        self.assigned = assigned;
+        self.next = 0;
+        Ok(())
+    }
+
+    /// Assigns every partition of the topic.
+    pub fn assign_all(&mut self) -> Result<()> {
+        self.assign(0..self.partitions())
+    }
+
+    pub fn assignment(&self) -> Vec<u32> {
+        self.assigned.iter().map(|a| a.entry.tp.partition).collect()
+    }
+
+    /// The next offset this consumer reads from `partition`.
+    pub fn position(&self, partition: u32) -> Option<i64> {
+        self.assigned
+            .iter()
+            .find(|a| a.entry.tp.partition == partition)
+            .map(|a| a.position)
+    }
+
+    /// Moves an assigned partition's position; returns the new position. An offset outside
+    /// the log's `[start, end]` is refused with [`Error::OffsetOutOfRange`].
+    pub fn seek(&mut self, partition: u32, to: Seek) -> Result<i64> {
+        let assigned = self
+            .assigned
+            .iter_mut()
+            .find(|a| a.entry.tp.partition == partition)
+            .ok_or_else(|| Error::UnknownPartition {
+                partition: TopicPartition::new(self.topic.name.clone(), partition),
+            })?;
+        let reader = &assigned.entry.reader;
+        let (start, end) = (reader.start_offset(), reader.end_offset());
+        let position = match to {
+            Seek::Earliest => start,
+            Seek::Latest => end,
+            Seek::Offset(offset) if (start..=end).contains(&offset) => offset,
+            Seek::Offset(offset) => {
+                return Err(Error::OffsetOutOfRange {
+                    partition: assigned.entry.tp.clone(),
+                    offset,
+                    start,
+                    end,
+                });
+            }
+            Seek::Timestamp(timestamp) => reader.offset_for_timestamp(timestamp)?.unwrap_or(end),
+        };
+        assigned.position = position;
+        Ok(position)
+    }
+
+    /// Returns the batches readable now from the assigned partitions, waiting up to `timeout`
+    /// (parked, not spinning) when there are none. An empty result means the timeout passed.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let deadline = Instant::now() + timeout;
+        let notifier = self.topic.notifier.clone();
+        let mut outcome = None;
+        notifier.wait_until(Some(deadline), || match self.read_available() {
+            Ok(polled) if polled.is_empty() => None,
+            other => {
+                outcome = Some(other);
+                Some(())
+            }
+        });
+        outcome.unwrap_or_else(|| Ok(Polled::default()))
+    }
+
+    fn read_available(&mut self) -> Result<Polled> {
+        let mut polled = Polled::default();
+        let mut budget = self.config.max_bytes;
+        let count = self.assigned.len();
+        for step in 0..count {
+            let index = (self.next + step) % count;
+            let assigned = &mut self.assigned[index];
+            let reader = &assigned.entry.reader;
+            if assigned.position < reader.start_offset() {
+                // Retention removed records this consumer had not read: skip to what is left,
+                // as Kafka's `auto.offset.reset=earliest` would.
+                assigned.position = reader.start_offset();
+            }
+            if assigned.position >= reader.end_offset() {
+                continue;
+            }
+            let slice = reader.read(assigned.position, self.config.max_bytes_per_partition.min(budget))?;
+            if slice.is_empty() {
+                continue;
+            }
+            budget = budget.saturating_sub(slice.bytes().len());
+            polled.batches.push(PolledSlice {
+                partition: assigned.entry.tp.partition,
+                from: assigned.position,
+                slice: slice.clone(),
+            });
+            assigned.position = slice.next_offset();
+            if budget == 0 {
+                self.next = (index + 1) % count;
+                return Ok(polled);
+            }
+        }
+        self.next = (self.next + 1) % count.max(1);
+        Ok(polled)
+    }
+
+    fn entry(&self, partition: u32) -> Result<&Arc<PartitionEntry>> {
+        self.topic
+            .partitions
+            .get(partition as usize)
+            .ok_or_else(|| Error::UnknownPartition {
+                partition: TopicPartition::new(self.topic.name.clone(), partition),
+            })
+    }
+}
+
+/// What one poll returned: whole batches per partition, viewed in place.
+#[derive(Debug, Default)]
+pub struct Polled {
+    batches: Vec<PolledSlice>,
+}
+
+impl Polled {
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    pub fn slices(&self) -> &[PolledSlice] {
+        &self.batches
+    }
+
+    /// Calls `f` with every record at or after the consumer's position, in offset order per
+    /// partition; decompresses compressed batches, checks every CRC.
+    pub fn for_each_record(&self, mut f: impl FnMut(u32, Record<'_>)) -> Result<u64> {
+        let mut count = 0;
+        for slice in &self.batches {
+            count += slice.for_each_record(|record| f(slice.partition, record))?;
+        }
+        Ok(count)
+    }
+}
+
+/// Batches of one partition from one poll.
+#[derive(Clone, Debug)]
+pub struct PolledSlice {
+    partition: u32,
+    /// The consumer's position when read: records before it (in the first batch) are skipped.
+    from: i64,
+    slice: LogSlice,
+}
+
+impl PolledSlice {
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The raw batches, exactly as stored (Kafka's format).
+    pub fn bytes(&self) -> &[u8] {
+        self.slice.bytes()
+    }
+
+    /// The offset after the last record of this slice.
+    pub fn next_offset(&self) -> i64 {
+        self.slice.next_offset()
+    }
+
+    pub fn for_each_record(&self, mut f: impl FnMut(Record<'_>)) -> Result<u64> {
+        let limits = Limits::default();
+        let mut count = 0;
+        for item in self.slice.batches() {
+            let (_, batch) = item.map_err(|invalid| self.corrupt(invalid.source))?;
+            let records = batch.records(&limits).map_err(|e| self.corrupt(e))?;
+            for record in records.iter() {
+                let record = record.map_err(|e| self.corrupt(e))?;
+                if record.offset >= self.from {
+                    f(record);
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    fn corrupt(&self, source: crate::record::RecordError) -> Error {
+        Error::Corrupt {
+            path: std::path::PathBuf::from(format!("partition {}", self.partition)),
+            position: 0,
+            source,
+        }
+    }
+}

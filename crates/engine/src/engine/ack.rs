@@ -1,0 +1,150 @@
+//! Acknowledgements: how a producer learns a record's offset, at the level it asked for.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::PartitionEntry;
+use crate::error::{Error, Result};
+
+/// How far a record must get before its ticket resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum AckLevel {
+    /// The shard assigned the record its offset.
+    Appended,
+    /// The record's bytes are in the file (the page cache), readable by consumers.
+    #[default]
+    Written,
+    /// The record's bytes are synced to disk.
+    Durable,
+}
+
+const PENDING: i64 = -1;
+const FAILED: i64 = -2;
+
+/// The shared fate of one batch: pending, appended at a base offset, or failed.
+#[derive(Debug)]
+pub(crate) struct BatchAck {
+    state: AtomicI64,
+    submitted: AtomicBool,
+    failure: OnceLock<String>,
+}
+
+impl BatchAck {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: AtomicI64::new(PENDING),
+            submitted: AtomicBool::new(false),
+            failure: OnceLock::new(),
+        })
+    }
+
+    /// The producer handed the batch to its shard.
+    pub fn mark_submitted(&self) {
+        self.submitted.store(true, Ordering::Release);
+    }
+
+    /// The shard appended the batch at `base_offset`.
+    pub fn appended(&self, base_offset: i64) {
+        self.state.store(base_offset, Ordering::Release);
+    }
+
+    pub fn fail(&self, reason: String) {
+        let _ = self.failure.set(reason);
+        self.state.store(FAILED, Ordering::Release);
+    }
+
+    fn base_offset(&self) -> Option<std::result::Result<i64, &str>> {
+        match self.state.load(Ordering::Acquire) {
+            PENDING => None,
+            FAILED => Some(Err(self.failure.get().map_or("unknown failure", String::as_str))),
+            base => Some(Ok(base)),
+        }
+    }
+}
+
+/// A claim on one sent record: resolves to its offset once the record reaches the ack level.
+///
+/// Tickets of one partition resolve in offset order. A record still waiting in a producer's
+/// batch has no offset yet: [`Ticket::wait`] then fails with [`Error::NotSubmitted`] at once
+/// instead of waiting for a batch nobody will send; `Producer::flush` submits it.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    ack: Arc<BatchAck>,
+    index: u32,
+    level: AckLevel,
+    partition: Arc<PartitionEntry>,
+}
+
+impl Ticket {
+    pub(crate) fn new(ack: Arc<BatchAck>, index: u32, level: AckLevel, partition: Arc<PartitionEntry>) -> Self {
+        Self {
+            ack,
+            index,
+            level,
+            partition,
+        }
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition.tp.partition
+    }
+
+    /// The record's offset, once assigned (whatever the ack level).
+    pub fn offset(&self) -> Option<i64> {
+        match self.ack.base_offset() {
+            Some(Ok(base)) => Some(base + i64::from(self.index)),
+            _ => None,
+        }
+    }
+
+    /// The offset if the record has reached the ack level, `None` if not yet.
+    pub fn poll(&self) -> Result<Option<i64>> {
+        let offset = match self.ack.base_offset() {
+            None => return Ok(None),
+            Some(Err(reason)) => {
+                return Err(Error::ProduceFailed {
+                    partition: self.partition.tp.clone(),
+                    reason: reason.to_owned(),
+                });
+            }
+            Some(Ok(base)) => base + i64::from(self.index),
+        };
+        let reader = &self.partition.reader;
+        let reached = match self.level {
+            AckLevel::Appended => true,
+            AckLevel::Written => reader.written_offset() > offset,
+            AckLevel::Durable => reader.durable_offset() > offset,
+        };
+        Ok(reached.then_some(offset))
+    }
+
+    /// Waits until the record reaches the ack level and returns its offset.
+    pub fn wait(&self) -> Result<i64> {
+        self.wait_until(None)?.ok_or_else(|| Error::Closed {
+            partition: self.partition.tp.clone(),
+        })
+    }
+
+    /// As [`Ticket::wait`], giving up after `timeout` with `Ok(None)`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<i64>> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<Option<i64>> {
+        if !self.ack.submitted.load(Ordering::Acquire) {
+            return Err(Error::NotSubmitted {
+                partition: self.partition.tp.clone(),
+            });
+        }
+        let outcome = self.partition.notifier.wait_until(deadline, || match self.poll() {
+            Ok(Some(offset)) => Some(Ok(Some(offset))),
+            Ok(None) if !self.partition.shard.is_alive() => Some(Err(Error::Closed {
+                partition: self.partition.tp.clone(),
+            })),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        });
+        outcome.unwrap_or(Ok(None))
+    }
+}

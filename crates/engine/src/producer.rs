@@ -1,0 +1,378 @@
+//! Producer handles: records in, batches out, one ring per partition.
+//!
+//! A producer accumulates records per partition in a Kafka batch of its own. A batch is
+//! handed to the partition's shard when it reaches `batch_bytes`, when it has waited `linger`
+//! (checked at each send), or on [`Producer::flush`]. The hand-off is a push into a ring that
+//! belongs to this producer and this partition alone, so producers on different threads never
+//! contend, and order is kept per producer and partition. A full ring is back-pressure:
+//! [`Producer::send`] waits (up to `send_timeout`), [`Producer::try_send`] returns the record.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{AckLevel, BatchAck, Inner, PartitionEntry, Request, Ticket, TopicEntry};
+use crate::error::{Error, Result};
+use crate::partitioner::{PartitionChooser, Partitioner};
+use crate::record::{BatchBuilder, Compression, HEADER_LEN, Header};
+use crate::ring::{self, PushError};
+
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// A batch is handed over once it holds this many bytes.
+    pub batch_bytes: usize,
+    /// A batch that has not filled is handed over after waiting this long (checked at each
+    /// send; `flush` hands everything over at once).
+    pub linger: Duration,
+    pub compression: Compression,
+    /// What a [`Ticket`] waits for.
+    pub ack: AckLevel,
+    /// Batches that may wait in one partition's ring before `send` blocks.
+    pub ring_batches: usize,
+    /// How keyless records pick a partition (keyed records use Kafka's key hash).
+    pub partitioner: Partitioner,
+    /// Longest `send` waits for room in a full ring; `None` waits as long as it takes.
+    pub send_timeout: Option<Duration>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            batch_bytes: 64 * 1024,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            ack: AckLevel::Written,
+            ring_batches: 64,
+            partitioner: Partitioner::default(),
+            send_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// One record to send. Borrowed: the producer copies it into its batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProducerRecord<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [Header<'a>],
+    /// Milliseconds since the epoch; now when `None`.
+    pub timestamp: Option<i64>,
+    /// The partition; chosen by the partitioner when `None`.
+    pub partition: Option<u32>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    pub fn new(key: Option<&'a [u8]>, value: &'a [u8]) -> Self {
+        Self {
+            key,
+            value: Some(value),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why [`Producer::try_send`] did not take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError<'a> {
+    #[error("the partition's ring is full")]
+    WouldBlock(ProducerRecord<'a>),
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    ack: Arc<BatchAck>,
+    opened: Instant,
+}
+
+/// What the producer keeps per partition it has written to.
+struct Lane {
+    entry: Arc<PartitionEntry>,
+    ring: ring::Producer<Request>,
+    open: Option<OpenBatch>,
+    /// The last record handed over, for `flush` to wait on.
+    last: Option<Ticket>,
+}
+
+pub struct Producer {
+    engine: Arc<Inner>,
+    topic: Arc<TopicEntry>,
+    config: ProducerConfig,
+    chooser: PartitionChooser,
+    lanes: Vec<Option<Lane>>,
+    partition_count: NonZeroU32,
+    max_batch_bytes: usize,
+    /// Earliest `opened` among open batches, so linger costs one comparison per send.
+    oldest_open: Option<Instant>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("topic", &self.topic.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(engine: Arc<Inner>, topic: Arc<TopicEntry>, config: ProducerConfig) -> Result<Self> {
+        let partition_count = NonZeroU32::new(topic.partitions.len() as u32).ok_or(Error::UnknownTopic {
+            topic: topic.name.to_string(),
+        })?;
+        if config.ring_batches == 0 || config.batch_bytes == 0 {
+            return Err(Error::InvalidConfig {
+                reason: "ring_batches and batch_bytes must be positive".into(),
+            });
+        }
+        Ok(Self {
+            lanes: (0..partition_count.get()).map(|_| None).collect(),
+            chooser: PartitionChooser::new(config.partitioner),
+            max_batch_bytes: topic.config.limits.max_batch_bytes,
+            engine,
+            topic,
+            config,
+            partition_count,
+            oldest_open: None,
+        })
+    }
+
+    /// Sends a record; waits for room when the partition's ring is full.
+    pub fn send(&mut self, record: ProducerRecord<'_>) -> Result<Ticket> {
+        match self.send_inner(record, true) {
+            Ok(ticket) => Ok(ticket),
+            Err(TrySendError::Failed(error)) => Err(error),
+            // A blocking send waits for room instead; it ends with SendTimeout if none comes.
+            Err(TrySendError::WouldBlock(_)) => Err(Error::SendTimeout {
+                partition: crate::topic::TopicPartition::new(self.topic.name.clone(), record.partition.unwrap_or(0)),
+            }),
+        }
+    }
+
+    /// Sends a record, or hands it back at once when its partition's ring is full.
+    pub fn try_send<'a>(&mut self, record: ProducerRecord<'a>) -> std::result::Result<Ticket, TrySendError<'a>> {
+        self.send_inner(record, false)
+    }
+
+    /// Hands every open batch to its shard and waits until every record sent so far reaches
+    /// the ack level.
+    pub fn flush(&mut self) -> Result<()> {
+        for partition in 0..self.lanes.len() {
+            self.submit(partition, true)?;
+        }
+        self.oldest_open = None;
+        for lane in self.lanes.iter().flatten() {
+            if let Some(ticket) = &lane.last {
+                ticket.wait()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partition_count.get()
+    }
+
+    fn send_inner<'a>(&mut self, record: ProducerRecord<'a>, block: bool) -> std::result::Result<Ticket, TrySendError<'a>> {
+        if self.engine.is_closed() {
+            return Err(Error::EngineClosed.into());
+        }
+        let partition = match record.partition {
+            Some(p) if p < self.partition_count.get() => p,
+            Some(p) => {
+                return Err(Error::UnknownPartition {
+                    partition: crate::topic::TopicPartition::new(self.topic.name.clone(), p),
+                }
+                .into());
+            }
+            None => self.chooser.choose(record.key, self.partition_count),
+        };
+        let index = partition as usize;
+        let size = record_size(&record);
+        if size + HEADER_LEN > self.max_batch_bytes {
+            return Err(Error::RecordTooLarge {
+                partition: crate::topic::TopicPartition::new(self.topic.name.clone(), partition),
+                size,
+                max: self.max_batch_bytes - HEADER_LEN,
+            }
+            .into());
+        }
+        self.lane(index)?;
+        let open_bytes = self.open_bytes(index);
+        let would_overflow = open_bytes > 0 && open_bytes + size > self.config.batch_bytes.min(self.max_batch_bytes);
+        if would_overflow {
+            if !block && self.lane_full(index) {
+                return Err(TrySendError::WouldBlock(record));
+            }
+            self.submit(index, block)?;
+        }
+        let ticket = self.append(index, &record)?;
+        self.chooser.record_appended(partition, size);
+        if self.open_bytes(index) >= self.config.batch_bytes {
+            self.submit(index, block)?;
+        }
+        self.submit_lingering(block)?;
+        Ok(ticket)
+    }
+
+    /// Creates the partition's ring on first use and registers it with the owning shard.
+    fn lane(&mut self, index: usize) -> Result<()> {
+        if self.lanes[index].is_some() {
+            return Ok(());
+        }
+        let entry = self.topic.partitions[index].clone();
+        let (ring, input) = ring::channel(self.config.ring_batches);
+        entry.shard.add_input(entry.tp.clone(), input);
+        self.lanes[index] = Some(Lane {
+            entry,
+            ring,
+            open: None,
+            last: None,
+        });
+        Ok(())
+    }
+
+    fn open_bytes(&self, index: usize) -> usize {
+        self.lanes[index]
+            .as_ref()
+            .and_then(|lane| lane.open.as_ref())
+            .map_or(0, |open| open.builder.size_bytes())
+    }
+
+    fn lane_full(&self, index: usize) -> bool {
+        self.lanes[index].as_ref().is_some_and(|lane| lane.ring.free_slots() == 0)
+    }
+
+    fn append(&mut self, index: usize, record: &ProducerRecord<'_>) -> Result<Ticket> {
+        let level = self.config.ack;
+        let compression = self.config.compression;
+        let capacity = self.config.batch_bytes.min(self.max_batch_bytes);
+        let Some(lane) = self.lanes[index].as_mut() else {
+            return Err(Error::EngineClosed);
+        };
+        let now = Instant::now();
+        let open = lane.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::with_capacity(compression, capacity),
+            ack: BatchAck::new(),
+            opened: now,
+        });
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        open.builder
+            .append(timestamp, record.key, record.value, record.headers)
+            .map_err(|source| Error::InvalidBatch {
+                partition: lane.entry.tp.clone(),
+                source,
+            })?;
+        let record_index = (open.builder.len() - 1) as u32;
+        let opened = open.opened;
+        self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
+        Ok(Ticket::new(open.ack.clone(), record_index, level, lane.entry.clone()))
+    }
+
+    /// Hands the partition's open batch to its shard. Without `block`, a full ring leaves the
+    /// batch open for a later send to hand over: nothing already accepted is dropped.
+    fn submit(&mut self, index: usize, block: bool) -> Result<()> {
+        let timeout = self.config.send_timeout;
+        let level = self.config.ack;
+        let Some(lane) = self.lanes[index].as_mut() else {
+            return Ok(());
+        };
+        if !block && lane.ring.free_slots() == 0 {
+            return Ok(());
+        }
+        let Some(open) = lane.open.take() else {
+            return Ok(());
+        };
+        let count = open.builder.len() as u32;
+        let batch = open.builder.build().map_err(|source| Error::InvalidBatch {
+            partition: lane.entry.tp.clone(),
+            source,
+        })?;
+        let request = Request {
+            batch,
+            ack: open.ack.clone(),
+        };
+        push_blocking(lane, request, timeout)?;
+        open.ack.mark_submitted();
+        lane.entry.shard.wake();
+        lane.last = Some(Ticket::new(open.ack, count - 1, level, lane.entry.clone()));
+        self.chooser.batch_completed(index as u32);
+        Ok(())
+    }
+
+    /// Hands over batches whose linger ran out.
+    fn submit_lingering(&mut self, block: bool) -> Result<()> {
+        let now = Instant::now();
+        if self.oldest_open.is_none_or(|oldest| now < oldest + self.config.linger) {
+            return Ok(());
+        }
+        self.oldest_open = None;
+        for index in 0..self.lanes.len() {
+            let opened = self.lanes[index].as_ref().and_then(|l| l.open.as_ref()).map(|o| o.opened);
+            match opened {
+                Some(opened) if now >= opened + self.config.linger => self.submit(index, block)?,
+                Some(opened) => {
+                    self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Producer {
+    /// Hands over what is still open so no sent record is silently dropped; does not wait.
+    fn drop(&mut self) {
+        for index in 0..self.lanes.len() {
+            if let Err(error) = self.submit(index, true) {
+                log::warn!("rill: producer dropped with unsent records: {error}");
+            }
+        }
+    }
+}
+
+/// Pushes with back-off: the shard frees room at its own pace, so a waiting producer sleeps
+/// in growing steps (never spins for long) until there is room or the timeout passes.
+fn push_blocking(lane: &mut Lane, request: Request, timeout: Option<Duration>) -> Result<()> {
+    let started = Instant::now();
+    let mut request = request;
+    let mut nap = Duration::from_micros(20);
+    loop {
+        match lane.ring.push(request) {
+            Ok(()) => return Ok(()),
+            Err(PushError::Full(back)) => request = back,
+        }
+        if !lane.entry.shard.is_alive() {
+            request.ack.fail("the engine shut down".into());
+            return Err(Error::EngineClosed);
+        }
+        lane.entry.shard.wake();
+        if timeout.is_some_and(|limit| started.elapsed() >= limit) {
+            request.ack.fail("no room in the shard's queue within the send timeout".into());
+            return Err(Error::SendTimeout {
+                partition: lane.entry.tp.clone(),
+            });
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// Bytes a record adds to a batch, a little over: enough to refuse what cannot fit.
+fn record_size(record: &ProducerRecord<'_>) -> usize {
+    let fields = record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10)
+        .sum();
+    fields + headers + 32
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
