@@ -1,1 +1,4 @@
 //! rill-engine
+
+pub mod ring;
+pub(crate) mod sync;
