@@ -456,7 +456,10 @@ impl<T> Producer<T> {
         // second.len()` values, and `T: Copy` means reading them leaves `items` intact.
         unsafe {
             copy_in(first, items.as_ptr());
-            copy_in(second, items.as_ptr().add(first.len()));
+            // Most chunks do not wrap; skipping the empty run saves a call into `memcpy`.
+            if !second.is_empty() {
+                copy_in(second, items.as_ptr().add(first.len()));
+            }
         }
         self.tail = self.tail.wrapping_add(count);
         self.shared.tail.store(self.tail, Ordering::Release);
@@ -600,7 +603,9 @@ impl<T> Consumer<T> {
         // makes the ring treat their slots as free, so nothing is dropped twice.
         unsafe {
             copy_out(first, dst);
-            copy_out(second, dst.add(first.len()));
+            if !second.is_empty() {
+                copy_out(second, dst.add(first.len()));
+            }
             out.set_len(out.len() + count);
         }
         self.head = self.head.wrapping_add(count);
