@@ -71,8 +71,9 @@
 //!
 //! Items still in the ring when both handles are gone are dropped with the ring. A
 //! [`PopIter`] that is leaked with [`std::mem::forget`] cannot cause a double drop: the
-//! consumer's own position advances with each yielded item, and the consumer publishes it again
-//! when dropped.
+//! consumer claims the whole chunk when the iterator is made and takes back the un-yielded part
+//! only when the iterator is dropped, so a leaked iterator leaks its remaining items instead
+//! (and the consumer publishes its position again when it is itself dropped).
 //!
 //! # Example
 //!
@@ -283,9 +284,7 @@ impl<T> Shared<T> {
     /// The slot of `position`.
     #[inline(always)]
     fn slot(&self, position: usize, mask: usize) -> &Slot<T> {
-        // SAFETY: `mask` is always `slots.len() - 1` (both handles copy it from the length at
-        // construction) and `slots.len()` is a power of two, so `position & mask` is in bounds.
-        unsafe { self.slots.get_unchecked(position & mask) }
+        slot_at(&self.slots, position, mask)
     }
 
     /// The ring's slots for the `count` positions from `start`, as at most two contiguous runs
@@ -295,7 +294,7 @@ impl<T> Shared<T> {
         let first_index = start & mask;
         let first_len = count.min(self.slots.len() - first_index);
         // SAFETY: callers pass `count <= capacity = slots.len()`. `first_index < len` (see
-        // `slot`), and `first_len <= len - first_index`, so the first run is in bounds; the
+        // `slot_at`), and `first_len <= len - first_index`, so the first run is in bounds; the
         // second starts at 0 and has `count - first_len <= len` elements.
         unsafe {
             (
@@ -305,6 +304,15 @@ impl<T> Shared<T> {
             )
         }
     }
+}
+
+/// The slot of `position` in a ring's slot array.
+#[inline(always)]
+fn slot_at<T>(slots: &[Slot<T>], position: usize, mask: usize) -> &Slot<T> {
+    // SAFETY: `mask` is always `slots.len() - 1` (every handle and iterator copies it from the
+    // length at construction) and `slots.len()` is a power of two, so `position & mask` is in
+    // bounds.
+    unsafe { slots.get_unchecked(position & mask) }
 }
 
 impl<T> Drop for Shared<T> {
@@ -618,13 +626,26 @@ impl<T> Consumer<T> {
     /// The number of items is fixed when the iterator is created (one acquire load at most);
     /// the consumed ones are released to the producer with a single store when the iterator is
     /// dropped. Items the iterator did not yield stay in the ring for the next call.
+    ///
+    /// Leaking the iterator (`mem::forget`) leaks the items it had not yielded yet: they are
+    /// never returned nor dropped. That is the price of not writing the consumer's position
+    /// on every item.
     #[inline]
     pub fn pop_iter(&mut self, max: usize) -> PopIter<'_, T> {
         let count = self.available(max).min(max);
+        let start = self.head;
+        let end = start.wrapping_add(count);
+        // Claim the whole chunk up front; `PopIter::drop` gives back what it did not yield.
+        // If the iterator is leaked instead, the claimed items can never be read twice.
+        self.head = end;
         PopIter {
-            start: self.head,
-            end: self.head.wrapping_add(count),
-            consumer: self,
+            slots: &self.shared.slots,
+            mask: self.mask,
+            shared_head: &self.shared.head,
+            consumer_head: &mut self.head,
+            position: start,
+            start,
+            end,
         }
     }
 
@@ -643,9 +664,8 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        // A leaked `PopIter` may have advanced `head` without publishing it; the ring's drop
-        // must not see those moved-out slots as still holding values. Flag last, as for
-        // `Producer`.
+        // A leaked `PopIter` advanced `head` without publishing it; the ring's drop must not
+        // see those claimed slots as still holding values. Flag last, as for `Producer`.
         self.shared.head.store(self.head, Ordering::Release);
         self.shared.abandoned.store(true, Ordering::Release);
     }
@@ -663,10 +683,20 @@ impl<T> fmt::Debug for Consumer<T> {
 
 /// Iterator returned by [`Consumer::pop_iter`]; see there.
 pub struct PopIter<'a, T> {
-    consumer: &'a mut Consumer<T>,
-    /// `consumer.head` when the iterator was made, to know whether anything needs publishing.
+    /// The ring's slots and mask, copied out of the consumer so that a loop over the iterator
+    /// keeps them in registers instead of reloading them through the `Arc` for every item.
+    slots: &'a [Slot<T>],
+    mask: usize,
+    /// Where the consumer publishes its position to the producer.
+    shared_head: &'a AtomicUsize,
+    /// The consumer's own position, set to `end` while the iterator lives and to `position`
+    /// when it is dropped.
+    consumer_head: &'a mut usize,
+    /// Next position to yield.
+    position: usize,
+    /// First position of the chunk, to know whether anything needs publishing.
     start: usize,
-    /// One past the last position this iterator may take.
+    /// One past the last position of the chunk.
     end: usize,
 }
 
@@ -675,28 +705,23 @@ impl<T> Iterator for PopIter<'_, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        let head = self.consumer.head;
-        if head == self.end {
+        if self.position == self.end {
             return None;
         }
-        let value = self
-            .consumer
-            .shared
-            .slot(head, self.consumer.mask)
-            .with(|slot| {
-                // SAFETY: `head < end <= tail` as observed by the acquire load in `available`,
-                // so the slot holds a published value owned by the consumer (see `pop`).
-                unsafe { (*slot).assume_init_read() }
-            });
-        // The consumer's own position moves now, so even if this iterator is leaked the
-        // value just read can never be read (and dropped) a second time.
-        self.consumer.head = head.wrapping_add(1);
+        let value = slot_at(self.slots, self.position, self.mask).with(|slot| {
+            // SAFETY: `start <= position < end <= tail` as observed by the acquire load in
+            // `Consumer::available`, so the slot holds a published value. The consumer claimed
+            // `start..end` when this iterator was made and the iterator yields each position
+            // once, so nobody else reads or overwrites it.
+            unsafe { (*slot).assume_init_read() }
+        });
+        self.position = self.position.wrapping_add(1);
         Some(value)
     }
 
     #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let remaining = self.end.wrapping_sub(self.consumer.head);
+        let remaining = self.end.wrapping_sub(self.position);
         (remaining, Some(remaining))
     }
 }
@@ -707,11 +732,10 @@ impl<T> FusedIterator for PopIter<'_, T> {}
 
 impl<T> Drop for PopIter<'_, T> {
     fn drop(&mut self) {
-        if self.consumer.head != self.start {
-            self.consumer
-                .shared
-                .head
-                .store(self.consumer.head, Ordering::Release);
+        // Un-yielded items go back to the consumer; yielded ones go to the producer.
+        *self.consumer_head = self.position;
+        if self.position != self.start {
+            self.shared_head.store(self.position, Ordering::Release);
         }
     }
 }
@@ -871,14 +895,18 @@ mod tests {
         for _ in 0..4 {
             assert!(p.push(D(drops.clone())).is_ok());
         }
-        let mut it = c.pop_iter(4);
+        let mut it = c.pop_iter(3);
         let first = it.next();
         std::mem::forget(it);
         drop(first);
         assert_eq!(drops.load(Ordering::Relaxed), 1);
+        // The two claimed but unyielded items are gone for good; the fourth is still there.
+        drop(c.pop().unwrap());
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
+        assert!(p.push(D(drops.clone())).is_ok());
         drop(c);
         drop(p);
-        assert_eq!(drops.load(Ordering::Relaxed), 4);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
     }
 
     #[test]
