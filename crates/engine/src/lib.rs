@@ -3,10 +3,11 @@
 //! - [`record`]: Kafka's RecordBatch v2 format, the bytes of every log.
 //! - [`log`]: a partition's segmented log: append, read in place, recover.
 //! - [`store`]: a data directory of topics and partitions, locked against a second opener.
+//! - [`engine`]: shard threads serving a data directory; [`producer`] and [`consumer`] handles.
+//! - [`ring`]: the bounded lock-free SPSC ring between producers and shards.
+//! - [`partitioner`]: which partition a record goes to, as Kafka's clients choose.
 //! - [`io`]: the I/O backends the log writes through.
 //! - [`inspect`]: read-only checks of a data directory (`rill verify`, `rill topics`).
-//! - [`engine`]: shard threads serving a data directory; [`producer`] and [`consumer`] handles.
-//! - [`partitioner`]: which partition a record goes to, as Kafka's clients choose.
 
 pub mod consumer;
 pub mod engine;
@@ -18,6 +19,7 @@ pub mod log;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+pub mod ring;
 pub mod store;
 pub(crate) mod sync;
 pub mod topic;

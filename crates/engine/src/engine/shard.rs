@@ -73,10 +73,6 @@ impl ShardControl {
         }
     }
 
-    pub fn id(&self) -> usize {
-        self.id
-    }
-
     /// False once the shard has closed its partitions and exited.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
@@ -297,16 +293,20 @@ impl Shard {
                 break;
             }
         }
+        let mut entries = Vec::with_capacity(self.partitions.len());
         for owned in self.partitions.drain(..) {
-            let entry = owned.entry.clone();
             if let Err(error) = owned.log.close() {
-                log::error!("rill: {}: close failed: {error}", entry.tp);
+                log::error!("rill: {}: close failed: {error}", owned.entry.tp);
                 let mut slot = self.control.close_error.lock().unwrap_or_else(PoisonError::into_inner);
                 slot.get_or_insert(error);
             }
+            entries.push(owned.entry);
+        }
+        // Dead before the last notification, so every waiter it wakes sees why.
+        self.control.alive.store(false, Ordering::Release);
+        for entry in entries {
             entry.notifier.notify();
         }
-        self.control.alive.store(false, Ordering::Release);
     }
 }
 
