@@ -69,7 +69,14 @@ impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("topic", &self.topic.name)
-            .field("assigned", &self.assigned.iter().map(|a| (a.entry.tp.partition, a.position)).collect::<Vec<_>>())
+            .field(
+                "assigned",
+                &self
+                    .assigned
+                    .iter()
+                    .map(|a| (a.entry.tp.partition, a.position))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -98,7 +105,10 @@ impl Consumer {
                 StartFrom::Earliest => entry.reader.start_offset(),
                 StartFrom::Latest => entry.reader.end_offset(),
             };
-            if !assigned.iter().any(|a: &Assigned| a.entry.tp.partition == partition) {
+            if !assigned
+                .iter()
+                .any(|a: &Assigned| a.entry.tp.partition == partition)
+            {
                 assigned.push(Assigned { entry, position });
             }
         }
@@ -186,7 +196,10 @@ impl Consumer {
             if assigned.position >= reader.end_offset() {
                 continue;
             }
-            let slice = reader.read(assigned.position, self.config.max_bytes_per_partition.min(budget))?;
+            let slice = reader.read(
+                assigned.position,
+                self.config.max_bytes_per_partition.min(budget),
+            )?;
             if slice.is_empty() {
                 continue;
             }

@@ -117,10 +117,15 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    pub(crate) fn new(engine: Arc<Inner>, topic: Arc<TopicEntry>, config: ProducerConfig) -> Result<Self> {
-        let partition_count = NonZeroU32::new(topic.partitions.len() as u32).ok_or(Error::UnknownTopic {
-            topic: topic.name.to_string(),
-        })?;
+    pub(crate) fn new(
+        engine: Arc<Inner>,
+        topic: Arc<TopicEntry>,
+        config: ProducerConfig,
+    ) -> Result<Self> {
+        let partition_count =
+            NonZeroU32::new(topic.partitions.len() as u32).ok_or(Error::UnknownTopic {
+                topic: topic.name.to_string(),
+            })?;
         if config.ring_batches == 0 || config.batch_bytes == 0 {
             return Err(Error::InvalidConfig {
                 reason: "ring_batches and batch_bytes must be positive".into(),
@@ -145,13 +150,19 @@ impl Producer {
             Err(TrySendError::Failed(error)) => Err(error),
             // A blocking send waits for room instead; it ends with SendTimeout if none comes.
             Err(TrySendError::WouldBlock(_)) => Err(Error::SendTimeout {
-                partition: crate::topic::TopicPartition::new(self.topic.name.clone(), record.partition.unwrap_or(0)),
+                partition: crate::topic::TopicPartition::new(
+                    self.topic.name.clone(),
+                    record.partition.unwrap_or(0),
+                ),
             }),
         }
     }
 
     /// Sends a record, or hands it back at once when its partition's ring is full.
-    pub fn try_send<'a>(&mut self, record: ProducerRecord<'a>) -> std::result::Result<Ticket, TrySendError<'a>> {
+    pub fn try_send<'a>(
+        &mut self,
+        record: ProducerRecord<'a>,
+    ) -> std::result::Result<Ticket, TrySendError<'a>> {
         self.send_inner(record, false)
     }
 
@@ -174,7 +185,11 @@ impl Producer {
         self.partition_count.get()
     }
 
-    fn send_inner<'a>(&mut self, record: ProducerRecord<'a>, block: bool) -> std::result::Result<Ticket, TrySendError<'a>> {
+    fn send_inner<'a>(
+        &mut self,
+        record: ProducerRecord<'a>,
+        block: bool,
+    ) -> std::result::Result<Ticket, TrySendError<'a>> {
         if self.engine.is_closed() {
             return Err(Error::EngineClosed.into());
         }
@@ -200,7 +215,8 @@ impl Producer {
         }
         self.lane(index)?;
         let open_bytes = self.open_bytes(index);
-        let would_overflow = open_bytes > 0 && open_bytes + size > self.config.batch_bytes.min(self.max_batch_bytes);
+        let would_overflow =
+            open_bytes > 0 && open_bytes + size > self.config.batch_bytes.min(self.max_batch_bytes);
         if would_overflow {
             if !block && self.lane_full(index) {
                 return Err(TrySendError::WouldBlock(record));
@@ -241,7 +257,9 @@ impl Producer {
     }
 
     fn lane_full(&self, index: usize) -> bool {
-        self.lanes[index].as_ref().is_some_and(|lane| lane.ring.free_slots() == 0)
+        self.lanes[index]
+            .as_ref()
+            .is_some_and(|lane| lane.ring.free_slots() == 0)
     }
 
     fn append(&mut self, index: usize, record: &ProducerRecord<'_>) -> Result<Ticket> {
@@ -267,7 +285,12 @@ impl Producer {
         let record_index = (open.builder.len() - 1) as u32;
         let opened = open.opened;
         self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
-        Ok(Ticket::new(open.ack.clone(), record_index, level, lane.entry.clone()))
+        Ok(Ticket::new(
+            open.ack.clone(),
+            record_index,
+            level,
+            lane.entry.clone(),
+        ))
     }
 
     /// Hands the partition's open batch to its shard. Without `block`, a full ring leaves the
@@ -292,6 +315,7 @@ impl Producer {
         let request = Request {
             batch,
             ack: open.ack.clone(),
+            sync: level == AckLevel::Durable,
         };
         push_blocking(lane, request, timeout)?;
         open.ack.mark_submitted();
@@ -304,16 +328,23 @@ impl Producer {
     /// Hands over batches whose linger ran out.
     fn submit_lingering(&mut self, block: bool) -> Result<()> {
         let now = Instant::now();
-        if self.oldest_open.is_none_or(|oldest| now < oldest + self.config.linger) {
+        if self
+            .oldest_open
+            .is_none_or(|oldest| now < oldest + self.config.linger)
+        {
             return Ok(());
         }
         self.oldest_open = None;
         for index in 0..self.lanes.len() {
-            let opened = self.lanes[index].as_ref().and_then(|l| l.open.as_ref()).map(|o| o.opened);
+            let opened = self.lanes[index]
+                .as_ref()
+                .and_then(|l| l.open.as_ref())
+                .map(|o| o.opened);
             match opened {
                 Some(opened) if now >= opened + self.config.linger => self.submit(index, block)?,
                 Some(opened) => {
-                    self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
+                    self.oldest_open =
+                        Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
                 }
                 None => {}
             }
@@ -350,7 +381,9 @@ fn push_blocking(lane: &mut Lane, request: Request, timeout: Option<Duration>) -
         }
         lane.entry.shard.wake();
         if timeout.is_some_and(|limit| started.elapsed() >= limit) {
-            request.ack.fail("no room in the shard's queue within the send timeout".into());
+            request
+                .ack
+                .fail("no room in the shard's queue within the send timeout".into());
             return Err(Error::SendTimeout {
                 partition: lane.entry.tp.clone(),
             });

@@ -57,7 +57,10 @@ impl BatchAck {
     fn base_offset(&self) -> Option<std::result::Result<i64, &str>> {
         match self.state.load(Ordering::Acquire) {
             PENDING => None,
-            FAILED => Some(Err(self.failure.get().map_or("unknown failure", String::as_str))),
+            FAILED => Some(Err(self
+                .failure
+                .get()
+                .map_or("unknown failure", String::as_str))),
             base => Some(Ok(base)),
         }
     }
@@ -77,7 +80,12 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub(crate) fn new(ack: Arc<BatchAck>, index: u32, level: AckLevel, partition: Arc<PartitionEntry>) -> Self {
+    pub(crate) fn new(
+        ack: Arc<BatchAck>,
+        index: u32,
+        level: AckLevel,
+        partition: Arc<PartitionEntry>,
+    ) -> Self {
         Self {
             ack,
             index,
@@ -132,19 +140,26 @@ impl Ticket {
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<Option<i64>> {
+        // A batch's fate (appended or failed) answers first, whether or not it was handed over.
+        if let Some(offset) = self.poll()? {
+            return Ok(Some(offset));
+        }
         if !self.ack.submitted.load(Ordering::Acquire) {
             return Err(Error::NotSubmitted {
                 partition: self.partition.tp.clone(),
             });
         }
-        let outcome = self.partition.notifier.wait_until(deadline, || match self.poll() {
-            Ok(Some(offset)) => Some(Ok(Some(offset))),
-            Ok(None) if !self.partition.shard.is_alive() => Some(Err(Error::Closed {
-                partition: self.partition.tp.clone(),
-            })),
-            Ok(None) => None,
-            Err(error) => Some(Err(error)),
-        });
+        let outcome = self
+            .partition
+            .notifier
+            .wait_until(deadline, || match self.poll() {
+                Ok(Some(offset)) => Some(Ok(Some(offset))),
+                Ok(None) if !self.partition.shard.is_alive() => Some(Err(Error::Closed {
+                    partition: self.partition.tp.clone(),
+                })),
+                Ok(None) => None,
+                Err(error) => Some(Err(error)),
+            });
         outcome.unwrap_or(Ok(None))
     }
 }

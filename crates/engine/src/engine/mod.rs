@@ -24,8 +24,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use ack::{AckLevel, Ticket};
 pub(crate) use ack::BatchAck;
+pub use ack::{AckLevel, Ticket};
 pub(crate) use notify::Notifier;
 pub(crate) use shard::{Request, ShardControl};
 
@@ -199,7 +199,11 @@ impl Engine {
 
     /// Names and partition counts of every topic.
     pub fn topics(&self) -> Vec<(String, u32)> {
-        let topics = self.inner.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let topics = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut list: Vec<(String, u32)> = topics
             .values()
             .map(|t| (t.name.to_string(), t.partitions.len() as u32))
@@ -217,12 +221,29 @@ impl Engine {
         self.inner.shards.len()
     }
 
-    /// A producer for `topic` with the default configuration.
-    pub fn producer(&self, topic: &str) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(self.inner.clone(), self.inner.topic(topic)?, Default::default())
+    /// Stops (`true`) or resumes (`false`) the shards' draining of their rings, so tests can
+    /// fill rings and observe back-pressure. Not for production use.
+    #[doc(hidden)]
+    pub fn hold_shards(&self, held: bool) {
+        for shard in &self.inner.shards {
+            shard.hold(held);
+        }
     }
 
-    pub fn producer_with(&self, topic: &str, config: crate::producer::ProducerConfig) -> Result<crate::producer::Producer> {
+    /// A producer for `topic` with the default configuration.
+    pub fn producer(&self, topic: &str) -> Result<crate::producer::Producer> {
+        crate::producer::Producer::new(
+            self.inner.clone(),
+            self.inner.topic(topic)?,
+            Default::default(),
+        )
+    }
+
+    pub fn producer_with(
+        &self,
+        topic: &str,
+        config: crate::producer::ProducerConfig,
+    ) -> Result<crate::producer::Producer> {
         crate::producer::Producer::new(self.inner.clone(), self.inner.topic(topic)?, config)
     }
 
@@ -231,7 +252,11 @@ impl Engine {
         crate::consumer::Consumer::new(self.inner.topic(topic)?, Default::default())
     }
 
-    pub fn consumer_with(&self, topic: &str, config: crate::consumer::ConsumerConfig) -> Result<crate::consumer::Consumer> {
+    pub fn consumer_with(
+        &self,
+        topic: &str,
+        config: crate::consumer::ConsumerConfig,
+    ) -> Result<crate::consumer::Consumer> {
         crate::consumer::Consumer::new(self.inner.topic(topic)?, config)
     }
 
@@ -263,7 +288,13 @@ impl Engine {
                 first_error = Some(error);
             }
         }
-        for topic in self.inner.topics.read().unwrap_or_else(PoisonError::into_inner).values() {
+        for topic in self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             topic.notifier.notify();
         }
         first_error.map_or(Ok(()), Err)
@@ -275,8 +306,14 @@ impl Engine {
         let mut partitions = Vec::with_capacity(count as usize);
         let backend = shard::backend_for(self.inner.backend);
         for partition in 0..count {
-            let log = self.inner.store.open_partition_with(topic, partition, config.clone(), backend())?;
-            let shard = self.inner.shards[shard_of(topic, partition, self.inner.shards.len())].clone();
+            let log = self.inner.store.open_partition_with(
+                topic,
+                partition,
+                config.clone(),
+                backend(),
+            )?;
+            let shard =
+                self.inner.shards[shard_of(topic, partition, self.inner.shards.len())].clone();
             let entry = Arc::new(PartitionEntry {
                 tp: log.partition().clone(),
                 reader: log.reader(),

@@ -72,7 +72,11 @@ impl Notifier {
     }
 
     /// Waits until `ready` returns `Some`, or `deadline` passes (then `None`).
-    pub fn wait_until<T>(&self, deadline: Option<Instant>, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    pub fn wait_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
         if let Some(value) = ready() {
             return Some(value);
         }
@@ -117,7 +121,9 @@ mod tests {
             std::thread::spawn(move || {
                 let started = Instant::now();
                 let deadline = Some(started + Duration::from_secs(10));
-                let seen = notifier.wait_until(deadline, || (value.load(Ordering::Acquire) >= 5).then_some(()));
+                let seen = notifier.wait_until(deadline, || {
+                    (value.load(Ordering::Acquire) >= 5).then_some(())
+                });
                 (seen, started.elapsed())
             })
         };

@@ -28,11 +28,19 @@ const MAX_BATCHES_PER_RING: usize = 64;
 pub(crate) struct Request {
     pub batch: Vec<u8>,
     pub ack: Arc<BatchAck>,
+    /// The producer waits for durability: sync after this pass whatever the fsync policy.
+    pub sync: bool,
 }
 
 enum Command {
-    AddPartition { log: PartitionLog, entry: Arc<PartitionEntry> },
-    AddInput { partition: TopicPartition, input: ring::Consumer<Request> },
+    AddPartition {
+        log: PartitionLog,
+        entry: Arc<PartitionEntry>,
+    },
+    AddInput {
+        partition: TopicPartition,
+        input: ring::Consumer<Request>,
+    },
     Shutdown,
 }
 
@@ -44,6 +52,8 @@ pub(crate) struct ShardControl {
     commands: Mutex<Vec<CommandBox>>,
     commands_pending: AtomicBool,
     alive: AtomicBool,
+    /// While set the shard leaves its rings alone (tests use it to fill rings on purpose).
+    held: AtomicBool,
     close_error: Mutex<Option<Error>>,
 }
 
@@ -69,6 +79,7 @@ impl ShardControl {
             commands: Mutex::new(Vec::new()),
             commands_pending: AtomicBool::new(false),
             alive: AtomicBool::new(true),
+            held: AtomicBool::new(false),
             close_error: Mutex::new(None),
         }
     }
@@ -91,12 +102,20 @@ impl ShardControl {
         self.command(Command::AddInput { partition, input });
     }
 
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
+        self.waker.wake();
+    }
+
     pub fn request_shutdown(&self) {
         self.command(Command::Shutdown);
     }
 
     pub fn take_close_error(&self) -> Option<Error> {
-        self.close_error.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.close_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn command(&self, command: Command) {
@@ -186,11 +205,17 @@ impl Shard {
                 std::hint::spin_loop();
                 continue;
             }
-            let timeout = self.next_deadline().map(|due| due.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .next_deadline()
+                .map(|due| due.saturating_duration_since(Instant::now()));
             let control = self.control.clone();
             let partitions = &self.partitions;
+            let held = control.held.load(Ordering::Acquire);
             control.waker.park_unless(
-                || control.commands_pending.load(Ordering::Acquire) || has_input(partitions),
+                || {
+                    control.commands_pending.load(Ordering::Acquire)
+                        || (!held && has_input(partitions))
+                },
                 timeout,
             );
             idle_since = None;
@@ -202,7 +227,13 @@ impl Shard {
         if !self.control.commands_pending.swap(false, Ordering::AcqRel) {
             return false;
         }
-        let commands = std::mem::take(&mut *self.control.commands.lock().unwrap_or_else(PoisonError::into_inner));
+        let commands = std::mem::take(
+            &mut *self
+                .control
+                .commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         let mut stop = false;
         for CommandBox(command) in commands {
             match command {
@@ -214,7 +245,9 @@ impl Shard {
                 Command::AddInput { partition, input } => {
                     match self.partitions.iter_mut().find(|p| p.entry.tp == partition) {
                         Some(owned) => owned.inputs.push(input),
-                        None => log::error!("rill: shard {} does not own {partition}", self.control.id),
+                        None => {
+                            log::error!("rill: shard {} does not own {partition}", self.control.id)
+                        }
                     }
                 }
                 Command::Shutdown => stop = true,
@@ -225,18 +258,25 @@ impl Shard {
 
     /// One round over every owned partition; returns the number of batches handled.
     fn pass(&mut self) -> usize {
+        if self.control.held.load(Ordering::Acquire) {
+            return 0;
+        }
         let Shard {
-            partitions, scratch, ..
+            partitions,
+            scratch,
+            ..
         } = self;
         let mut handled = 0;
         for owned in partitions.iter_mut() {
             let mut appended = 0;
+            let mut wants_sync = false;
             for input in &mut owned.inputs {
                 input.pop_into(scratch, MAX_BATCHES_PER_RING);
                 for mut request in scratch.drain(..) {
                     match owned.log.append_deferred(&mut request.batch) {
                         Ok(info) => {
                             request.ack.appended(info.base_offset);
+                            wants_sync |= request.sync;
                             appended += 1;
                         }
                         Err(error) => request.ack.fail(error.to_string()),
@@ -244,9 +284,17 @@ impl Shard {
                     handled += 1;
                 }
             }
-            owned.inputs.retain(|input| !(input.is_abandoned() && input.is_empty()));
+            owned
+                .inputs
+                .retain(|input| !(input.is_abandoned() && input.is_empty()));
             if appended > 0 {
-                if let Err(error) = owned.log.sync_if_due() {
+                // One sync for every batch of the pass: group commit.
+                let synced = if wants_sync {
+                    owned.log.flush()
+                } else {
+                    owned.log.sync_if_due().map(|_| ())
+                };
+                if let Err(error) = synced {
                     log::error!("rill: {}: sync failed: {error}", owned.entry.tp);
                 }
                 owned.entry.notifier.notify();
@@ -286,6 +334,7 @@ impl Shard {
 
     /// Appends everything the rings still hold, then closes every partition cleanly.
     fn finish(&mut self) {
+        self.control.held.store(false, Ordering::Release);
         // Sends that passed the engine's open check just before shutdown may still arrive;
         // they are few, so this ends, but it is bounded anyway.
         for _ in 0..1_000 {
@@ -297,7 +346,11 @@ impl Shard {
         for owned in self.partitions.drain(..) {
             if let Err(error) = owned.log.close() {
                 log::error!("rill: {}: close failed: {error}", owned.entry.tp);
-                let mut slot = self.control.close_error.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut slot = self
+                    .control
+                    .close_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 slot.get_or_insert(error);
             }
             entries.push(owned.entry);
@@ -311,5 +364,7 @@ impl Shard {
 }
 
 fn has_input(partitions: &[Owned]) -> bool {
-    partitions.iter().any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+    partitions
+        .iter()
+        .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
 }
