@@ -1,0 +1,75 @@
+//! An idle engine uses no CPU: after work stops, shards spin for a short window and then park.
+//!
+//! This file is its own test binary (its own process), so the shard threads measured here are
+//! the only ones. CPU time comes from the kernel's per-thread accounting in /proc.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly by design
+
+use std::fs;
+use std::time::Duration;
+
+use rill_engine::engine::{Engine, EngineConfig};
+use rill_engine::producer::ProducerRecord;
+
+/// CPU ticks (user + system) of every thread of this process whose name starts with `prefix`.
+fn cpu_ticks_of_threads(prefix: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut found = false;
+    for task in fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let name = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        total += fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+        found = true;
+    }
+    found.then_some(total)
+}
+
+#[test]
+fn an_idle_engine_uses_no_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        shards: 2,
+        ..EngineConfig::new(dir.path())
+    };
+    let engine = Engine::open(config).unwrap();
+    engine.create_topic("idle", 4).unwrap();
+    let mut producer = engine.producer("idle").unwrap();
+    for i in 0..10_000u32 {
+        producer
+            .send(ProducerRecord::new(None, &i.to_be_bytes()))
+            .unwrap();
+    }
+    producer.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let Some(before) = cpu_ticks_of_threads("rill-shard") else {
+        eprintln!("skipped: per-thread CPU accounting (/proc/self/task) is not available here");
+        return;
+    };
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let after = cpu_ticks_of_threads("rill-shard").unwrap();
+    let tick_ms = 1000 / clock_ticks_per_second();
+    let used_ms = (after - before) * tick_ms;
+    println!(
+        "idle engine: 2 shard threads used {used_ms} ms of CPU in {} s",
+        window.as_secs()
+    );
+    assert!(
+        used_ms <= 20,
+        "shards used {used_ms} ms of CPU while idle for {window:?}"
+    );
+    engine.shutdown().unwrap();
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // /proc reports times in USER_HZ, which Linux fixes at 100 for user space.
+    100
+}
