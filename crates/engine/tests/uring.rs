@@ -193,7 +193,12 @@ fn linked_fdatasync_reports_success() {
     let file = open_rw(&dir.path().join("f"), 0).unwrap();
     let slot = w.register_file(&file).unwrap();
     write_bytes(&mut w, slot, 0, b"durable", true, 42);
-    let done = wait_all(&mut w);
+    // wait(0) blocks for nothing but still hands what is queued to the kernel.
+    let mut early = Vec::new();
+    w.wait(0, &mut early).unwrap();
+    assert_eq!(w.submit().unwrap(), 0, "nothing was left queued");
+    let mut done = wait_all(&mut w);
+    done.extend(early);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].token, 42);
     assert!(matches!(done[0].sync, SyncOutcome::Synced), "{:?}", done[0]);
@@ -516,4 +521,32 @@ fn writer_and_buffers_can_move_to_a_shard_thread() {
     send::<UringWriter>();
     send::<rill_engine::io::uring::PooledBuf>();
     send::<rill_engine::io::aligned::AlignedBuf>();
+}
+
+#[test]
+fn full_submission_queue_is_submitted_to_make_room() {
+    // Two entries hold exactly one synced write: every further queue_write finds the queue
+    // full and must submit before pushing, never splitting a write from its linked sync.
+    let Some(mut w) = writer(UringConfig {
+        entries: 2,
+        registration: BufferRegistration::Require,
+        ..small()
+    }) else {
+        return;
+    };
+    assert!(w.fixed_buffers());
+    let dir = tempfile::tempdir().unwrap();
+    let file = open_rw(&dir.path().join("f"), 0).unwrap();
+    let slot = w.register_file(&file).unwrap();
+    for token in 0..8u64 {
+        write_bytes(&mut w, slot, token * 100, &pattern(token, 100), true, token);
+    }
+    let done = wait_all(&mut w);
+    assert_eq!(done.len(), 8);
+    assert!(done.iter().all(Completion::is_success), "{done:?}");
+    let on_disk = fs::read(dir.path().join("f")).unwrap();
+    for token in 0..8u64 {
+        let at = (token * 100) as usize;
+        assert_eq!(&on_disk[at..at + 100], &pattern(token, 100)[..]);
+    }
 }

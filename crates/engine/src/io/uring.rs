@@ -854,106 +854,68 @@ impl UringWriter {
         let Some(slot) = self.ops.ops.get_mut(usize::from(index)) else {
             return refuse(QueueErrorKind::ForeignBuffer, buf);
         };
-        *slot = Some(Op {
+        let op = Op {
             buf: buf.buf,
             token,
             file,
             position,
             sync,
             written: 0,
-            attempts: 0,
+            attempts: 1,
             write_res: None,
             sync_res: None,
-        });
-        self.ops.in_flight += 1;
-        match self.push_attempt(index) {
-            Ok(()) => Ok(()),
-            Err(()) => {
-                self.ops.in_flight -= 1;
-                let op = self
-                    .ops
-                    .ops
-                    .get_mut(usize::from(index))
-                    .and_then(Option::take);
-                match op {
-                    Some(op) => refuse(
-                        QueueErrorKind::QueueFull,
-                        PooledBuf {
-                            ring: self.id,
-                            index,
-                            buf: op.buf,
-                        },
-                    ),
-                    // Unreachable: the op was stored just above and nothing took it.
-                    None => Ok(()),
-                }
-            }
+        };
+        let (entries, count) = attempt_entries(&op, index, self.fixed);
+        // SAFETY: the entries point into `op.buf`'s heap allocation, which stays where it is
+        // when `op` moves into the operation table just below. The table owns it until every
+        // CQE of the attempt has been reaped (`Ops::complete` releases it only then), and
+        // nobody can write to it meanwhile: the caller gave up its `PooledBuf`. `Drop` waits
+        // for outstanding CQEs, and leaks the buffers if it cannot. If the push fails nothing
+        // was queued and the buffer goes back to the caller. For WRITE_FIXED, `index` is the
+        // registered buffer that contains the range.
+        if !unsafe { push_entries(&mut self.ring, &entries[..count]) } {
+            return refuse(
+                QueueErrorKind::QueueFull,
+                PooledBuf {
+                    ring: self.id,
+                    index,
+                    buf: op.buf,
+                },
+            );
         }
+        *slot = Some(op);
+        self.ops.expected_cqes += count;
+        self.ops.in_flight += 1;
+        Ok(())
     }
 
-    /// Pushes the entries for the next attempt of operation `index`: the unwritten remainder,
-    /// then the linked sync if asked for. Submits once to make room if needed.
-    fn push_attempt(&mut self, index: u16) -> Result<(), ()> {
+    /// Queues the remainder of operation `index` after a short write; false if no room.
+    fn resubmit(&mut self, index: u16) -> bool {
         let Some(op) = self
             .ops
             .ops
             .get_mut(usize::from(index))
             .and_then(Option::as_mut)
         else {
-            return Err(());
+            // Nothing to resubmit, so nothing to retry either.
+            return true;
         };
-        let remainder = op.buf.as_slice().get(op.written..).unwrap_or_default();
-        let len = u32::try_from(remainder.len()).map_err(|_| ())?;
-        let position = op.position + op.written as u64;
-        let fd = Fixed(op.file.index);
-        let write = if self.fixed {
-            opcode::WriteFixed::new(fd, remainder.as_ptr(), len, index)
-                .offset(position)
-                .build()
-        } else {
-            opcode::Write::new(fd, remainder.as_ptr(), len)
-                .offset(position)
-                .build()
+        let (entries, count) = attempt_entries(op, index, self.fixed);
+        // SAFETY: as in `queue_write`: the operation table owns `op.buf` until every CQE of
+        // this attempt has been reaped; the previous attempt's CQEs have all arrived, so the
+        // kernel holds no other reference to it.
+        if !unsafe { push_entries(&mut self.ring, &entries[..count]) } {
+            return false;
         }
-        .user_data(user_data(index, false));
-        let sync = op.sync;
-        let entries = [
-            if sync {
-                write.flags(squeue::Flags::IO_LINK)
-            } else {
-                write
-            },
-            opcode::Fsync::new(fd)
-                .flags(FsyncFlags::DATASYNC)
-                .build()
-                .user_data(user_data(index, true)),
-        ];
-        let entries = if sync { &entries[..] } else { &entries[..1] };
-        for round in 0..2 {
-            // SAFETY: the entries point into `op.buf`, which the operation table owns until
-            // every CQE of this attempt has been reaped (`Ops::complete` only releases it then),
-            // and nothing mutates it meanwhile: the caller gave up its `PooledBuf`. If the
-            // writer is dropped first, `Drop` waits for the outstanding CQEs, and leaks the
-            // buffers if it cannot. For WRITE_FIXED, `index` names the registered buffer that
-            // contains this range. The file is named by a registered slot, which the kernel
-            // validates itself.
-            let pushed = unsafe { self.ring.submission().push_multiple(entries) };
-            if pushed.is_ok() {
-                op.attempts += 1;
-                self.ops.expected_cqes += entries.len();
-                return Ok(());
-            }
-            if round == 0 && submit_retrying(&self.ring, 0).is_err() {
-                return Err(());
-            }
-        }
-        Err(())
+        op.attempts += 1;
+        self.ops.expected_cqes += count;
+        true
     }
 
     /// Pushes the remainders of short writes found while reaping.
     fn flush_resubmits(&mut self) {
         while let Some(&index) = self.ops.resubmit.last() {
-            if self.push_attempt(index).is_err() {
+            if !self.resubmit(index) {
                 // Still no room: the next submit or wait tries again.
                 return;
             }
@@ -990,6 +952,12 @@ impl UringWriter {
     pub fn wait(&mut self, min_complete: usize, out: &mut Vec<Completion>) -> io::Result<usize> {
         self.flush_resubmits();
         let mut done = self.reap(out);
+        if done >= min_complete || self.ops.in_flight == 0 {
+            if !self.ring.submission().is_empty() {
+                submit_retrying(&self.ring, 0)?;
+            }
+            return Ok(done);
+        }
         while done < min_complete && self.ops.in_flight > 0 {
             if self.ops.expected_cqes == 0 && !self.ops.resubmit.is_empty() {
                 // Operations are waiting for room that only a submit can make.
@@ -1012,6 +980,56 @@ impl UringWriter {
         }
         Ok(done)
     }
+}
+
+/// The entries of `op`'s next attempt and how many of them to push: the write of the bytes not
+/// yet written, then, when asked for, the fdatasync linked to it.
+fn attempt_entries(op: &Op, index: u16, fixed: bool) -> ([squeue::Entry; 2], usize) {
+    let remainder = op.buf.as_slice().get(op.written..).unwrap_or_default();
+    // Buffers are at most 1 GiB (checked in `probe`), so the length fits.
+    let len = u32::try_from(remainder.len()).unwrap_or(u32::MAX);
+    let position = op.position + op.written as u64;
+    let fd = Fixed(op.file.index);
+    let write = if fixed {
+        opcode::WriteFixed::new(fd, remainder.as_ptr(), len, index)
+            .offset(position)
+            .build()
+    } else {
+        opcode::Write::new(fd, remainder.as_ptr(), len)
+            .offset(position)
+            .build()
+    }
+    .user_data(user_data(index, false));
+    let sync = opcode::Fsync::new(fd)
+        .flags(FsyncFlags::DATASYNC)
+        .build()
+        .user_data(user_data(index, true));
+    if op.sync {
+        ([write.flags(squeue::Flags::IO_LINK), sync], 2)
+    } else {
+        ([write, sync], 1)
+    }
+}
+
+/// Pushes `entries` all together (a linked pair must not be split across submissions),
+/// submitting what is queued once if there is no room. Returns whether they were pushed.
+///
+/// # Safety
+///
+/// Every buffer the entries point to must stay allocated, and unwritten by anyone, until the
+/// CQEs of all of them have been reaped.
+unsafe fn push_entries(ring: &mut IoUring, entries: &[squeue::Entry]) -> bool {
+    for round in 0..2 {
+        // SAFETY: the caller vouches for the buffers; registered file slots are checked by
+        // the kernel itself, so a wrong slot is an error CQE, not unsafety.
+        if unsafe { ring.submission().push_multiple(entries) }.is_ok() {
+            return true;
+        }
+        if round == 0 && submit_retrying(ring, 0).is_err() {
+            return false;
+        }
+    }
+    false
 }
 
 /// `io_uring_enter`, retried a few times on `EINTR`.
