@@ -3,8 +3,15 @@
 //! The log calls a backend for its two data-path operations, positional writes and data
 //! syncs, so that the portable backend here and the io_uring backend can be swapped without
 //! the log knowing which one runs.
+//!
+//! [`uring`] is the asynchronous writer a shard thread drives directly (batched submissions,
+//! registered buffers and files, linked fdatasync); [`aligned`] holds the block-aligned staging
+//! buffers it writes from.
 
+pub mod aligned;
 mod portable;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 use std::fs::File;
 use std::io;
