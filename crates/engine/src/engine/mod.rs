@@ -14,6 +14,7 @@
 //! and may lock.
 
 mod ack;
+mod direct;
 mod notify;
 mod shard;
 
@@ -137,7 +138,7 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let backend = shard::choose_backend(config.io);
+        let backend = shard::choose_backend(config.io, config.log.limits.max_batch_bytes);
         let cores = if config.pin_shards {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -148,7 +149,7 @@ impl Engine {
         for id in 0..shard_count {
             let control = Arc::new(ShardControl::new(id));
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            threads.push(shard::spawn(control.clone(), core, &config)?);
+            threads.push(shard::spawn(control.clone(), core, &config, backend)?);
             shards.push(control);
         }
         let engine = Engine {

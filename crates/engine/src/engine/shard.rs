@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
@@ -34,7 +35,7 @@ pub(crate) struct Request {
 
 enum Command {
     AddPartition {
-        log: PartitionLog,
+        log: Box<PartitionLog>,
         entry: Arc<PartitionEntry>,
     },
     AddInput {
@@ -95,7 +96,10 @@ impl ShardControl {
     }
 
     pub fn add_partition(&self, log: PartitionLog, entry: Arc<PartitionEntry>) {
-        self.command(Command::AddPartition { log, entry });
+        self.command(Command::AddPartition {
+            log: Box::new(log),
+            entry,
+        });
     }
 
     pub fn add_input(&self, partition: TopicPartition, input: ring::Consumer<Request>) {
@@ -128,13 +132,23 @@ impl ShardControl {
     }
 }
 
+pub(crate) const URING: &str = "io_uring";
+pub(crate) const PORTABLE: &str = "portable";
+
 /// Names the backend the engine will use, logging once why when it is not the best one.
-pub(crate) fn choose_backend(mode: IoMode) -> &'static str {
+pub(crate) fn choose_backend(mode: IoMode, max_batch_bytes: usize) -> &'static str {
     let forced = std::env::var("RILL_IO").is_ok_and(|v| v == "sync");
     if forced || mode == IoMode::Sync {
         log::info!("rill: portable I/O backend (pwrite/fdatasync) forced by configuration");
+        return PORTABLE;
     }
-    "portable"
+    match DirectIo::probe(max_batch_bytes) {
+        Ok(_) => URING,
+        Err(why) => {
+            log::warn!("rill: {why}; using the portable I/O backend (pwrite/fdatasync)");
+            PORTABLE
+        }
+    }
 }
 
 /// A constructor of backend instances for the named backend.
@@ -146,11 +160,18 @@ struct Owned {
     log: PartitionLog,
     entry: Arc<PartitionEntry>,
     inputs: Vec<ring::Consumer<Request>>,
+    /// Set when this partition writes through the shard's io_uring; else the log's own backend.
+    io: Option<PartitionIo>,
 }
 
 struct Shard {
     control: Arc<ShardControl>,
     partitions: Vec<Owned>,
+    direct: Option<DirectIo>,
+    /// Completions that arrived while the shard waited for another partition's write.
+    stashed: Vec<crate::io::uring::Completion>,
+    use_uring: bool,
+    max_batch_bytes: usize,
     scratch: Vec<Request>,
     idle_spin: Duration,
     retention_interval: Duration,
@@ -161,11 +182,16 @@ pub(crate) fn spawn(
     control: Arc<ShardControl>,
     core: Option<core_affinity::CoreId>,
     config: &EngineConfig,
+    backend: &'static str,
 ) -> Result<JoinHandle<()>> {
     let id = control.id;
     let mut shard = Shard {
         control,
         partitions: Vec::new(),
+        direct: None,
+        stashed: Vec::new(),
+        use_uring: backend == URING,
+        max_batch_bytes: config.log.limits.max_batch_bytes,
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
         idle_spin: config.idle_spin,
         retention_interval: config.retention_check_interval,
@@ -187,6 +213,16 @@ pub(crate) fn spawn(
 impl Shard {
     fn run(&mut self) {
         self.control.waker.bind_current_thread();
+        if self.use_uring {
+            // The ring is made on the shard's own thread: it is this thread's alone.
+            match DirectIo::probe(self.max_batch_bytes) {
+                Ok(direct) => self.direct = Some(direct),
+                Err(why) => log::warn!(
+                    "rill: shard {}: {why}; writing with the portable backend",
+                    self.control.id
+                ),
+            }
+        }
         let mut idle_since: Option<Instant> = None;
         loop {
             let stop = self.apply_commands();
@@ -200,6 +236,11 @@ impl Shard {
                 idle_since = None;
                 continue;
             }
+            if self.io_pending() {
+                // Writes in flight: sleep in the kernel until one completes, not on the park.
+                self.wait_for_completion();
+                continue;
+            }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < self.idle_spin {
                 std::hint::spin_loop();
@@ -210,11 +251,12 @@ impl Shard {
                 .map(|due| due.saturating_duration_since(Instant::now()));
             let control = self.control.clone();
             let partitions = &self.partitions;
-            let held = control.held.load(Ordering::Acquire);
+            // Everything the sleep decision reads is read inside the closure, after the shard
+            // announced it is going to sleep; a flag read before that could be stale.
             control.waker.park_unless(
                 || {
                     control.commands_pending.load(Ordering::Acquire)
-                        || (!held && has_input(partitions))
+                        || (!control.held.load(Ordering::Acquire) && has_input(partitions))
                 },
                 timeout,
             );
@@ -237,11 +279,22 @@ impl Shard {
         let mut stop = false;
         for CommandBox(command) in commands {
             match command {
-                Command::AddPartition { log, entry } => self.partitions.push(Owned {
-                    log,
-                    entry,
-                    inputs: Vec::new(),
-                }),
+                Command::AddPartition { log, entry } => {
+                    let token = self.partitions.len() as u64;
+                    let io = self.direct.as_mut().and_then(|direct| match PartitionIo::open(direct, &log, token) {
+                        Ok(io) => Some(io),
+                        Err(error) => {
+                            log::warn!("rill: {}: io_uring registration failed ({error}); using pwrite", entry.tp);
+                            None
+                        }
+                    });
+                    self.partitions.push(Owned {
+                        log: *log,
+                        entry,
+                        inputs: Vec::new(),
+                        io,
+                    });
+                }
                 Command::AddInput { partition, input } => {
                     match self.partitions.iter_mut().find(|p| p.entry.tp == partition) {
                         Some(owned) => owned.inputs.push(input),
@@ -261,46 +314,260 @@ impl Shard {
         if self.control.held.load(Ordering::Acquire) {
             return 0;
         }
+        let mut handled = 0;
+        for index in 0..self.partitions.len() {
+            handled += if self.partitions[index].io.is_some() {
+                self.drain_direct(index)
+            } else {
+                self.drain_portable(index)
+            };
+        }
+        if let Some(direct) = self.direct.as_mut() {
+            for owned in &mut self.partitions {
+                if let Some(io) = owned.io.as_mut()
+                    && let Err(error) = io.queue(direct)
+                {
+                    log::error!("rill: {}: queueing a write failed: {error}", owned.entry.tp);
+                }
+            }
+            if let Err(error) = direct.submit() {
+                log::error!("rill: io_uring submit failed: {error}");
+            }
+            let ready = direct.reap();
+            self.stashed.extend(ready);
+        }
+        self.apply_completions();
+        handled
+    }
+
+    /// Appends through the log's own (portable) backend, one sync per pass.
+    fn drain_portable(&mut self, index: usize) -> usize {
         let Shard {
             partitions,
             scratch,
             ..
         } = self;
+        let owned = &mut partitions[index];
         let mut handled = 0;
-        for owned in partitions.iter_mut() {
-            let mut appended = 0;
-            let mut wants_sync = false;
-            for input in &mut owned.inputs {
-                input.pop_into(scratch, MAX_BATCHES_PER_RING);
-                for mut request in scratch.drain(..) {
-                    match owned.log.append_deferred(&mut request.batch) {
-                        Ok(info) => {
-                            request.ack.appended(info.base_offset);
-                            wants_sync |= request.sync;
-                            appended += 1;
-                        }
-                        Err(error) => request.ack.fail(error.to_string()),
+        let mut appended = 0;
+        let mut wants_sync = false;
+        for input in &mut owned.inputs {
+            input.pop_into(scratch, MAX_BATCHES_PER_RING);
+            for mut request in scratch.drain(..) {
+                match owned.log.append_deferred(&mut request.batch) {
+                    Ok(info) => {
+                        request.ack.appended(info.base_offset);
+                        wants_sync |= request.sync;
+                        appended += 1;
                     }
-                    handled += 1;
+                    Err(error) => request.ack.fail(error.to_string()),
                 }
-            }
-            owned
-                .inputs
-                .retain(|input| !(input.is_abandoned() && input.is_empty()));
-            if appended > 0 {
-                // One sync for every batch of the pass: group commit.
-                let synced = if wants_sync {
-                    owned.log.flush()
-                } else {
-                    owned.log.sync_if_due().map(|_| ())
-                };
-                if let Err(error) = synced {
-                    log::error!("rill: {}: sync failed: {error}", owned.entry.tp);
-                }
-                owned.entry.notifier.notify();
+                handled += 1;
             }
         }
+        owned
+            .inputs
+            .retain(|input| !(input.is_abandoned() && input.is_empty()));
+        if appended > 0 {
+            // One sync for every batch of the pass: group commit.
+            let synced = if wants_sync {
+                owned.log.flush()
+            } else {
+                owned.log.sync_if_due().map(|_| ())
+            };
+            if let Err(error) = synced {
+                log::error!("rill: {}: sync failed: {error}", owned.entry.tp);
+            }
+            owned.entry.notifier.notify();
+        }
         handled
+    }
+
+    /// Stages batches into the partition's io_uring buffer; the pass queues it afterwards.
+    fn drain_direct(&mut self, index: usize) -> usize {
+        let mut requests = std::mem::take(&mut self.scratch);
+        let mut handled = 0;
+        let always_sync =
+            self.partitions[index].log.config().fsync == crate::log::FsyncPolicy::EveryAppend;
+        for input_index in 0..self.partitions[index].inputs.len() {
+            self.partitions[index].inputs[input_index]
+                .pop_into(&mut requests, MAX_BATCHES_PER_RING);
+            for mut request in requests.drain(..) {
+                handled += 1;
+                let len = request.batch.len();
+                if let Err(error) = self.make_room(index, len) {
+                    request.ack.fail(error.to_string());
+                    continue;
+                }
+                let owned = &mut self.partitions[index];
+                let Some(io) = owned.io.as_mut() else {
+                    request
+                        .ack
+                        .fail("the partition lost its io_uring registration".into());
+                    continue;
+                };
+                match owned.log.stage(&mut request.batch) {
+                    Ok(staged) => {
+                        request.ack.appended(staged.base_offset);
+                        let end = staged.position + staged.len;
+                        let sync = request.sync || always_sync;
+                        if !io.stage(&request.batch, end, request.ack.clone(), sync) {
+                            // make_room guaranteed space; losing it means a bug, so fail loudly
+                            // and forget the staged batch rather than publish a hole.
+                            request.ack.fail("staging buffer had no room".into());
+                            owned.log.abort_staged();
+                        }
+                    }
+                    Err(error) => request.ack.fail(error.to_string()),
+                }
+            }
+        }
+        self.scratch = requests;
+        self.partitions[index]
+            .inputs
+            .retain(|input| !(input.is_abandoned() && input.is_empty()));
+        handled
+    }
+
+    /// Gets the partition a buffer with room for `len` more bytes, rolling its segment first
+    /// when the batch would not fit. May wait for writes in flight; never stages anything.
+    fn make_room(&mut self, index: usize, len: usize) -> Result<()> {
+        let needs_roll = self.partitions[index].log.needs_roll(len as u64);
+        if needs_roll {
+            self.settle_partition(index)?;
+            let owned = &mut self.partitions[index];
+            owned.log.roll_now()?;
+            if let (Some(direct), Some(old)) = (self.direct.as_mut(), owned.io.take()) {
+                old.release(direct);
+                let name = owned.log.partition().dir_name();
+                let io = PartitionIo::open(direct, &owned.log, index as u64)
+                    .map_err(|e| Error::io("register segment with io_uring", name, e))?;
+                owned.io = Some(io);
+            }
+        }
+        // Bounded: each round either finds room, sends the full buffer, starts a new one, or
+        // waits for a write to complete and free a buffer; the pool is finite and writes end.
+        for _ in 0..1_000 {
+            let Some(io) = self.partitions[index].io.as_ref() else {
+                return Ok(());
+            };
+            if io.has_room(len) {
+                return Ok(());
+            }
+            if io.has_open_buffer() {
+                // Full: it goes out once the partition's previous write is done (O_DIRECT
+                // re-writes that write's last block), and a new buffer starts meanwhile.
+                self.wait_partition_write(index)?;
+                let (Some(direct), Some(io)) =
+                    (self.direct.as_mut(), self.partitions[index].io.as_mut())
+                else {
+                    return Ok(());
+                };
+                io.queue(direct)
+                    .map_err(|e| Error::io("queue write", "io_uring", e))?;
+                direct
+                    .submit()
+                    .map_err(|e| Error::io("submit", "io_uring", e))?;
+                continue;
+            }
+            let (Some(direct), Some(io)) =
+                (self.direct.as_mut(), self.partitions[index].io.as_mut())
+            else {
+                return Ok(());
+            };
+            if io.start_buffer(direct) {
+                continue;
+            }
+            // The pool is empty: every buffer is in flight or staged. Send what is staged and
+            // wait for one to come back.
+            for owned in &mut self.partitions {
+                if let Some(io) = owned.io.as_mut() {
+                    let _ = io.queue(direct);
+                }
+            }
+            let _ = direct.submit();
+            self.wait_for_completion();
+        }
+        Err(Error::InvalidConfig {
+            reason: "no staging buffer became free".into(),
+        })
+    }
+
+    /// Waits until the partition's write in flight (if any) has completed and been applied.
+    fn wait_partition_write(&mut self, index: usize) -> Result<()> {
+        for _ in 0..100_000 {
+            let in_flight = self.partitions[index]
+                .io
+                .as_ref()
+                .is_some_and(PartitionIo::has_in_flight);
+            if !in_flight {
+                return Ok(());
+            }
+            self.wait_for_completion();
+        }
+        Err(Error::InvalidConfig {
+            reason: "a write never completed".into(),
+        })
+    }
+
+    /// Sends everything the partition has staged and waits until all of it is written.
+    fn settle_partition(&mut self, index: usize) -> Result<()> {
+        for _ in 0..3 {
+            self.wait_partition_write(index)?;
+            let (Some(direct), Some(io)) =
+                (self.direct.as_mut(), self.partitions[index].io.as_mut())
+            else {
+                return Ok(());
+            };
+            if !io.is_busy() {
+                return Ok(());
+            }
+            io.queue(direct)
+                .map_err(|e| Error::io("queue write", "io_uring", e))?;
+            direct
+                .submit()
+                .map_err(|e| Error::io("submit", "io_uring", e))?;
+        }
+        self.wait_partition_write(index)
+    }
+
+    fn io_pending(&self) -> bool {
+        self.direct.as_ref().is_some_and(|d| d.in_flight() > 0)
+    }
+
+    /// Blocks in the kernel for at least one completion, then applies every completion known.
+    fn wait_for_completion(&mut self) {
+        if let Some(direct) = self.direct.as_mut()
+            && direct.in_flight() > 0
+        {
+            match direct.wait_one() {
+                Ok(done) => self.stashed.extend(done),
+                Err(error) => log::error!("rill: io_uring wait failed: {error}"),
+            }
+        }
+        self.apply_completions();
+    }
+
+    /// Publishes what completed writes carried, in each partition's order.
+    fn apply_completions(&mut self) {
+        let Some(direct) = self.direct.as_mut() else {
+            return;
+        };
+        for done in std::mem::take(&mut self.stashed) {
+            let Some(owned) = usize::try_from(done.token)
+                .ok()
+                .and_then(|i| self.partitions.get_mut(i))
+            else {
+                continue;
+            };
+            let Some(io) = owned.io.as_mut() else {
+                continue;
+            };
+            if let Some(reason) = io.complete(direct, &mut owned.log, &done) {
+                log::error!("rill: {}: {reason}", owned.entry.tp);
+            }
+            owned.entry.notifier.notify();
+        }
     }
 
     /// Interval fsyncs that came due while idle, and periodic retention.
@@ -338,8 +605,26 @@ impl Shard {
         // Sends that passed the engine's open check just before shutdown may still arrive;
         // they are few, so this ends, but it is bounded anyway.
         for _ in 0..1_000 {
-            if self.pass() == 0 {
+            if self.pass() == 0 && !self.io_pending() {
                 break;
+            }
+            if self.io_pending() {
+                self.wait_for_completion();
+            }
+        }
+        for index in 0..self.partitions.len() {
+            if let Err(error) = self.settle_partition(index) {
+                log::error!(
+                    "rill: {}: final writes failed: {error}",
+                    self.partitions[index].entry.tp
+                );
+            }
+        }
+        if let Some(direct) = self.direct.as_mut() {
+            for owned in &mut self.partitions {
+                if let Some(io) = owned.io.take() {
+                    io.release(direct);
+                }
             }
         }
         let mut entries = Vec::with_capacity(self.partitions.len());

@@ -22,6 +22,7 @@ mod index;
 mod reader;
 mod recovery;
 mod segment;
+mod staged;
 mod watermark;
 
 use std::fs;
@@ -146,6 +147,7 @@ pub struct PartitionLog {
     segments: Vec<Arc<Segment>>,
     tracker: IndexTracker,
     io: Box<dyn IoBackend>,
+    staging: staged::Staging,
     next_offset: i64,
     last_sync: Instant,
     closed: bool,
@@ -211,6 +213,7 @@ impl PartitionLog {
             segments,
             tracker: loaded.tracker,
             io,
+            staging: staged::Staging::default(),
             next_offset,
             last_sync: Instant::now(),
             closed: false,
@@ -298,14 +301,16 @@ impl PartitionLog {
         })
     }
 
-    /// Syncs everything appended so far.
+    /// Syncs everything written so far. Staged batches whose write has not completed are not
+    /// covered: durability is published only up to what was written before the sync began.
     pub fn flush(&mut self) -> Result<()> {
+        let written = self.shared.watermarks.written();
         let active = self.active().clone();
         self.io
             .sync_data(active.file())
             .context("sync segment", active.path())?;
         self.last_sync = Instant::now();
-        self.shared.watermarks.publish_durable(self.next_offset);
+        self.shared.watermarks.publish_durable(written);
         Ok(())
     }
 
@@ -408,7 +413,9 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one at the next offset.
     fn roll(&mut self) -> Result<()> {
         self.active().seal()?;
-        self.shared.watermarks.publish_durable(self.next_offset);
+        self.shared
+            .watermarks
+            .publish_durable(self.shared.watermarks.written());
         let segment = Segment::create(
             &self.dir,
             self.next_offset,
@@ -424,7 +431,7 @@ impl PartitionLog {
     /// Syncs if the fsync policy asks for it now and something is unsynced; returns whether
     /// everything appended is now durable.
     pub fn sync_if_due(&mut self) -> Result<bool> {
-        let unsynced = self.durable_offset() < self.next_offset;
+        let unsynced = self.durable_offset() < self.shared.watermarks.written();
         let due = unsynced
             && match self.config.fsync {
                 FsyncPolicy::Never => false,
@@ -440,7 +447,9 @@ impl PartitionLog {
     /// When an interval policy next wants a sync, if anything is unsynced.
     pub fn next_sync_due(&self) -> Option<Instant> {
         match self.config.fsync {
-            FsyncPolicy::Interval(interval) if self.durable_offset() < self.next_offset => {
+            FsyncPolicy::Interval(interval)
+                if self.durable_offset() < self.shared.watermarks.written() =>
+            {
                 Some(self.last_sync + interval)
             }
             _ => None,

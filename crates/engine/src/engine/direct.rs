@@ -1,0 +1,276 @@
+//! The shard's io_uring write path: batches staged into aligned buffers, written with
+//! `O_DIRECT` where the file system allows it, acknowledged in order when the kernel says so.
+//!
+//! Per partition at most one write is in flight. While it is, new batches keep being staged
+//! into the partition's next buffer, so a busy partition writes large buffers back to back and
+//! an idle one writes small ones at once. One write at a time per partition is also what the
+//! `O_DIRECT` tail re-write needs: the next write starts by re-writing the block the previous
+//! one ended in, and must not race it. Writes of different partitions are in flight together,
+//! and one `submit` per pass sends all of them.
+//!
+//! Completion order is the kernel's; publication order is the log's: a completed write
+//! publishes exactly the batches it carried (offsets were assigned at staging), and with its
+//! linked fdatasync it also moves the durable watermark. A failed write fails the batches it
+//! carried and those staged after them, and the log forgets them, so its offsets stay dense.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+use super::BatchAck;
+use crate::io::aligned::{BLOCK, align_down, align_up};
+use crate::io::uring::{
+    BufferRegistration, Completion, DirectAppender, FileSlot, PooledBuf, SyncOutcome, UringConfig,
+    UringUnavailable, UringWriter,
+};
+use crate::log::PartitionLog;
+
+/// Writes one staging buffer can carry together.
+const STAGING_BUFFERS: u16 = 32;
+/// Registered file slots: one per partition a shard owns.
+const FILE_SLOTS: u32 = 4096;
+
+/// What a shard's partitions share: the ring and its buffer pool.
+pub(crate) struct DirectIo {
+    writer: UringWriter,
+    completions: Vec<Completion>,
+}
+
+impl DirectIo {
+    /// Sets up a ring whose buffers hold the largest batch plus a re-written tail block.
+    pub fn probe(max_batch_bytes: usize) -> Result<Self, UringUnavailable> {
+        let buffer_size =
+            usize::try_from(align_up((max_batch_bytes + BLOCK) as u64)).unwrap_or(usize::MAX);
+        let config = UringConfig {
+            entries: 256,
+            buffers: STAGING_BUFFERS,
+            buffer_size,
+            files: FILE_SLOTS,
+            registration: BufferRegistration::Prefer,
+        };
+        let writer = UringWriter::probe(config)?;
+        if let Some(reason) = writer.registration_error() {
+            log::info!(
+                "rill: io_uring buffers not registered ({reason}); using unregistered writes"
+            );
+        }
+        Ok(Self {
+            writer,
+            completions: Vec::with_capacity(STAGING_BUFFERS as usize * 2),
+        })
+    }
+
+    /// Sends every queued write to the kernel with one system call.
+    pub fn submit(&mut self) -> io::Result<usize> {
+        self.writer.submit()
+    }
+
+    /// Completions ready now, without waiting.
+    pub fn reap(&mut self) -> Vec<Completion> {
+        self.writer.reap(&mut self.completions);
+        std::mem::take(&mut self.completions)
+    }
+
+    /// Sleeps in the kernel until at least one write completes.
+    pub fn wait_one(&mut self) -> io::Result<Vec<Completion>> {
+        self.writer.wait(1, &mut self.completions)?;
+        Ok(std::mem::take(&mut self.completions))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.writer.in_flight()
+    }
+}
+
+/// A write in flight: where the log ends once it lands, and whose batches it carries.
+struct InFlight {
+    end: u64,
+    acks: Vec<Arc<BatchAck>>,
+}
+
+/// One partition's side of the io_uring path.
+pub(crate) struct PartitionIo {
+    token: u64,
+    slot: FileSlot,
+    /// The descriptor registered with the ring; opened with O_DIRECT when the appender is set.
+    _file: File,
+    appender: Option<DirectAppender>,
+    buffer: Option<PooledBuf>,
+    /// Where the buffer's first byte goes (buffered mode only; O_DIRECT plans its own).
+    buffer_position: u64,
+    buffer_end: u64,
+    buffer_acks: Vec<Arc<BatchAck>>,
+    buffer_sync: bool,
+    in_flight: Option<InFlight>,
+}
+
+impl PartitionIo {
+    /// Registers the log's active segment with the ring, with O_DIRECT when allowed.
+    pub fn open(io: &mut DirectIo, log: &PartitionLog, token: u64) -> io::Result<Self> {
+        let (_, path) = log.active_file();
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let (file, o_direct) = match direct {
+            Ok(file) => (file, true),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                (OpenOptions::new().write(true).open(path)?, false)
+            }
+            Err(error) => return Err(error),
+        };
+        let slot = io.writer.register_file(&file)?;
+        let end = log.published_size();
+        let appender = if o_direct {
+            let tail = log.active_bytes_from(align_down(end));
+            Some(DirectAppender::new(end, tail).map_err(io::Error::other)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            token,
+            slot,
+            _file: file,
+            appender,
+            buffer: None,
+            buffer_position: end,
+            buffer_end: end,
+            buffer_acks: Vec::new(),
+            buffer_sync: false,
+            in_flight: None,
+        })
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.is_some() || self.buffer.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    pub fn has_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Whether a buffer with staged batches is waiting to be queued.
+    pub fn has_open_buffer(&self) -> bool {
+        !self.buffer_acks.is_empty()
+    }
+
+    /// Room for `len` more bytes in the open buffer.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.buffer.as_ref().is_some_and(|b| b.remaining() >= len)
+    }
+
+    /// Starts a buffer from the pool; false when the pool is empty.
+    pub fn start_buffer(&mut self, io: &mut DirectIo) -> bool {
+        let Some(mut buffer) = io.writer.take_buffer() else {
+            return false;
+        };
+        buffer.clear();
+        if let Some(appender) = &self.appender
+            && appender.begin(&mut buffer).is_err()
+        {
+            let _ = io.writer.give_back(buffer);
+            return false;
+        }
+        self.buffer_position = self.buffer_end;
+        self.buffer = Some(buffer);
+        true
+    }
+
+    /// Copies a staged batch into the open buffer.
+    pub fn stage(&mut self, batch: &[u8], end: u64, ack: Arc<BatchAck>, sync: bool) -> bool {
+        let Some(buffer) = self.buffer.as_mut() else {
+            return false;
+        };
+        if buffer.extend_from_slice(batch).is_err() {
+            return false;
+        }
+        self.buffer_end = end;
+        self.buffer_acks.push(ack);
+        self.buffer_sync |= sync;
+        true
+    }
+
+    /// Queues the open buffer as a write, unless one is already in flight.
+    pub fn queue(&mut self, io: &mut DirectIo) -> io::Result<bool> {
+        if self.in_flight.is_some() || self.buffer_acks.is_empty() {
+            return Ok(false);
+        }
+        let Some(mut buffer) = self.buffer.take() else {
+            return Ok(false);
+        };
+        let (position, end) = match self.appender.as_mut() {
+            Some(appender) => {
+                let plan = appender.seal(&mut buffer).map_err(io::Error::other)?;
+                (plan.position, plan.end)
+            }
+            None => (self.buffer_position, self.buffer_end),
+        };
+        if let Err(refused) =
+            io.writer
+                .queue_write(self.slot, position, buffer, self.buffer_sync, self.token)
+        {
+            let reason = refused.to_string();
+            let _ = io.writer.give_back(refused.into_buf());
+            return Err(io::Error::other(reason));
+        }
+        self.in_flight = Some(InFlight {
+            end,
+            acks: std::mem::take(&mut self.buffer_acks),
+        });
+        self.buffer_sync = false;
+        Ok(true)
+    }
+
+    /// Applies a completion of this partition's write to the log. Returns the failure, if the
+    /// write failed, after failing every batch it and the open buffer carried.
+    pub fn complete(
+        &mut self,
+        io: &mut DirectIo,
+        log: &mut PartitionLog,
+        done: &Completion,
+    ) -> Option<String> {
+        let in_flight = self.in_flight.take()?;
+        let synced = matches!(done.sync, SyncOutcome::Synced);
+        let failure = match (&done.result, &done.sync) {
+            (Err(error), _) => Some(format!("write failed: {error}")),
+            (Ok(_), SyncOutcome::Failed(error)) => Some(format!("sync failed: {error}")),
+            _ => None,
+        };
+        let Some(reason) = failure else {
+            log.complete_through(in_flight.end, synced);
+            return None;
+        };
+        for ack in in_flight.acks.iter().chain(&self.buffer_acks) {
+            ack.fail(reason.clone());
+        }
+        self.buffer_acks.clear();
+        if let Some(buffer) = self.buffer.take() {
+            let _ = io.writer.give_back(buffer);
+        }
+        log.abort_staged();
+        self.reset(log);
+        Some(reason)
+    }
+
+    /// Starts planning again from what the log has published (after a failure).
+    fn reset(&mut self, log: &PartitionLog) {
+        let end = log.published_size();
+        self.buffer_position = end;
+        self.buffer_end = end;
+        if self.appender.is_some() {
+            let tail = log.active_bytes_from(align_down(end));
+            self.appender = DirectAppender::new(end, tail).ok();
+        }
+    }
+
+    /// Releases the ring's resources for this partition (its segment rolled or it closes).
+    pub fn release(mut self, io: &mut DirectIo) {
+        if let Some(buffer) = self.buffer.take() {
+            let _ = io.writer.give_back(buffer);
+        }
+        if let Err(error) = io.writer.unregister_file(self.slot) {
+            log::warn!("rill: unregistering a segment from io_uring failed: {error}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Appends whose bytes are written by someone else, later: the shard's asynchronous writes.
+//!
+//! [`PartitionLog::stage`] validates a batch and assigns its offsets at once (so the producer
+//! learns them), and remembers where it goes; the caller copies it into a staging buffer and
+//! writes it however it likes. [`PartitionLog::complete_through`] then publishes every staged
+//! batch the write covered, in order: index entries, the segment's size, the written (and,
+//! after a sync, durable) watermark. If a write fails, [`PartitionLog::abort_staged`] forgets
+//! everything staged since the last publication, so the offsets are assigned again and the log
+//! stays dense.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::Path;
+
+use super::PartitionLog;
+use crate::error::{Error, Result};
+use crate::record::set_base_offset;
+
+/// A staged batch, waiting for its write to complete.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StagedBatch {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub position: u64,
+    pub len: u64,
+    pub max_timestamp: i64,
+}
+
+/// What the writer keeps about batches staged but not yet published.
+#[derive(Debug, Default)]
+pub(crate) struct Staging {
+    batches: VecDeque<StagedBatch>,
+    /// Where the next staged batch goes in the active segment.
+    end: Option<u64>,
+}
+
+impl PartitionLog {
+    /// Validates `batch`, stamps its base offset and records where it goes, without writing.
+    /// Returns where it must be written. Call [`PartitionLog::needs_roll`] first: a batch is
+    /// never staged across a segment boundary.
+    pub(crate) fn stage(&mut self, batch: &mut [u8]) -> Result<StagedBatch> {
+        if self.closed {
+            return Err(Error::Closed {
+                partition: self.shared.partition.clone(),
+            });
+        }
+        let (record_count, max_timestamp) = self.check_batch(batch)?;
+        let base_offset = self.next_offset;
+        set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
+        let position = self.staged_end();
+        let staged = StagedBatch {
+            base_offset,
+            next_offset: base_offset + i64::from(record_count),
+            position,
+            len: batch.len() as u64,
+            max_timestamp,
+        };
+        self.staging.batches.push_back(staged);
+        self.staging.end = Some(position + staged.len);
+        self.next_offset = staged.next_offset;
+        Ok(staged)
+    }
+
+    /// Whether a batch of `len` bytes must go to a new segment (by size or age); the caller
+    /// completes every write in flight, then calls [`PartitionLog::roll_now`].
+    pub(crate) fn needs_roll(&self, len: u64) -> bool {
+        let size = self.staged_end();
+        if size == 0 {
+            return false;
+        }
+        let full = size + len > self.config.segment_bytes;
+        let old = self
+            .config
+            .segment_age
+            .is_some_and(|age| self.active().age() >= age);
+        full || old
+    }
+
+    /// Rolls to a new segment; only when nothing is staged.
+    pub(crate) fn roll_now(&mut self) -> Result<()> {
+        if !self.staging.batches.is_empty() {
+            return Err(Error::InvalidConfig {
+                reason: "roll requested while writes are in flight".into(),
+            });
+        }
+        self.staging.end = None;
+        self.roll()
+    }
+
+    /// Publishes every staged batch that ends at or before `end` in the active segment: they
+    /// were written (and synced, with `synced`). Returns how many were published.
+    pub(crate) fn complete_through(&mut self, end: u64, synced: bool) -> usize {
+        let active = self.active().clone();
+        let mut published = 0;
+        let mut last = None;
+        while let Some(batch) = self.staging.batches.front().copied() {
+            if batch.position + batch.len > end {
+                break;
+            }
+            self.staging.batches.pop_front();
+            active.index_batch(
+                &mut self.tracker,
+                batch.base_offset,
+                batch.position,
+                batch.max_timestamp,
+                batch.len,
+            );
+            last = Some(batch);
+            published += 1;
+        }
+        if let Some(batch) = last {
+            active.publish(
+                batch.position + batch.len,
+                batch.next_offset,
+                batch.max_timestamp,
+            );
+            self.shared.watermarks.publish_written(batch.next_offset);
+            if synced {
+                self.shared.watermarks.publish_durable(batch.next_offset);
+                self.last_sync = std::time::Instant::now();
+            }
+        }
+        published
+    }
+
+    /// Forgets every staged batch after a failed write: the next batch gets the first
+    /// unpublished offset and position again. Returns how many batches were dropped.
+    pub(crate) fn abort_staged(&mut self) -> usize {
+        let dropped = self.staging.batches.len();
+        self.staging.batches.clear();
+        self.staging.end = None;
+        self.next_offset = self.active().next_offset();
+        dropped
+    }
+
+    /// The active segment's file and path, for a backend that writes it by itself.
+    pub(crate) fn active_file(&self) -> (&File, &Path) {
+        let active = self.active();
+        (active.file(), active.path())
+    }
+
+    /// Published bytes of the active segment from `from` to its end (for the O_DIRECT
+    /// writer's partial tail block).
+    pub(crate) fn active_bytes_from(&self, from: u64) -> &[u8] {
+        let bytes = self.active().bytes();
+        bytes
+            .get(usize::try_from(from).unwrap_or(usize::MAX)..)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn published_size(&self) -> u64 {
+        self.active().size()
+    }
+
+    fn staged_end(&self) -> u64 {
+        self.staging.end.unwrap_or_else(|| self.active().size())
+    }
+}
