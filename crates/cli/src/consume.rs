@@ -73,11 +73,18 @@ fn consume(engine: &Engine, args: &ConsumeArgs) -> anyhow::Result<()> {
         Some(positions(&latest))
     };
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    while !interrupt::requested() {
+    loop {
         if let Some(ends) = &ends
             && reached(&consumer, ends)
         {
-            break;
+            return Ok(());
+        }
+        if interrupt::requested() {
+            // `--follow` has no other way to end; a read to the end stopped short of it.
+            if args.follow {
+                return Ok(());
+            }
+            anyhow::bail!("interrupted before the end of the log");
         }
         let polled = consumer.poll(POLL_TIMEOUT)?;
         let mut written = Ok(());
@@ -91,7 +98,6 @@ fn consume(engine: &Engine, args: &ConsumeArgs) -> anyhow::Result<()> {
         // writes in large chunks.
         out.flush()?;
     }
-    Ok(())
 }
 
 fn assigned(engine: &Engine, topic: &str, start: StartFrom) -> anyhow::Result<Consumer> {

@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Append each line of stdin to a topic as a record, creating the directory and topic if
     /// missing.
+    ///
+    /// Ends at the end of input (Ctrl-D when typing), closing the directory cleanly; an
+    /// interrupt kills it, and the next open of the directory recovers it.
     Produce(produce::ProduceArgs),
     /// Print a topic's records as JSON lines (`rill dump`'s, with the partition first).
     Consume(consume::ConsumeArgs),

@@ -203,14 +203,28 @@ impl<W: Write> Acks<W> {
         let Some(ticket) = self.pending.pop_front() else {
             return Ok(());
         };
-        match &mut self.out {
+        let written = match &mut self.out {
             Some(out) => writeln!(out, "{} {offset}", ticket.partition()),
             None => Ok(()),
-        }
+        };
+        self.unless_reader_left(written)
     }
 
     fn flush_out(&mut self) -> io::Result<()> {
-        self.out.as_mut().map_or(Ok(()), Write::flush)
+        let flushed = self.out.as_mut().map_or(Ok(()), Write::flush);
+        self.unless_reader_left(flushed)
+    }
+
+    /// The offsets are a report on the job, not the job: when their reader goes away
+    /// (`… --print-offsets | head`), the rest of the input is still produced, unreported.
+    fn unless_reader_left(&mut self, result: io::Result<()>) -> io::Result<()> {
+        match result {
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.out = None;
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 
