@@ -110,22 +110,32 @@ fn dump(bytes: &[u8], limits: &Limits, out: &mut impl Write) -> Result<u64, Dump
         let corrupt = move |source| DumpError::Corrupt { position, source };
         let records = batch.records(limits).map_err(corrupt)?;
         for record in records.iter() {
-            write_record(out, &record.map_err(corrupt)?).map_err(DumpError::Io)?;
+            write_record(out, None, &record.map_err(corrupt)?).map_err(DumpError::Io)?;
             written += 1;
         }
     }
     Ok(written)
 }
 
-/// `{"offset":..,"timestamp":..,"key":HEX|null,"value":HEX|null,"headers":[[NAME,HEX|null],..]}`
+/// `{"offset":..,"timestamp":..,"key":HEX|null,"value":HEX|null,"headers":[[NAME,HEX|null],..]}`,
+/// led by `"partition":N,` when the record's partition is known (`rill consume`), so one format
+/// serves a segment file and a whole topic alike.
 ///
 /// Written by hand rather than through a serialized struct: numbers and hex never need escaping,
 /// and this loop is the whole cost of dumping a big segment. Header names, the only free text,
 /// go through `serde_json` for escaping.
-fn write_record(out: &mut impl Write, record: &Record<'_>) -> io::Result<()> {
+pub fn write_record(
+    out: &mut impl Write,
+    partition: Option<u32>,
+    record: &Record<'_>,
+) -> io::Result<()> {
+    out.write_all(b"{")?;
+    if let Some(partition) = partition {
+        write!(out, "\"partition\":{partition},")?;
+    }
     write!(
         out,
-        "{{\"offset\":{},\"timestamp\":{},\"key\":",
+        "\"offset\":{},\"timestamp\":{},\"key\":",
         record.offset, record.timestamp
     )?;
     write_hex_or_null(out, record.key)?;

@@ -1,18 +1,23 @@
-//! `rill`: inspect rill data from the shell.
+//! `rill`: produce, consume and inspect rill data from the shell.
 
 use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rill_engine::engine::{Engine, EngineConfig};
 
+mod consume;
 mod dump;
 mod inspect;
+mod produce;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rill",
     version,
-    about = "Inspect rill data directories and Kafka RecordBatch v2 files"
+    about = "Produce to, consume from and inspect rill data directories and Kafka RecordBatch v2 files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,6 +26,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Append each line of stdin to a topic as a record, creating the directory and topic if
+    /// missing.
+    ///
+    /// Ends at the end of input (Ctrl-D when typing), closing the directory cleanly; an
+    /// interrupt kills it, and the next open of the directory recovers it.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records as JSON lines (`rill dump`'s, with the partition first).
+    Consume(consume::ConsumeArgs),
     /// Print every record of a segment file (batches laid end to end) as JSON lines.
     Dump(dump::DumpArgs),
     /// Check a data directory: every batch's CRC, dense offsets, index agreement. Exits 0 only
@@ -33,6 +46,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
         Command::Dump(args) => dump::run(args),
         Command::Verify(args) => inspect::verify(args),
         Command::Topics(args) => inspect::topics(args),
@@ -48,6 +63,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The engine as one short-lived command runs it: a single shard, because a command moves few
+/// records and should not start a thread per core, and no pinning, because it shares the
+/// machine with whatever else runs there.
+fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
+    Engine::open(EngineConfig {
+        shards: 1,
+        pin_shards: false,
+        ..EngineConfig::new(dir)
+    })
+    .with_context(|| format!("cannot open {}", dir.display()))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
