@@ -283,10 +283,13 @@ impl PolledSlice {
         let limits = Limits::default();
         let mut count = 0;
         for item in self.slice.batches() {
-            let (_, batch) = item.map_err(|invalid| self.corrupt(invalid.source))?;
-            let records = batch.records(&limits).map_err(|e| self.corrupt(e))?;
+            let (position, batch) =
+                item.map_err(|invalid| self.corrupt(invalid.position, invalid.source))?;
+            let records = batch
+                .records(&limits)
+                .map_err(|e| self.corrupt(position, e))?;
             for record in records.iter() {
-                let record = record.map_err(|e| self.corrupt(e))?;
+                let record = record.map_err(|e| self.corrupt(position, e))?;
                 if record.offset >= self.from {
                     f(record);
                     count += 1;
@@ -296,10 +299,11 @@ impl PolledSlice {
         Ok(count)
     }
 
-    fn corrupt(&self, source: crate::record::RecordError) -> Error {
+    /// A batch that fails its checks on the way out: named by file and byte position.
+    fn corrupt(&self, offset_in_slice: u64, source: crate::record::RecordError) -> Error {
         Error::Corrupt {
-            path: std::path::PathBuf::from(format!("partition {}", self.partition)),
-            position: 0,
+            path: self.slice.file().map(Into::into).unwrap_or_default(),
+            position: self.slice.position() + offset_in_slice,
             source,
         }
     }

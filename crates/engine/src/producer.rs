@@ -148,13 +148,8 @@ impl Producer {
         match self.send_inner(record, true) {
             Ok(ticket) => Ok(ticket),
             Err(TrySendError::Failed(error)) => Err(error),
-            // A blocking send waits for room instead; it ends with SendTimeout if none comes.
-            Err(TrySendError::WouldBlock(_)) => Err(Error::SendTimeout {
-                partition: crate::topic::TopicPartition::new(
-                    self.topic.name.clone(),
-                    record.partition.unwrap_or(0),
-                ),
-            }),
+            // Only try_send refuses: a blocking send waits for room and ends in SendTimeout.
+            Err(TrySendError::WouldBlock(_)) => unreachable!("a blocking send never refuses"),
         }
     }
 

@@ -217,6 +217,16 @@ impl LogSlice {
         self.next_offset
     }
 
+    /// The segment file the batches were read from.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.segment.as_ref().map(|s| s.path())
+    }
+
+    /// Byte position of the slice's first batch in its segment file.
+    pub fn position(&self) -> u64 {
+        self.start as u64
+    }
+
     /// The batches, each validated (CRC included) as it is reached.
     pub fn batches(&self) -> Batches<'_> {
         Batches::new(self.bytes(), self.limits)
