@@ -1,15 +1,13 @@
-//! Produce a fixed volume into a topic, then consume all of it back, checking every record.
+//! Produce a fixed volume through the engine, then consume all of it back, checking every
+//! record: the path an embedding application uses (producer → ring → shard → disk → consumer).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rill_engine::log::{LogConfig, PartitionLog};
-use rill_engine::record::{BatchBuilder, Compression, Limits};
-use rill_engine::store::Store;
-
-/// Records per batch aim at this many bytes, a typical producer `batch.size`.
-const BATCH_BYTES: usize = 64 * 1024;
+use rill_engine::consumer::{ConsumerConfig, StartFrom};
+use rill_engine::engine::{Engine, EngineConfig};
+use rill_engine::producer::{ProducerConfig, ProducerRecord};
 
 pub struct Workload {
     pub record_bytes: usize,
@@ -22,6 +20,7 @@ pub struct Measured {
     pub records: u64,
     pub bytes: u64,
     pub elapsed: Duration,
+    pub backend: &'static str,
 }
 
 impl Measured {
@@ -35,13 +34,12 @@ impl Measured {
 }
 
 pub fn produce_then_consume(dir: &Path, run: &Workload) -> anyhow::Result<(Measured, Measured)> {
-    let store = Store::open(dir, LogConfig::default()).context("open the data directory")?;
-    let topic = store.create_topic("bench", run.partitions)?;
-    let mut logs: Vec<PartitionLog> = (0..run.partitions)
-        .map(|p| store.open_partition(&topic, p))
-        .collect::<Result<_, _>>()?;
-    let produced = produce(&mut logs, run)?;
-    let consumed = consume(&logs, run)?;
+    let engine = Engine::open(EngineConfig::new(dir)).context("open the engine")?;
+    engine.create_topic("bench", run.partitions)?;
+    let backend = engine.backend();
+    let produced = produce(&engine, run, backend)?;
+    let consumed = consume(&engine, run, produced.records, backend)?;
+    engine.shutdown().context("shut the engine down")?;
     if consumed.records != produced.records {
         bail!(
             "lost records: produced {}, consumed {}",
@@ -52,77 +50,70 @@ pub fn produce_then_consume(dir: &Path, run: &Workload) -> anyhow::Result<(Measu
     Ok((produced, consumed))
 }
 
-/// One thread builds batches and appends them round robin; the cost of encoding records is
-/// part of the figure, as it is for a real producer.
-fn produce(logs: &mut [PartitionLog], run: &Workload) -> anyhow::Result<Measured> {
+/// One producer thread: encoding records into batches is part of the figure, as it is for an
+/// application. The clock stops when flush returns, so every record is written.
+fn produce(engine: &Engine, run: &Workload, backend: &'static str) -> anyhow::Result<Measured> {
+    let mut producer = engine.producer_with(
+        "bench",
+        ProducerConfig {
+            batch_bytes: 256 * 1024,
+            ..ProducerConfig::default()
+        },
+    )?;
     let value: Vec<u8> = (0..run.record_bytes).map(|i| (i * 7) as u8).collect();
-    let per_batch = (BATCH_BYTES / run.record_bytes).max(1);
     let total_records = run.total_bytes / run.record_bytes as u64;
     let began = Instant::now();
-    let mut records = 0u64;
-    let mut bytes = 0u64;
-    let mut partition = 0;
-    while records < total_records {
-        let mut builder = BatchBuilder::with_capacity(Compression::None, BATCH_BYTES + 4096);
-        let count = per_batch.min((total_records - records) as usize);
-        for i in 0..count {
-            let key = (records + i as u64).to_be_bytes();
-            builder.append(now_ms(), Some(&key), Some(&value), &[])?;
-        }
-        let mut batch = builder.build()?;
-        bytes += batch.len() as u64;
-        logs[partition].append(&mut batch)?;
-        records += count as u64;
-        partition = (partition + 1) % logs.len();
+    for i in 0..total_records {
+        let key = i.to_be_bytes();
+        producer.send(ProducerRecord::new(Some(&key), &value))?;
     }
+    producer.flush()?;
     Ok(Measured {
         name: format!("produce {}B", run.record_bytes),
-        records,
-        bytes,
+        records: total_records,
+        bytes: total_records * run.record_bytes as u64,
         elapsed: began.elapsed(),
+        backend,
     })
 }
 
-/// Reads every partition from the start through its reader, validating each batch's CRC and
-/// decoding every record, as a consumer does.
-fn consume(logs: &[PartitionLog], run: &Workload) -> anyhow::Result<Measured> {
-    let limits = Limits::default();
+/// Reads every partition from the start, validating each batch's CRC and decoding every record.
+fn consume(
+    engine: &Engine,
+    run: &Workload,
+    expected: u64,
+    backend: &'static str,
+) -> anyhow::Result<Measured> {
+    let mut consumer = engine.consumer_with(
+        "bench",
+        ConsumerConfig {
+            start: StartFrom::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )?;
+    consumer.assign_all()?;
     let began = Instant::now();
     let mut records = 0u64;
-    let mut bytes = 0u64;
-    for log in logs {
-        let reader = log.reader();
-        let mut offset = reader.start_offset();
-        while offset < reader.end_offset() {
-            let slice = reader.read(offset, 1 << 20)?;
-            for item in slice.batches() {
-                let (_, batch) = item?;
-                bytes += batch.size_bytes() as u64;
-                for record in batch.records(&limits)?.iter() {
-                    let record = record?;
-                    if record.value.map(<[u8]>::len) != Some(run.record_bytes) {
-                        bail!(
-                            "record {} of {} has the wrong size",
-                            record.offset,
-                            reader.partition()
-                        );
-                    }
-                    records += 1;
-                }
-            }
-            offset = slice.next_offset();
+    let mut wrong_size = 0u64;
+    while records < expected {
+        let polled = consumer.poll(Duration::from_secs(5))?;
+        if polled.is_empty() {
+            bail!("consumer stalled after {records} of {expected} records");
         }
+        records += polled.for_each_record(|_, record| {
+            if record.value.map(<[u8]>::len) != Some(run.record_bytes) {
+                wrong_size += 1;
+            }
+        })?;
+    }
+    if wrong_size > 0 {
+        bail!("{wrong_size} records came back with the wrong size");
     }
     Ok(Measured {
         name: format!("consume {}B", run.record_bytes),
         records,
-        bytes,
+        bytes: records * run.record_bytes as u64,
         elapsed: began.elapsed(),
+        backend,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -475,6 +475,11 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
     // writing the file is excluded by the data directory's exclusive lock; a user editing the
     // files behind the engine's back is outside what any mmap-based reader can defend against.
     let map = unsafe { MmapOptions::new().len(len).map(file) }.context("map segment", path)?;
+    // Consumers read segments front to back, and O_DIRECT writes leave nothing in the page
+    // cache: ask for aggressive readahead so a read-back is not one disk read per page.
+    if let Err(error) = map.advise(memmap2::Advice::Sequential) {
+        log::debug!("madvise(SEQUENTIAL) on {} failed: {error}", path.display());
+    }
     Ok(Some(map))
 }
 
