@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         root.display()
     );
 
-    let ceiling = ceiling::sequential_write(&root, volume.min(1 << 30))
+    let ceiling = ceiling::median_of_three(&root, (volume / 2).clamp(64 << 20, 512 << 20))
         .context("measure the disk ceiling")?;
     let mut rows = Vec::new();
     for record_bytes in [1024usize, 100] {
@@ -77,8 +77,8 @@ fn main() -> anyhow::Result<()> {
 fn print_table(ceiling: &ceiling::Ceiling, rows: &[scenario::Measured]) {
     println!();
     println!(
-        "disk ceiling ({}): {:.0} MB/s sequential 1 MiB writes",
-        ceiling.method, ceiling.mb_per_s
+        "disk ceiling ({}): {:.0} MB/s sequential 1 MiB writes (median of 3; {:.0} to {:.0})",
+        ceiling.method, ceiling.mb_per_s, ceiling.min_mb_per_s, ceiling.max_mb_per_s
     );
     println!();
     println!(
