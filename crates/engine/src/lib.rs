@@ -7,6 +7,9 @@
 //! - [`inspect`]: read-only checks of a data directory (`rill verify`, `rill topics`).
 
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod io;
 mod lock;
