@@ -499,3 +499,40 @@ fn readers_on_other_threads_see_dense_complete_batches_while_appending() {
     }
     assert_eq!(checker.join().unwrap(), total);
 }
+
+#[test]
+fn damaged_tail_of_a_cleanly_closed_log_is_cut_not_fatal() {
+    // A clean checkpoint makes open trust the newest segment, but its tail can still be cut,
+    // torn or zero-extended after the close (a copy, a restore, a filesystem that lost blocks).
+    // Open used to fail with "batches end at byte N, the file at M"; it must keep the intact
+    // batches instead.
+    for damage in ["truncate", "garbage", "zeros"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_config());
+        for tag in 0..20u32 {
+            log.append(&mut batch(tag, 2, 0)).unwrap();
+        }
+        let expected = read_all(&log.reader(), 0);
+        log.close().unwrap();
+        let active = log_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&active).unwrap();
+        let batch_len = bytes.len() / 20;
+        let cut = bytes.len() - batch_len / 2; // inside the last batch
+        match damage {
+            "truncate" => bytes.truncate(cut),
+            "garbage" => bytes[cut..].iter_mut().for_each(|b| *b = 0x5a),
+            _ => bytes.extend_from_slice(&[0; 1000]),
+        }
+        fs::write(&active, &bytes).unwrap();
+
+        let mut log = open(dir.path(), small_config());
+        let keep = if damage == "zeros" { 40 } else { 38 };
+        assert_eq!(log.next_offset(), keep, "{damage}");
+        assert_eq!(
+            read_all(&log.reader(), 0),
+            expected[..keep as usize],
+            "{damage}"
+        );
+        assert_eq!(log.append(&mut batch(99, 1, 0)).unwrap().base_offset, keep);
+    }
+}

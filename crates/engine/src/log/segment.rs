@@ -49,6 +49,8 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     pub(crate) offsets: OffsetIndex,
     pub(crate) times: TimeIndex,
+    /// Index entries this segment has room for: its capacity over the index interval.
+    index_capacity: usize,
     created: Instant,
 }
 
@@ -118,6 +120,7 @@ impl Segment {
             max_timestamp: AtomicI64::new(i64::MIN),
             offsets: OffsetIndex::with_capacity(index_capacity),
             times: TimeIndex::with_capacity(index_capacity),
+            index_capacity,
             created: Instant::now(),
         })
     }
@@ -296,8 +299,15 @@ impl Segment {
     }
 
     /// Recomputes the end offset and max timestamp of a trusted segment from its last index
-    /// entries and the few batches after them, without reading the whole file.
-    pub fn load_tail(&self, size: u64, index_interval: u64) -> Result<IndexTracker> {
+    /// entry and the batches after it, validating those batches (framing, CRC, dense offsets):
+    /// the tail is where a cut or torn file shows, and checking it costs at most an index
+    /// interval of bytes. Returns why the tail is wrong instead of publishing anything.
+    pub fn load_tail(
+        &self,
+        size: u64,
+        limits: Limits,
+        index_interval: u64,
+    ) -> std::result::Result<IndexTracker, String> {
         let map = match &self.map {
             Some(map) => &map[..],
             None => &[],
@@ -307,25 +317,47 @@ impl Segment {
             .unwrap_or(map);
         let mut tracker = IndexTracker::new(index_interval);
         tracker.running_max = self.times.last().map_or(i64::MIN, |e| e.max_timestamp);
-        let mut position = self.offsets.last().map_or(0, |e| u64::from(e.position));
-        let mut next_offset = self.base_offset;
-        while let Some((header, len)) = header_at(bytes, position) {
-            next_offset = header.next_offset();
-            tracker.running_max = tracker.running_max.max(header.max_timestamp.get());
-            tracker.bytes_since_entry += len;
-            position += len;
-        }
-        if position != bytes.len() as u64 {
-            return Err(Error::CorruptFile {
-                path: self.path.clone(),
-                reason: format!(
-                    "batches end at byte {position}, the file at {}",
-                    bytes.len()
-                ),
-            });
+        let last_entry = self.offsets.last();
+        let start = last_entry.map_or(0, |e| u64::from(e.position));
+        let mut next_offset =
+            self.base_offset + last_entry.map_or(0, |e| i64::from(e.relative_offset));
+        let tail = usize::try_from(start)
+            .ok()
+            .and_then(|start| bytes.get(start..))
+            .ok_or_else(|| format!("last index entry points past the end, at byte {start}"))?;
+        for item in Batches::new(tail, limits) {
+            let (position, batch) = item.map_err(|invalid| {
+                format!(
+                    "invalid batch at byte {}: {}",
+                    start + invalid.position,
+                    invalid.source
+                )
+            })?;
+            let header = batch.header();
+            let count = header.record_count.get();
+            if batch.base_offset() != next_offset
+                || count < 1
+                || header.last_offset_delta.get() != count - 1
+            {
+                return Err(format!(
+                    "batch at byte {} starts at offset {}, expected {next_offset} with dense offsets",
+                    start + position,
+                    batch.base_offset()
+                ));
+            }
+            next_offset = batch.next_offset();
+            tracker.running_max = tracker.running_max.max(batch.max_timestamp());
+            tracker.bytes_since_entry += batch.size_bytes() as u64;
         }
         self.publish(size, next_offset, tracker.running_max);
         Ok(tracker)
+    }
+
+    /// Drops indexes loaded from files that turned out not to match the log, before a scan
+    /// rebuilds them (a scan appends to whatever is there).
+    pub fn reset_indexes(&mut self) {
+        self.offsets = OffsetIndex::with_capacity(self.index_capacity);
+        self.times = TimeIndex::with_capacity(self.index_capacity);
     }
 
     /// Cuts the file after its first `size` bytes (recovery). With `keep_capacity` the file
