@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use memmap2::{Mmap, MmapOptions};
@@ -51,6 +51,8 @@ pub(crate) struct Segment {
     pub(crate) times: TimeIndex,
     /// Index entries this segment has room for: its capacity over the index interval.
     index_capacity: usize,
+    /// Set when a lookup found an index entry that does not match the log (warned once).
+    index_mismatch_seen: AtomicBool,
     created: Instant,
 }
 
@@ -121,6 +123,7 @@ impl Segment {
             offsets: OffsetIndex::with_capacity(index_capacity),
             times: TimeIndex::with_capacity(index_capacity),
             index_capacity,
+            index_mismatch_seen: AtomicBool::new(false),
             created: Instant::now(),
         })
     }
@@ -214,14 +217,28 @@ impl Segment {
         }
     }
 
-    /// Walks batch headers from `position` until the batch holding `offset`; returns its
-    /// position, or the end of the complete bytes when no batch holds it.
+    /// Walks batch headers from the nearest index entry until the batch holding `offset`;
+    /// returns its position, or the end of the complete bytes when no batch holds it.
+    ///
+    /// Index files are only hints (a sealed segment's are loaded, not rebuilt, on open), so the
+    /// entry is checked against the batch it names before the walk trusts it: a wrong position
+    /// would start the walk inside a batch. The check reads the header the walk reads first
+    /// anyway; on a mismatch the walk starts from the segment's first batch.
     pub fn position_of(&self, offset: i64) -> u64 {
-        let start = u32::try_from(offset - self.base_offset)
+        let bytes = self.bytes();
+        let start = match u32::try_from(offset - self.base_offset)
             .ok()
             .and_then(|relative| self.offsets.floor(relative))
-            .map_or(0, |e| u64::from(e.position));
-        let bytes = self.bytes();
+        {
+            Some(entry) if self.starts_batch(bytes, entry.position, entry.relative_offset) => {
+                u64::from(entry.position)
+            }
+            Some(_) => {
+                self.index_mismatch(INDEX_SUFFIX);
+                0
+            }
+            None => 0,
+        };
         let mut position = start;
         while let Some((header, len)) = header_at(bytes, position) {
             if header.next_offset() > offset {
@@ -233,12 +250,25 @@ impl Segment {
     }
 
     /// Position of the first batch whose max timestamp is at least `timestamp`.
+    ///
+    /// Checked like [`Segment::position_of`]: the entry must name a batch whose own max
+    /// timestamp it covers.
     pub fn position_of_time(&self, timestamp: i64) -> Option<u64> {
-        let start = self
-            .times
-            .last_before(timestamp)
-            .map_or(0, |e| u64::from(e.position));
         let bytes = self.bytes();
+        let start = match self.times.last_before(timestamp) {
+            Some(entry)
+                if self.starts_batch(bytes, entry.position, entry.relative_offset)
+                    && header_at(bytes, u64::from(entry.position))
+                        .is_some_and(|(h, _)| h.max_timestamp.get() <= entry.max_timestamp) =>
+            {
+                u64::from(entry.position)
+            }
+            Some(_) => {
+                self.index_mismatch(TIME_INDEX_SUFFIX);
+                0
+            }
+            None => 0,
+        };
         let mut position = start;
         while let Some((header, len)) = header_at(bytes, position) {
             if header.max_timestamp.get() >= timestamp {
@@ -247,6 +277,24 @@ impl Segment {
             position += len;
         }
         None
+    }
+
+    /// Whether a batch starts at `position` with the offset an index entry claims for it.
+    fn starts_batch(&self, bytes: &[u8], position: u32, relative_offset: u32) -> bool {
+        header_at(bytes, u64::from(position)).is_some_and(|(header, _)| {
+            header.base_offset.get() == self.base_offset + i64::from(relative_offset)
+        })
+    }
+
+    /// Says once per segment that an index entry did not match the log; lookups still answer
+    /// correctly, only slower, and the next rebuild of the index repairs it.
+    fn index_mismatch(&self, suffix: &str) {
+        if !self.index_mismatch_seen.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "{}: an entry does not match the log; lookups in this segment scan from its start",
+                self.sibling(suffix).display()
+            );
+        }
     }
 
     /// Validates every batch from the start, indexing as it goes; stops at the first invalid
@@ -391,7 +439,10 @@ impl Segment {
     }
 
     /// Loads the index files of a trusted segment, checking them against the log: entries must
-    /// increase, stay inside the file, and the last must point at a batch with its offset.
+    /// increase, stay inside the file, and the last must point at a batch with its offset;
+    /// time entries must fall on offset entries. Checking every entry against the log would
+    /// read a page per index interval, most of the segment, on every open; the other entries
+    /// are checked when a lookup uses them instead ([`Segment::position_of`]).
     /// Returns false when they are missing or wrong, so the caller rebuilds them by scanning.
     pub fn load_indexes(&mut self, size: u64) -> bool {
         let (Ok(offset_bytes), Ok(time_bytes)) = (
@@ -400,13 +451,13 @@ impl Segment {
         ) else {
             return false;
         };
-        let Some(offsets) = OffsetIndex::from_bytes(&offset_bytes) else {
+        let Some(offsets) = OffsetIndex::from_bytes(&offset_bytes, self.index_capacity) else {
             return false;
         };
         if !self.offsets_agree_with_log(&offsets, size) {
             return false;
         }
-        let Some(times) = TimeIndex::from_bytes(&time_bytes, &offsets) else {
+        let Some(times) = TimeIndex::from_bytes(&time_bytes, &offsets, self.index_capacity) else {
             return false;
         };
         self.offsets = offsets;
