@@ -10,7 +10,8 @@
 //! appends continue at the recovered end; and `verify` finds the directory sound after a close.
 //!
 //! The cases are seeded: a failure prints its seed, and `TORN_TAIL_SEED=<seed> cargo test
-//! --test torn_tails` replays that case alone.
+//! --test torn_tails` replays that case alone; `TORN_TAIL_CASES=<n>` runs more than the
+//! default 200.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly by design
 
@@ -502,7 +503,12 @@ fn read_one(reader: &LogReader, offset: i64, context: &str) -> ModelRecord {
 fn recovery_keeps_exactly_the_intact_prefix() {
     let seeds: Vec<u64> = match std::env::var("TORN_TAIL_SEED") {
         Ok(seed) => vec![seed.parse().expect("TORN_TAIL_SEED is a u64")],
-        Err(_) => (0..CASES).map(|case| FIRST_SEED + case).collect(),
+        Err(_) => {
+            let cases = std::env::var("TORN_TAIL_CASES").map_or(CASES, |n| {
+                n.parse().expect("TORN_TAIL_CASES is a number of cases")
+            });
+            (0..cases).map(|case| FIRST_SEED + case).collect()
+        }
     };
     let mut totals = Totals::default();
     for seed in seeds {
