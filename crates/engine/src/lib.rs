@@ -12,6 +12,9 @@
 pub mod consumer;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod io;
 mod lock;

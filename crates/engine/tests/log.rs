@@ -500,3 +500,105 @@ fn readers_on_other_threads_see_dense_complete_batches_while_appending() {
     }
     assert_eq!(checker.join().unwrap(), total);
 }
+
+#[test]
+fn damaged_tail_of_a_cleanly_closed_log_is_cut_not_fatal() {
+    // A clean checkpoint makes open trust the newest segment, but its tail can still be cut,
+    // torn or zero-extended after the close (a copy, a restore, a filesystem that lost blocks).
+    // Open used to fail with "batches end at byte N, the file at M"; it must keep the intact
+    // batches instead.
+    for damage in ["truncate", "garbage", "zeros"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), small_config());
+        for tag in 0..20u32 {
+            log.append(&mut batch(tag, 2, 0)).unwrap();
+        }
+        let expected = read_all(&log.reader(), 0);
+        log.close().unwrap();
+        let active = log_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&active).unwrap();
+        let batch_len = bytes.len() / 20;
+        let cut = bytes.len() - batch_len / 2; // inside the last batch
+        match damage {
+            "truncate" => bytes.truncate(cut),
+            "garbage" => bytes[cut..].iter_mut().for_each(|b| *b = 0x5a),
+            _ => bytes.extend_from_slice(&[0; 1000]),
+        }
+        fs::write(&active, &bytes).unwrap();
+
+        let mut log = open(dir.path(), small_config());
+        let keep = if damage == "zeros" { 40 } else { 38 };
+        assert_eq!(log.next_offset(), keep, "{damage}");
+        assert_eq!(
+            read_all(&log.reader(), 0),
+            expected[..keep as usize],
+            "{damage}"
+        );
+        assert_eq!(log.append(&mut batch(99, 1, 0)).unwrap().base_offset, keep);
+    }
+}
+
+#[test]
+fn a_wrong_middle_index_entry_never_misdirects_reads() {
+    // Open checks an index file's shape and its last entry only. A middle entry that still
+    // increases but points inside a batch used to start the reader's walk mid-batch: reads
+    // from the offsets it covered skipped to a later batch, silently.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for tag in 0..100u32 {
+        log.append(&mut batch(tag, 5, i64::from(tag))).unwrap();
+    }
+    let expected = read_all(&log.reader(), 0);
+    log.close().unwrap();
+    let first = &log_files(dir.path())[0];
+    let index = first.with_extension("index");
+    let mut bytes = fs::read(&index).unwrap();
+    assert!(bytes.len() >= 4 * 8, "the test needs a few index entries");
+    let middle = (bytes.len() / 8 / 2) * 8;
+    bytes[middle + 7] = bytes[middle + 7].wrapping_add(3); // position: 3 bytes into its batch
+    fs::write(&index, bytes).unwrap();
+
+    let log = open(dir.path(), small_config());
+    let reader = log.reader();
+    for offset in 0..log.next_offset() {
+        assert_eq!(
+            read_all(&reader, offset).first().map(|r| r.0),
+            Some(offset),
+            "read at {offset}"
+        );
+    }
+    assert_eq!(read_all(&reader, 0), expected);
+}
+
+#[test]
+fn a_time_index_entry_off_the_offset_index_is_rebuilt() {
+    // Time entries are written only beside offset entries; one that names another offset is
+    // damage, and the time index used to resolve it to some earlier position and keep it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_config());
+    for tag in 0..100u32 {
+        log.append(&mut batch(tag, 5, 1_000 + i64::from(tag)))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let first = &log_files(dir.path())[0];
+    let time_index = first.with_extension("timeindex");
+    let mut bytes = fs::read(&time_index).unwrap();
+    assert!(bytes.len() >= 3 * 12);
+    bytes[12 + 11] = bytes[12 + 11].wrapping_add(1); // second entry's offset, off by one
+    fs::write(&time_index, &bytes).unwrap();
+
+    let log = open(dir.path(), small_config());
+    let reader = log.reader();
+    for tag in 0..100 {
+        assert_eq!(
+            reader.offset_for_timestamp(1_000 + tag).unwrap(),
+            Some(tag * 5),
+            "timestamp {}",
+            1_000 + tag
+        );
+    }
+    drop(log);
+    // The first segment was scanned and its indexes written again, without the damage.
+    assert_ne!(fs::read(&time_index).unwrap(), bytes);
+}

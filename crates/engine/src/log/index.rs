@@ -161,12 +161,13 @@ impl OffsetIndex {
     }
 
     /// Decodes an index file, or `None` if its shape is wrong; the caller still checks the
-    /// entries against the log before trusting them.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+    /// entries against the log before trusting them. `capacity` is the room the segment needs
+    /// for entries it will still get (the active segment keeps indexing after it is loaded).
+    pub fn from_bytes(bytes: &[u8], capacity: usize) -> Option<Self> {
         if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
             return None;
         }
-        let index = Self::with_capacity(bytes.len() / Self::ENTRY_BYTES);
+        let index = Self::with_capacity(capacity.max(bytes.len() / Self::ENTRY_BYTES));
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
             let (relative, position) = chunk.split_at(4);
             index.push(IndexEntry {
@@ -245,23 +246,30 @@ impl TimeIndex {
         out
     }
 
-    /// Decodes a time-index file, resolving each relative offset to a position through the
-    /// offset index (at or before the batch, which is a safe place to start a scan).
-    pub fn from_bytes(bytes: &[u8], offsets: &OffsetIndex) -> Option<Self> {
+    /// Decodes a time-index file, taking each entry's position from the offset index.
+    ///
+    /// The writer adds a time entry only together with an offset entry for the same batch, so
+    /// an entry whose offset has no offset entry, or entries out of order, mean a damaged file:
+    /// `None`, and the caller rebuilds both from the log.
+    pub fn from_bytes(bytes: &[u8], offsets: &OffsetIndex, capacity: usize) -> Option<Self> {
         if !bytes.len().is_multiple_of(Self::ENTRY_BYTES) {
             return None;
         }
-        let index = Self::with_capacity(bytes.len() / Self::ENTRY_BYTES);
-        let mut previous = i64::MIN;
+        let index = Self::with_capacity(capacity.max(bytes.len() / Self::ENTRY_BYTES));
+        let mut previous: Option<(i64, u32)> = None;
         for chunk in bytes.chunks_exact(Self::ENTRY_BYTES) {
             let (timestamp, relative) = chunk.split_at(8);
             let max_timestamp = i64::from_be_bytes(timestamp.try_into().ok()?);
             let relative_offset = u32::from_be_bytes(relative.try_into().ok()?);
-            if max_timestamp <= previous {
+            if previous.is_some_and(|(ts, rel)| max_timestamp <= ts || relative_offset <= rel) {
                 return None;
             }
-            previous = max_timestamp;
-            let position = offsets.floor(relative_offset).map_or(0, |e| e.position);
+            previous = Some((max_timestamp, relative_offset));
+            let entry = offsets.floor(relative_offset)?;
+            if entry.relative_offset != relative_offset {
+                return None;
+            }
+            let position = entry.position;
             index.push(TimeEntry {
                 max_timestamp,
                 relative_offset,
@@ -289,9 +297,25 @@ mod tests {
         assert_eq!(index.floor(9).map(|e| e.position), Some(0));
         assert_eq!(index.floor(10).map(|e| e.position), Some(100));
         assert_eq!(index.floor(14_999).map(|e| e.position), Some(149_900));
-        let round_trip = OffsetIndex::from_bytes(&index.to_bytes()).unwrap();
+        let round_trip = OffsetIndex::from_bytes(&index.to_bytes(), 0).unwrap();
         assert_eq!(round_trip.len(), 1500);
         assert_eq!(round_trip.last(), index.last());
+    }
+
+    #[test]
+    fn a_loaded_index_keeps_room_to_grow() {
+        // The active segment goes on indexing after a clean open; an index sized to its file
+        // would fill at the next chunk boundary and leave later lookups to long scans.
+        let loaded = OffsetIndex::from_bytes(&[0; 8], 2000).unwrap();
+        let pushed = (1..1500u32)
+            .filter(|&i| {
+                loaded.push(IndexEntry {
+                    relative_offset: i,
+                    position: i,
+                })
+            })
+            .count();
+        assert_eq!(pushed, 1499);
     }
 
     #[test]
@@ -326,7 +350,7 @@ mod tests {
         assert_eq!(times.last_before(100), None);
         assert_eq!(times.last_before(101).map(|e| e.position), Some(0));
         assert_eq!(times.last_before(125).map(|e| e.position), Some(2000));
-        let loaded = TimeIndex::from_bytes(&times.to_bytes(), &offsets).unwrap();
+        let loaded = TimeIndex::from_bytes(&times.to_bytes(), &offsets, 0).unwrap();
         assert_eq!(loaded.last(), times.last());
     }
 

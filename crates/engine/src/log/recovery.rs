@@ -43,9 +43,32 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
         }
         let trusted = checkpoint.clean || base_offset < checkpoint.recovery_point;
         if trusted && segment.load_indexes(file_size) {
-            tracker = segment.load_tail(file_size, config.index_interval_bytes)?;
-            segments.push(segment);
-            continue;
+            match segment.load_tail(file_size, config.limits, config.index_interval_bytes) {
+                Ok(loaded) => {
+                    tracker = loaded;
+                    segments.push(segment);
+                    continue;
+                }
+                // The newest segment is the one a torn write, a cut or a zero-filled
+                // preallocation damages: scanning it keeps the intact prefix, and nothing
+                // follows it that cutting could orphan.
+                Err(reason) if is_last => {
+                    log::warn!(
+                        "{}: {reason}; scanning the segment",
+                        segment.path().display()
+                    );
+                    segment.reset_indexes();
+                }
+                // A sealed segment was synced before anything after it was written: damage
+                // there is not a crash's doing, and cutting would delete every later
+                // segment, so the operator decides.
+                Err(reason) => {
+                    return Err(Error::CorruptFile {
+                        path: segment.path().to_owned(),
+                        reason,
+                    });
+                }
+            }
         }
         let outcome = segment.scan(file_size, config.limits, config.index_interval_bytes);
         tracker = outcome.tracker;

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use memmap2::{Mmap, MmapOptions};
@@ -49,6 +49,10 @@ pub(crate) struct Segment {
     max_timestamp: AtomicI64,
     pub(crate) offsets: OffsetIndex,
     pub(crate) times: TimeIndex,
+    /// Index entries this segment has room for: its capacity over the index interval.
+    index_capacity: usize,
+    /// Set when a lookup found an index entry that does not match the log (warned once).
+    index_mismatch_seen: AtomicBool,
     created: Instant,
 }
 
@@ -118,6 +122,8 @@ impl Segment {
             max_timestamp: AtomicI64::new(i64::MIN),
             offsets: OffsetIndex::with_capacity(index_capacity),
             times: TimeIndex::with_capacity(index_capacity),
+            index_capacity,
+            index_mismatch_seen: AtomicBool::new(false),
             created: Instant::now(),
         })
     }
@@ -211,14 +217,28 @@ impl Segment {
         }
     }
 
-    /// Walks batch headers from `position` until the batch holding `offset`; returns its
-    /// position, or the end of the complete bytes when no batch holds it.
+    /// Walks batch headers from the nearest index entry until the batch holding `offset`;
+    /// returns its position, or the end of the complete bytes when no batch holds it.
+    ///
+    /// Index files are only hints (a sealed segment's are loaded, not rebuilt, on open), so the
+    /// entry is checked against the batch it names before the walk trusts it: a wrong position
+    /// would start the walk inside a batch. The check reads the header the walk reads first
+    /// anyway; on a mismatch the walk starts from the segment's first batch.
     pub fn position_of(&self, offset: i64) -> u64 {
-        let start = u32::try_from(offset - self.base_offset)
+        let bytes = self.bytes();
+        let start = match u32::try_from(offset - self.base_offset)
             .ok()
             .and_then(|relative| self.offsets.floor(relative))
-            .map_or(0, |e| u64::from(e.position));
-        let bytes = self.bytes();
+        {
+            Some(entry) if self.starts_batch(bytes, entry.position, entry.relative_offset) => {
+                u64::from(entry.position)
+            }
+            Some(_) => {
+                self.index_mismatch(INDEX_SUFFIX);
+                0
+            }
+            None => 0,
+        };
         let mut position = start;
         while let Some((header, len)) = header_at(bytes, position) {
             if header.next_offset() > offset {
@@ -230,12 +250,25 @@ impl Segment {
     }
 
     /// Position of the first batch whose max timestamp is at least `timestamp`.
+    ///
+    /// Checked like [`Segment::position_of`]: the entry must name a batch whose own max
+    /// timestamp it covers.
     pub fn position_of_time(&self, timestamp: i64) -> Option<u64> {
-        let start = self
-            .times
-            .last_before(timestamp)
-            .map_or(0, |e| u64::from(e.position));
         let bytes = self.bytes();
+        let start = match self.times.last_before(timestamp) {
+            Some(entry)
+                if self.starts_batch(bytes, entry.position, entry.relative_offset)
+                    && header_at(bytes, u64::from(entry.position))
+                        .is_some_and(|(h, _)| h.max_timestamp.get() <= entry.max_timestamp) =>
+            {
+                u64::from(entry.position)
+            }
+            Some(_) => {
+                self.index_mismatch(TIME_INDEX_SUFFIX);
+                0
+            }
+            None => 0,
+        };
         let mut position = start;
         while let Some((header, len)) = header_at(bytes, position) {
             if header.max_timestamp.get() >= timestamp {
@@ -244,6 +277,24 @@ impl Segment {
             position += len;
         }
         None
+    }
+
+    /// Whether a batch starts at `position` with the offset an index entry claims for it.
+    fn starts_batch(&self, bytes: &[u8], position: u32, relative_offset: u32) -> bool {
+        header_at(bytes, u64::from(position)).is_some_and(|(header, _)| {
+            header.base_offset.get() == self.base_offset + i64::from(relative_offset)
+        })
+    }
+
+    /// Says once per segment that an index entry did not match the log; lookups still answer
+    /// correctly, only slower, and the next rebuild of the index repairs it.
+    fn index_mismatch(&self, suffix: &str) {
+        if !self.index_mismatch_seen.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "{}: an entry does not match the log; lookups in this segment scan from its start",
+                self.sibling(suffix).display()
+            );
+        }
     }
 
     /// Validates every batch from the start, indexing as it goes; stops at the first invalid
@@ -296,8 +347,15 @@ impl Segment {
     }
 
     /// Recomputes the end offset and max timestamp of a trusted segment from its last index
-    /// entries and the few batches after them, without reading the whole file.
-    pub fn load_tail(&self, size: u64, index_interval: u64) -> Result<IndexTracker> {
+    /// entry and the batches after it, validating those batches (framing, CRC, dense offsets):
+    /// the tail is where a cut or torn file shows, and checking it costs at most an index
+    /// interval of bytes. Returns why the tail is wrong instead of publishing anything.
+    pub fn load_tail(
+        &self,
+        size: u64,
+        limits: Limits,
+        index_interval: u64,
+    ) -> std::result::Result<IndexTracker, String> {
         let map = match &self.map {
             Some(map) => &map[..],
             None => &[],
@@ -307,25 +365,47 @@ impl Segment {
             .unwrap_or(map);
         let mut tracker = IndexTracker::new(index_interval);
         tracker.running_max = self.times.last().map_or(i64::MIN, |e| e.max_timestamp);
-        let mut position = self.offsets.last().map_or(0, |e| u64::from(e.position));
-        let mut next_offset = self.base_offset;
-        while let Some((header, len)) = header_at(bytes, position) {
-            next_offset = header.next_offset();
-            tracker.running_max = tracker.running_max.max(header.max_timestamp.get());
-            tracker.bytes_since_entry += len;
-            position += len;
-        }
-        if position != bytes.len() as u64 {
-            return Err(Error::CorruptFile {
-                path: self.path.clone(),
-                reason: format!(
-                    "batches end at byte {position}, the file at {}",
-                    bytes.len()
-                ),
-            });
+        let last_entry = self.offsets.last();
+        let start = last_entry.map_or(0, |e| u64::from(e.position));
+        let mut next_offset =
+            self.base_offset + last_entry.map_or(0, |e| i64::from(e.relative_offset));
+        let tail = usize::try_from(start)
+            .ok()
+            .and_then(|start| bytes.get(start..))
+            .ok_or_else(|| format!("last index entry points past the end, at byte {start}"))?;
+        for item in Batches::new(tail, limits) {
+            let (position, batch) = item.map_err(|invalid| {
+                format!(
+                    "invalid batch at byte {}: {}",
+                    start + invalid.position,
+                    invalid.source
+                )
+            })?;
+            let header = batch.header();
+            let count = header.record_count.get();
+            if batch.base_offset() != next_offset
+                || count < 1
+                || header.last_offset_delta.get() != count - 1
+            {
+                return Err(format!(
+                    "batch at byte {} starts at offset {}, expected {next_offset} with dense offsets",
+                    start + position,
+                    batch.base_offset()
+                ));
+            }
+            next_offset = batch.next_offset();
+            tracker.running_max = tracker.running_max.max(batch.max_timestamp());
+            tracker.bytes_since_entry += batch.size_bytes() as u64;
         }
         self.publish(size, next_offset, tracker.running_max);
         Ok(tracker)
+    }
+
+    /// Drops indexes loaded from files that turned out not to match the log, before a scan
+    /// rebuilds them (a scan appends to whatever is there).
+    pub fn reset_indexes(&mut self) {
+        self.offsets = OffsetIndex::with_capacity(self.index_capacity);
+        self.times = TimeIndex::with_capacity(self.index_capacity);
     }
 
     /// Cuts the file after its first `size` bytes (recovery). With `keep_capacity` the file
@@ -359,7 +439,10 @@ impl Segment {
     }
 
     /// Loads the index files of a trusted segment, checking them against the log: entries must
-    /// increase, stay inside the file, and the last must point at a batch with its offset.
+    /// increase, stay inside the file, and the last must point at a batch with its offset;
+    /// time entries must fall on offset entries. Checking every entry against the log would
+    /// read a page per index interval, most of the segment, on every open; the other entries
+    /// are checked when a lookup uses them instead ([`Segment::position_of`]).
     /// Returns false when they are missing or wrong, so the caller rebuilds them by scanning.
     pub fn load_indexes(&mut self, size: u64) -> bool {
         let (Ok(offset_bytes), Ok(time_bytes)) = (
@@ -368,13 +451,13 @@ impl Segment {
         ) else {
             return false;
         };
-        let Some(offsets) = OffsetIndex::from_bytes(&offset_bytes) else {
+        let Some(offsets) = OffsetIndex::from_bytes(&offset_bytes, self.index_capacity) else {
             return false;
         };
         if !self.offsets_agree_with_log(&offsets, size) {
             return false;
         }
-        let Some(times) = TimeIndex::from_bytes(&time_bytes, &offsets) else {
+        let Some(times) = TimeIndex::from_bytes(&time_bytes, &offsets, self.index_capacity) else {
             return false;
         };
         self.offsets = offsets;

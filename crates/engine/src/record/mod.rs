@@ -18,7 +18,7 @@ mod compression;
 mod error;
 mod fields;
 mod header;
-mod varint;
+pub(crate) mod varint;
 
 pub use batch::{Batch, Batches, InvalidBatch, Limits, RecordIter, Records};
 pub use builder::{
