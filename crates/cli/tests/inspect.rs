@@ -8,7 +8,18 @@ use rill_engine::log::LogConfig;
 use rill_engine::record::{BatchBuilder, Compression};
 use rill_engine::store::Store;
 
+/// Runs `rill`, one child at a time in this test binary.
+///
+/// The tests here open stores in this process and spawn `rill` beside them. A child forked
+/// while another test holds its store keeps a copy of that store's lock descriptor until it
+/// execs (flock locks belong to the open file, which fork shares), so that test's next `rill`
+/// could find its own, already dropped, store still locked. Spawning under one mutex means
+/// every child forked earlier has exec'd and exited before the next spawn.
 fn rill(args: &[&str]) -> Output {
+    static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SPAWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Command::new(env!("CARGO_BIN_EXE_rill"))
         .args(args)
         .output()
