@@ -69,11 +69,11 @@ fn config() -> LogConfig {
         retention_age: None,
         index_interval_bytes: 1024,
         fsync: FsyncPolicy::Never,
-        visibility: rill::engine::log::Visibility::Written,
         limits: Limits {
             max_batch_bytes: 16 * 1024,
             ..Limits::default()
         },
+        ..LogConfig::default()
     }
 }
 

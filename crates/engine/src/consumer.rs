@@ -279,6 +279,11 @@ impl PolledSlice {
         self.slice.next_offset()
     }
 
+    /// Whether the batches were read from the in-memory tail rather than a segment file's map.
+    pub fn is_from_memory(&self) -> bool {
+        self.slice.is_from_memory()
+    }
+
     pub fn for_each_record(&self, mut f: impl FnMut(Record<'_>)) -> Result<u64> {
         let limits = Limits::default();
         let mut count = 0;

@@ -401,3 +401,60 @@ fn durable_topics_hide_unsynced_records_and_hostile_input_is_refused() {
         Err(Error::DirectoryLocked { .. })
     ));
 }
+
+#[test]
+fn the_newest_records_are_read_from_memory_older_ones_from_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let small_tail = LogConfig {
+        tail_bytes: 64 * 1024,
+        ..config(dir.path()).log
+    };
+    engine
+        .create_topic_with("tail-bytes", 1, small_tail)
+        .unwrap();
+    let mut producer = engine.producer("tail-bytes").unwrap();
+    for i in 0..5_000u32 {
+        producer
+            .send(ProducerRecord::new(None, &[i as u8; 200]))
+            .unwrap();
+        if i % 500 == 499 {
+            producer.flush().unwrap();
+        }
+    }
+    producer.flush().unwrap();
+    let mut consumer = engine.consumer_with("tail-bytes", earliest()).unwrap();
+    consumer.assign([0]).unwrap();
+    let (mut from_memory, mut from_segments, mut next) = (0, 0, 0i64);
+    while next < 5_000 {
+        let polled = consumer.poll(Duration::from_secs(5)).unwrap();
+        assert!(!polled.is_empty(), "stalled at offset {next}");
+        for slice in polled.slices() {
+            if slice.is_from_memory() {
+                from_memory += 1;
+            } else {
+                from_segments += 1;
+            }
+            slice
+                .for_each_record(|record| {
+                    assert_eq!(
+                        record.offset, next,
+                        "dense and in order across both sources"
+                    );
+                    assert_eq!(record.value.unwrap()[0], next as u8);
+                    next += 1;
+                })
+                .unwrap();
+        }
+    }
+    assert!(
+        from_segments > 0,
+        "1 MB of records cannot all fit a 64 KiB tail"
+    );
+    if engine.backend() == "io_uring" {
+        assert!(
+            from_memory > 0,
+            "the newest records should come from the in-memory tail"
+        );
+    }
+}

@@ -87,6 +87,8 @@ impl DirectIo {
 struct InFlight {
     end: u64,
     acks: Vec<Arc<BatchAck>>,
+    /// The batches' bytes, for the log's in-memory tail (empty when it keeps none).
+    copy: Vec<u8>,
 }
 
 /// One partition's side of the io_uring path.
@@ -102,6 +104,8 @@ pub(crate) struct PartitionIo {
     buffer_end: u64,
     buffer_acks: Vec<Arc<BatchAck>>,
     buffer_sync: bool,
+    /// Copies of the batches in the open buffer, when the log keeps an in-memory tail.
+    buffer_copy: Option<Vec<u8>>,
     in_flight: Option<InFlight>,
 }
 
@@ -138,6 +142,7 @@ impl PartitionIo {
             buffer_end: end,
             buffer_acks: Vec::new(),
             buffer_sync: false,
+            buffer_copy: log.keeps_tail().then(Vec::new),
             in_flight: None,
         })
     }
@@ -188,6 +193,9 @@ impl PartitionIo {
         self.buffer_end = end;
         self.buffer_acks.push(ack);
         self.buffer_sync |= sync;
+        if let Some(copy) = self.buffer_copy.as_mut() {
+            copy.extend_from_slice(batch);
+        }
         true
     }
 
@@ -214,9 +222,14 @@ impl PartitionIo {
             let _ = io.writer.give_back(refused.into_buf());
             return Err(io::Error::other(reason));
         }
+        let copy = match self.buffer_copy.as_mut() {
+            Some(copy) => std::mem::replace(copy, Vec::with_capacity(copy.capacity())),
+            None => Vec::new(),
+        };
         self.in_flight = Some(InFlight {
             end,
             acks: std::mem::take(&mut self.buffer_acks),
+            copy,
         });
         self.buffer_sync = false;
         Ok(true)
@@ -238,13 +251,17 @@ impl PartitionIo {
             _ => None,
         };
         let Some(reason) = failure else {
-            log.complete_through(in_flight.end, synced);
+            let copy = (!in_flight.copy.is_empty()).then(|| in_flight.copy.into_boxed_slice());
+            log.complete_through(in_flight.end, synced, copy);
             return None;
         };
         for ack in in_flight.acks.iter().chain(&self.buffer_acks) {
             ack.fail(reason.clone());
         }
         self.buffer_acks.clear();
+        if let Some(copy) = self.buffer_copy.as_mut() {
+            copy.clear();
+        }
         if let Some(buffer) = self.buffer.take() {
             let _ = io.writer.give_back(buffer);
         }

@@ -39,8 +39,8 @@ fn config() -> LogConfig {
         // Dense indexes, so the ones written on close have entries worth verifying.
         index_interval_bytes: 128,
         fsync: FsyncPolicy::Never,
-        visibility: crate::log::Visibility::Written,
         limits: LIMITS,
+        ..LogConfig::default()
     }
 }
 

@@ -34,6 +34,9 @@ pub struct LogConfig {
     pub fsync: FsyncPolicy,
     /// Which watermark bounds what consumers see.
     pub visibility: Visibility,
+    /// Bytes of the newest batches kept in memory for consumers at the tail (with the io_uring
+    /// backend, whose O_DIRECT writes leave nothing in the page cache); 0 turns it off.
+    pub tail_bytes: usize,
     pub limits: Limits,
 }
 
@@ -73,6 +76,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             fsync: FsyncPolicy::Never,
             visibility: Visibility::Written,
+            tail_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
         }
     }

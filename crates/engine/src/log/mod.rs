@@ -23,6 +23,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod staged;
+mod tail;
 mod watermark;
 
 use std::fs;
@@ -93,6 +94,7 @@ pub(crate) struct Shared {
     partition: TopicPartition,
     table: Atomic<SegmentTable>,
     watermarks: Watermarks,
+    tail: tail::Tail,
     limits: crate::record::Limits,
 }
 
@@ -202,6 +204,7 @@ impl PartitionLog {
             partition,
             table: Atomic::null(),
             watermarks: Watermarks::new(next_offset, config.visibility),
+            tail: tail::Tail::new(config.tail_bytes),
             limits: config.limits,
         });
         shared.publish_table(segments.clone());

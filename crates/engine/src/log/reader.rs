@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::Shared;
 use super::segment::{Segment, header_at};
+use super::tail::TailChunk;
 use crate::error::{Error, Result};
 use crate::record::{Batch, Batches, Limits};
 use crate::topic::TopicPartition;
@@ -61,6 +62,15 @@ impl LogReader {
         }
         if offset == end {
             return Ok(LogSlice::empty(end));
+        }
+        if let Some(chunk) = self.shared.tail.find(offset) {
+            return Ok(LogSlice::from_tail(
+                chunk,
+                offset,
+                end,
+                max_bytes,
+                self.shared.limits,
+            ));
         }
         let Some(mut segment) = self
             .shared
@@ -154,17 +164,33 @@ impl LogReader {
 /// even if the log rolls past it or retention deletes it meanwhile.
 #[derive(Clone, Debug)]
 pub struct LogSlice {
-    segment: Option<Arc<Segment>>,
+    source: Option<Source>,
     start: usize,
     end: usize,
     next_offset: i64,
     limits: Limits,
 }
 
+/// Where a slice's bytes live: a segment's map, or a chunk of the in-memory tail.
+#[derive(Clone, Debug)]
+enum Source {
+    Segment(Arc<Segment>),
+    Tail(Arc<TailChunk>),
+}
+
+impl Source {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Segment(segment) => segment.bytes(),
+            Source::Tail(chunk) => &chunk.bytes,
+        }
+    }
+}
+
 impl LogSlice {
     fn empty(next_offset: i64) -> Self {
         Self {
-            segment: None,
+            source: None,
             start: 0,
             end: 0,
             next_offset,
@@ -179,9 +205,54 @@ impl LogSlice {
         max_bytes: usize,
         limits: Limits,
     ) -> Self {
-        let bytes = segment.bytes();
+        let next_offset = segment.base_offset();
+        Self::collect_from(
+            Source::Segment(segment),
+            next_offset,
+            position,
+            end_offset,
+            max_bytes,
+            limits,
+        )
+    }
+
+    /// Batches from the tail chunk that holds `offset`.
+    fn from_tail(
+        chunk: Arc<TailChunk>,
+        offset: i64,
+        end_offset: i64,
+        max_bytes: usize,
+        limits: Limits,
+    ) -> Self {
+        let mut position = 0;
+        while let Some((header, len)) = header_at(&chunk.bytes, position) {
+            if header.next_offset() > offset {
+                break;
+            }
+            position += len;
+        }
+        let next_offset = chunk.base_offset;
+        Self::collect_from(
+            Source::Tail(chunk),
+            next_offset,
+            position,
+            end_offset,
+            max_bytes,
+            limits,
+        )
+    }
+
+    fn collect_from(
+        source: Source,
+        first_offset: i64,
+        position: u64,
+        end_offset: i64,
+        max_bytes: usize,
+        limits: Limits,
+    ) -> Self {
+        let bytes = source.bytes();
         let mut end = position;
-        let mut next_offset = segment.base_offset();
+        let mut next_offset = first_offset;
         while let Some((header, len)) = header_at(bytes, end) {
             let first = end == position;
             let too_big = (end + len - position) as usize > max_bytes;
@@ -194,7 +265,7 @@ impl LogSlice {
         Self {
             start: usize::try_from(position).unwrap_or(usize::MAX),
             end: usize::try_from(end).unwrap_or(usize::MAX),
-            segment: Some(segment),
+            source: Some(source),
             next_offset,
             limits,
         }
@@ -202,10 +273,10 @@ impl LogSlice {
 
     /// The batches' bytes, exactly as stored.
     pub fn bytes(&self) -> &[u8] {
-        match &self.segment {
-            Some(segment) => segment.bytes().get(self.start..self.end).unwrap_or(&[]),
-            None => &[],
-        }
+        self.source
+            .as_ref()
+            .and_then(|source| source.bytes().get(self.start..self.end))
+            .unwrap_or(&[])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,12 +290,24 @@ impl LogSlice {
 
     /// The segment file the batches were read from.
     pub fn file(&self) -> Option<&std::path::Path> {
-        self.segment.as_ref().map(|s| s.path())
+        match self.source.as_ref()? {
+            Source::Segment(segment) => Some(segment.path()),
+            Source::Tail(chunk) => Some(chunk.segment.path()),
+        }
     }
 
     /// Byte position of the slice's first batch in its segment file.
     pub fn position(&self) -> u64 {
-        self.start as u64
+        let base = match &self.source {
+            Some(Source::Tail(chunk)) => chunk.position,
+            _ => 0,
+        };
+        base + self.start as u64
+    }
+
+    /// Whether the bytes come from the in-memory tail rather than a segment's map.
+    pub fn is_from_memory(&self) -> bool {
+        matches!(self.source, Some(Source::Tail(_)))
     }
 
     /// The batches, each validated (CRC included) as it is reached.

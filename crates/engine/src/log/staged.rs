@@ -88,10 +88,17 @@ impl PartitionLog {
     }
 
     /// Publishes every staged batch that ends at or before `end` in the active segment: they
-    /// were written (and synced, with `synced`). Returns how many were published.
-    pub(crate) fn complete_through(&mut self, end: u64, synced: bool) -> usize {
+    /// were written (and synced, with `synced`). `copy`, when given, holds exactly those
+    /// batches' bytes and becomes part of the in-memory tail. Returns how many were published.
+    pub(crate) fn complete_through(
+        &mut self,
+        end: u64,
+        synced: bool,
+        copy: Option<Box<[u8]>>,
+    ) -> usize {
         let active = self.active().clone();
         let mut published = 0;
+        let mut first: Option<StagedBatch> = None;
         let mut last = None;
         while let Some(batch) = self.staging.batches.front().copied() {
             if batch.position + batch.len > end {
@@ -105,8 +112,22 @@ impl PartitionLog {
                 batch.max_timestamp,
                 batch.len,
             );
+            first.get_or_insert(batch);
             last = Some(batch);
             published += 1;
+        }
+        // The chunk goes in before the watermark moves, so a reader that sees the new watermark
+        // finds the bytes in memory (readers never look past the watermark either way).
+        if let (Some(first), Some(last), Some(bytes)) = (first, last, copy)
+            && bytes.len() as u64 == last.position + last.len - first.position
+        {
+            self.shared.tail.push(super::tail::TailChunk {
+                segment: active.clone(),
+                position: first.position,
+                base_offset: first.base_offset,
+                next_offset: last.next_offset,
+                bytes,
+            });
         }
         if let Some(batch) = last {
             active.publish(
@@ -146,6 +167,11 @@ impl PartitionLog {
         bytes
             .get(usize::try_from(from).unwrap_or(usize::MAX)..)
             .unwrap_or_default()
+    }
+
+    /// Whether completed writes should hand over a copy of their batches for the tail.
+    pub(crate) fn keeps_tail(&self) -> bool {
+        self.shared.tail.is_enabled()
     }
 
     pub(crate) fn published_size(&self) -> u64 {

@@ -1,0 +1,118 @@
+//! The in-memory tail: the newest written batches of a partition, kept in memory for the
+//! consumers that keep up.
+//!
+//! With O_DIRECT writes nothing written stays in the page cache, so a consumer reading the
+//! newest records through the segment's map would fault every page back in from the disk it was
+//! just written to. Instead, each completed write also publishes a copy of the batches it
+//! carried as an immutable chunk. Readers whose offset falls in a chunk view it in place; older
+//! offsets are read from the segments as before. The chunk list is replaced whole on each
+//! publication through `crossbeam-epoch`, and chunks are `Arc`s, so a reader holding one keeps
+//! it alive after it is evicted. The bytes kept are bounded per partition.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_epoch::{self as epoch, Atomic, Owned};
+
+use super::segment::Segment;
+
+/// Whole batches copied from one completed write.
+#[derive(Debug)]
+pub(crate) struct TailChunk {
+    /// The segment the bytes were written to, for naming the file in errors.
+    pub segment: Arc<Segment>,
+    /// File position of `bytes[0]` in that segment.
+    pub position: u64,
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub bytes: Box<[u8]>,
+}
+
+#[derive(Debug, Default)]
+struct Chunks {
+    list: Vec<Arc<TailChunk>>,
+}
+
+/// The newest chunks of a partition, oldest first.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    chunks: Atomic<Chunks>,
+    max_bytes: usize,
+}
+
+impl Tail {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            chunks: Atomic::new(Chunks::default()),
+            max_bytes,
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+
+    /// The chunk holding `offset`, if it is still in memory.
+    pub fn find(&self, offset: i64) -> Option<Arc<TailChunk>> {
+        let guard = epoch::pin();
+        let chunks = self.chunks.load(Ordering::Acquire, &guard);
+        // SAFETY: the list is only replaced by `push`, which retire the old one with
+        // `defer_destroy`; this thread is pinned until `guard` drops at the end of this
+        // function, and only an `Arc` cloned out of the list leaves it.
+        let chunks = unsafe { chunks.as_ref() }?;
+        let after = chunks.list.partition_point(|c| c.base_offset <= offset);
+        let chunk = chunks.list.get(after.checked_sub(1)?)?;
+        (offset < chunk.next_offset).then(|| chunk.clone())
+    }
+
+    /// Publishes a chunk (called by the writer only), evicting the oldest beyond the bound.
+    pub fn push(&self, chunk: TailChunk) {
+        if !self.is_enabled() {
+            return;
+        }
+        let guard = epoch::pin();
+        let current = self.chunks.load(Ordering::Acquire, &guard);
+        // SAFETY: as in `find`; only the single writer calls `push`, so the list
+        // loaded here is the one it replaces below.
+        let mut list = unsafe { current.as_ref() }
+            .map(|c| c.list.clone())
+            .unwrap_or_default();
+        let continues = list
+            .last()
+            .is_none_or(|last| last.next_offset == chunk.base_offset);
+        if !continues {
+            list.clear();
+        }
+        list.push(Arc::new(chunk));
+        let mut total: usize = list.iter().map(|c| c.bytes.len()).sum();
+        let mut evict = 0;
+        while total > self.max_bytes && evict + 1 < list.len() {
+            total -= list[evict].bytes.len();
+            evict += 1;
+        }
+        list.drain(..evict);
+        self.replace(Chunks { list }, &guard);
+    }
+
+    fn replace(&self, chunks: Chunks, guard: &epoch::Guard) {
+        let old = self
+            .chunks
+            .swap(Owned::new(chunks), Ordering::AcqRel, guard);
+        if !old.is_null() {
+            // SAFETY: `old` is unlinked by the swap; readers pinned before it are what
+            // `defer_destroy` waits for.
+            unsafe { guard.defer_destroy(old) };
+        }
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` in drop: no reader can be pinned on this tail any more.
+        let chunks = unsafe { self.chunks.load(Ordering::Acquire, epoch::unprotected()) };
+        if !chunks.is_null() {
+            // SAFETY: as above, this is the last reference to the list.
+            drop(unsafe { chunks.into_owned() });
+        }
+    }
+}
