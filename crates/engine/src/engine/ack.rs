@@ -27,7 +27,15 @@ const FAILED: i64 = -2;
 pub(crate) struct BatchAck {
     state: AtomicI64,
     submitted: AtomicBool,
-    failure: OnceLock<String>,
+    failure: OnceLock<Failure>,
+}
+
+/// Why a batch failed; a full disk is told apart because callers handle it differently (free
+/// space and send again, no restart).
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    storage_full: bool,
 }
 
 impl BatchAck {
@@ -50,17 +58,26 @@ impl BatchAck {
     }
 
     pub fn fail(&self, reason: String) {
-        let _ = self.failure.set(reason);
+        self.fail_as(reason, false);
+    }
+
+    /// Fails the batch; `storage_full` when the disk ran out of space.
+    pub fn fail_as(&self, reason: String, storage_full: bool) {
+        let _ = self.failure.set(Failure {
+            reason,
+            storage_full,
+        });
         self.state.store(FAILED, Ordering::Release);
     }
 
-    fn base_offset(&self) -> Option<std::result::Result<i64, &str>> {
+    fn base_offset(&self) -> Option<std::result::Result<i64, &Failure>> {
+        const UNKNOWN: &Failure = &Failure {
+            reason: String::new(),
+            storage_full: false,
+        };
         match self.state.load(Ordering::Acquire) {
             PENDING => None,
-            FAILED => Some(Err(self
-                .failure
-                .get()
-                .map_or("unknown failure", String::as_str))),
+            FAILED => Some(Err(self.failure.get().unwrap_or(UNKNOWN))),
             base => Some(Ok(base)),
         }
     }
@@ -110,10 +127,15 @@ impl Ticket {
     pub fn poll(&self) -> Result<Option<i64>> {
         let offset = match self.ack.base_offset() {
             None => return Ok(None),
-            Some(Err(reason)) => {
+            Some(Err(failure)) if failure.storage_full => {
+                return Err(Error::StorageFull {
+                    path: self.partition.tp.dir_name().into(),
+                });
+            }
+            Some(Err(failure)) => {
                 return Err(Error::ProduceFailed {
                     partition: self.partition.tp.clone(),
-                    reason: reason.to_owned(),
+                    reason: failure.reason.clone(),
                 });
             }
             Some(Ok(base)) => base + i64::from(self.index),

@@ -31,6 +31,10 @@ const STAGING_BUFFERS: u16 = 32;
 /// Registered file slots: one per partition a shard owns.
 const FILE_SLOTS: u32 = 4096;
 
+fn is_storage_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull
+}
+
 /// What a shard's partitions share: the ring and its buffer pool.
 pub(crate) struct DirectIo {
     writer: UringWriter,
@@ -246,17 +250,19 @@ impl PartitionIo {
         let in_flight = self.in_flight.take()?;
         let synced = matches!(done.sync, SyncOutcome::Synced);
         let failure = match (&done.result, &done.sync) {
-            (Err(error), _) => Some(format!("write failed: {error}")),
-            (Ok(_), SyncOutcome::Failed(error)) => Some(format!("sync failed: {error}")),
+            (Err(error), _) => Some((format!("write failed: {error}"), is_storage_full(error))),
+            (Ok(_), SyncOutcome::Failed(error)) => {
+                Some((format!("sync failed: {error}"), is_storage_full(error)))
+            }
             _ => None,
         };
-        let Some(reason) = failure else {
+        let Some((reason, storage_full)) = failure else {
             let copy = (!in_flight.copy.is_empty()).then(|| in_flight.copy.into_boxed_slice());
             log.complete_through(in_flight.end, synced, copy);
             return None;
         };
         for ack in in_flight.acks.iter().chain(&self.buffer_acks) {
-            ack.fail(reason.clone());
+            ack.fail_as(reason.clone(), storage_full);
         }
         self.buffer_acks.clear();
         if let Some(copy) = self.buffer_copy.as_mut() {

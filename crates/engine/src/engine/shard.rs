@@ -360,7 +360,7 @@ impl Shard {
                         wants_sync |= request.sync;
                         appended += 1;
                     }
-                    Err(error) => request.ack.fail(error.to_string()),
+                    Err(error) => fail_request(&request, &error),
                 }
                 handled += 1;
             }
@@ -396,7 +396,7 @@ impl Shard {
                 handled += 1;
                 let len = request.batch.len();
                 if let Err(error) = self.make_room(index, len) {
-                    request.ack.fail(error.to_string());
+                    fail_request(&request, &error);
                     continue;
                 }
                 let owned = &mut self.partitions[index];
@@ -418,7 +418,7 @@ impl Shard {
                             owned.log.abort_staged();
                         }
                     }
-                    Err(error) => request.ack.fail(error.to_string()),
+                    Err(error) => fail_request(&request, &error),
                 }
             }
         }
@@ -646,6 +646,13 @@ impl Shard {
             entry.notifier.notify();
         }
     }
+}
+
+fn fail_request(request: &Request, error: &Error) {
+    request.ack.fail_as(
+        error.to_string(),
+        matches!(error, Error::StorageFull { .. }),
+    );
 }
 
 fn has_input(partitions: &[Owned]) -> bool {
