@@ -34,7 +34,7 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use criterion::{Criterion, SamplingMode, Throughput};
-    use rill::engine::consumer::{ConsumerConfig, StartFrom};
+    use rill::engine::consumer::{ConsumerConfig, Seek, StartFrom};
     use rill::engine::engine::{Engine, EngineConfig};
     use rill::engine::producer::{ProducerConfig, ProducerRecord};
 
@@ -79,6 +79,13 @@ mod linux {
         key: char,
         name: &'static str,
         samples: Vec<Sample>,
+    }
+
+    /// What the engine chose for itself, for the summary.
+    #[derive(Clone, Copy)]
+    struct EngineInfo {
+        backend: &'static str,
+        shards: usize,
     }
 
     #[derive(Clone, Copy)]
@@ -157,15 +164,38 @@ mod linux {
             .unwrap_or(shards)
     }
 
+    /// Panics unless the topic's partitions end, in sum, exactly at `records`: offsets are
+    /// dense from 0, so a lost or duplicated batch shows here even where no consumer counted.
+    fn check_end_offsets(engine: &Engine, records: u64) {
+        let mut probe = engine
+            .consumer(TOPIC)
+            .unwrap_or_else(|e| panic!("consumer: {e}"));
+        probe.assign_all().unwrap_or_else(|e| panic!("assign: {e}"));
+        let end: i64 = (0..probe.partitions())
+            .map(|p| {
+                probe
+                    .seek(p, Seek::Latest)
+                    .unwrap_or_else(|e| panic!("seek: {e}"))
+            })
+            .sum();
+        assert_eq!(
+            end, records as i64,
+            "the log holds {end} records, {records} were sent"
+        );
+    }
+
     /// Opens a fresh engine, runs the workload, shuts down and removes everything.
-    fn engine_iteration(work: Workload, backend: &mut Option<&'static str>) -> Sample {
+    fn engine_iteration(work: Workload, info: &mut Option<EngineInfo>) -> Sample {
         let base = ceiling::bench_dir();
         let dir = tempfile::tempdir_in(&base)
             .unwrap_or_else(|e| panic!("temp dir in {}: {e}", base.display()));
         let engine = Engine::open(EngineConfig::new(dir.path()))
             .unwrap_or_else(|e| panic!("open engine: {e}"));
-        *backend = Some(engine.backend());
         let partitions = engine.shard_count();
+        *info = Some(EngineInfo {
+            backend: engine.backend(),
+            shards: partitions,
+        });
         engine
             .create_topic(TOPIC, partitions as u32)
             .unwrap_or_else(|e| panic!("create topic: {e}"));
@@ -289,6 +319,7 @@ mod linux {
             };
             (started, done, cpu, Duration::from_nanos(shard_ns))
         });
+        check_end_offsets(&engine, work.records);
         engine
             .shutdown()
             .unwrap_or_else(|e| panic!("shutdown: {e}"));
@@ -308,9 +339,9 @@ mod linux {
         }
     }
 
-    fn e2e(c: &mut Criterion) -> (Vec<Case>, Option<&'static str>) {
+    fn e2e(c: &mut Criterion) -> (Vec<Case>, Option<EngineInfo>) {
         let mut cases = Vec::new();
-        let mut backend = None;
+        let mut info = None;
         let base = ceiling::bench_dir();
         eprintln!("e2e bench: writing under {}", base.display());
         let mut group = c.benchmark_group("e2e");
@@ -398,7 +429,7 @@ mod linux {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let sample = engine_iteration(work, &mut backend);
+                        let sample = engine_iteration(work, &mut info);
                         total += sample.elapsed;
                         samples.push(sample);
                     }
@@ -408,7 +439,7 @@ mod linux {
             cases.push(Case { key, name, samples });
         }
         group.finish();
-        (cases, backend)
+        (cases, info)
     }
 
     fn median(mut values: Vec<f64>) -> f64 {
@@ -423,15 +454,17 @@ mod linux {
         s.payload as f64 / time.as_secs_f64() / 1e6
     }
 
-    fn report(cases: &[Case], backend: Option<&'static str>) {
-        let shards = std::thread::available_parallelism().map_or(1, usize::from);
+    fn report(cases: &[Case], info: Option<EngineInfo>) {
         println!();
-        println!(
-            "e2e summary: engine backend {}, {} shards, {} producer thread(s), medians over iterations",
-            backend.unwrap_or("(engine not run)"),
-            shards,
-            producer_threads(shards)
-        );
+        match info {
+            Some(info) => println!(
+                "e2e summary: engine backend {}, {} shards, {} producer thread(s), medians over iterations",
+                info.backend,
+                info.shards,
+                producer_threads(info.shards)
+            ),
+            None => println!("e2e summary: the engine did not run"),
+        }
         println!(
             "{:<34} {:>6} {:>9} {:>10} {:>10} {:>26} {:>6}",
             "case", "iters", "MB/s", "Mrec/s", "disk MB/s", "CPU ns/rec prod/shard/cons", "busy%"
@@ -497,6 +530,7 @@ mod linux {
                     s.len(),
                     closed
                 );
+                // 'B': (b) through the sync, the figure comparable with (a) byte for byte.
                 rates.insert('B', (closed, s));
             }
         }
@@ -524,9 +558,9 @@ mod linux {
 
     pub fn main() {
         let mut c = Criterion::default().configure_from_args();
-        let (cases, backend) = e2e(&mut c);
+        let (cases, info) = e2e(&mut c);
         c.final_summary();
-        report(&cases, backend);
+        report(&cases, info);
     }
 }
 
