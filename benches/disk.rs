@@ -15,36 +15,20 @@
 //! is the filesystem's block allocation cost.
 
 #[cfg(target_os = "linux")]
+#[path = "support/ceiling.rs"]
+mod ceiling;
+
+#[cfg(target_os = "linux")]
 mod linux {
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::hint::black_box;
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    use std::path::{Path, PathBuf};
+    use std::os::unix::fs::FileExt;
     use std::time::{Duration, Instant};
 
     use criterion::{Criterion, Throughput, criterion_group};
     use rill::engine::io::aligned::AlignedBuf;
-    use rill::engine::io::uring::{BufferRegistration, UringConfig, UringWriter};
 
-    const CHUNK: usize = 1 << 20;
-    /// Writes in flight for the io_uring cases.
-    const DEPTH: u16 = 8;
-    const FILE_BYTES: u64 = 1 << 30;
-
-    fn bench_dir() -> PathBuf {
-        std::env::var_os("RILL_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
-    }
-
-    fn open(path: &Path, direct: bool) -> File {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-            .open(path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-    }
+    use crate::ceiling::{self, CHUNK, bench_dir, fill, fresh, open, position, uring_loop};
 
     /// Whether samples overwrite blocks earlier samples allocated (`RILL_BENCH_FILE=reuse`)
     /// instead of starting from a fresh sparse file each time (the default, as a new segment).
@@ -52,28 +36,8 @@ mod linux {
         std::env::var("RILL_BENCH_FILE").is_ok_and(|v| v == "reuse")
     }
 
-    /// Gives back the previous sample's blocks and starts a new sparse file, untimed.
-    fn fresh(file: &File) {
-        if !reuse() {
-            file.set_len(0).unwrap_or_else(|e| panic!("truncate: {e}"));
-        }
-        file.set_len(FILE_BYTES)
-            .unwrap_or_else(|e| panic!("preallocate: {e}"));
-    }
-
-    fn position(i: u64) -> u64 {
-        (i * CHUNK as u64) % FILE_BYTES
-    }
-
-    /// Non-zero bytes, so that no layer can shortcut zero blocks.
-    fn fill(bytes: &mut [u8]) {
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31) | 1;
-        }
-    }
-
     fn pwrite_loop(file: &File, data: &[u8], iters: u64) -> Duration {
-        fresh(file);
+        fresh(file, reuse());
         let start = Instant::now();
         for i in 0..iters {
             file.write_all_at(data, position(i))
@@ -82,50 +46,6 @@ mod linux {
         file.sync_data()
             .unwrap_or_else(|e| panic!("fdatasync: {e}"));
         start.elapsed()
-    }
-
-    fn uring_loop(w: &mut UringWriter, file: &File, iters: u64) -> Duration {
-        let slot = w
-            .register_file(file)
-            .unwrap_or_else(|e| panic!("register: {e}"));
-        fresh(file);
-        let mut filled = [false; DEPTH as usize];
-        let mut done = Vec::with_capacity(usize::from(DEPTH));
-        let start = Instant::now();
-        for i in 0..iters {
-            let mut buf = loop {
-                if let Some(buf) = w.take_buffer() {
-                    break buf;
-                }
-                // The pool is the queue depth: wait for one write to finish (this also submits).
-                w.wait(1, &mut done).unwrap_or_else(|e| panic!("wait: {e}"));
-                for c in done.drain(..) {
-                    c.result.unwrap_or_else(|e| panic!("write: {e}"));
-                }
-            };
-            // Fill each buffer once; later the stale contents are the same pattern, so committing
-            // the full length re-sends them without a copy, as a raw ceiling should.
-            let seen = &mut filled[usize::from(buf.index())];
-            if !*seen {
-                fill(buf.spare_capacity_mut());
-                *seen = true;
-            }
-            buf.commit(CHUNK).unwrap_or_else(|e| panic!("commit: {e}"));
-            w.queue_write(slot, position(i), buf, false, i)
-                .unwrap_or_else(|e| panic!("queue: {e}"));
-        }
-        let in_flight = w.in_flight();
-        w.wait(in_flight, &mut done)
-            .unwrap_or_else(|e| panic!("wait: {e}"));
-        for c in done.drain(..) {
-            c.result.unwrap_or_else(|e| panic!("write: {e}"));
-        }
-        file.sync_data()
-            .unwrap_or_else(|e| panic!("fdatasync: {e}"));
-        let elapsed = start.elapsed();
-        w.unregister_file(slot)
-            .unwrap_or_else(|e| panic!("unregister: {e}"));
-        elapsed
     }
 
     fn disk(c: &mut Criterion) {
@@ -147,13 +67,7 @@ mod linux {
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(5));
 
-        match UringWriter::probe(UringConfig {
-            entries: 64,
-            buffers: DEPTH,
-            buffer_size: CHUNK,
-            files: 4,
-            registration: BufferRegistration::Prefer,
-        }) {
+        match ceiling::writer() {
             Ok(mut w) => {
                 if let Some(e) = w.registration_error() {
                     eprintln!("disk bench: buffers not registered ({e}); using plain writes");
@@ -161,7 +75,7 @@ mod linux {
                 for (name, direct) in [("uring-direct", true), ("uring-buffered", false)] {
                     let file = open(&dir.path().join(name), direct);
                     group.bench_function(name, |b| {
-                        b.iter_custom(|iters| uring_loop(&mut w, &file, iters));
+                        b.iter_custom(|iters| uring_loop(&mut w, &file, iters, reuse()));
                     });
                 }
             }
