@@ -191,8 +191,11 @@ fn stale_and_fenced_commits_are_refused() {
     assert_eq!(group.committed(&lost.topic, lost.partition), Some(7));
 }
 
+/// (event, member, partitions) in the order the listeners heard them.
+type Event = (&'static str, MemberId, Vec<u32>);
+
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(&'static str, MemberId, Vec<u32>)>>>);
+struct Recorder(Arc<Mutex<Vec<Event>>>);
 
 impl RebalanceListener for Recorder {
     fn on_partitions_revoked(&mut self, member: MemberId, partitions: &[TopicPartition]) {

@@ -144,7 +144,7 @@ fn churning_members_deliver_everything_with_exclusive_ownership() {
             let (group, checker, delivered, stop) = (&group, &checker, &delivered, &stop);
             let (joins, commits, records) = (&joins, &commits, &records);
             scope.spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (worker + 1) * 0x1234_5678_9abc);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((worker + 1) * 0x1234_5678_9abc));
                 // Worker 0 stays to the end and, with the others, drains what is left.
                 while !stop.load(Ordering::SeqCst) || worker == 0 {
                     let mut member = group
