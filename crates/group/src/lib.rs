@@ -1,8 +1,52 @@
-//! Consumer groups for rill: members share a topic's partitions, reassigned by epochs.
+//! Consumer groups for rill: members share topics' partitions, reassigned by epochs.
 //!
-//! Groups follow the KIP-848 model: the coordinator bumps a group epoch on every membership
-//! or subscription change and computes a target assignment for it. The epoch protocol and
-//! fenced offset commits are still in progress; the partition [`assignor`]s, which compute
-//! that target assignment, are available now.
+//! Groups follow the KIP-848 model. The coordinator bumps a *group epoch* on every change of
+//! members or subscriptions and computes the target assignment for it once, with a pluggable
+//! [`assignor`]. Each [`Member`] reconciles on its own, with no group-wide stop: it releases
+//! what the new target takes away (committing first if auto-commit is on), then takes what it
+//! gains. A partition's owner is one atomic (member, epoch) word changed only by
+//! compare-and-swap, so two members never own a partition at once; commits are checked
+//! against that word, so a member that lost a partition cannot overwrite its new owner's
+//! offset ([`GroupError::FencedMemberEpoch`], [`GroupError::StaleMemberEpoch`]). A member
+//! that stops polling for longer than the session timeout is removed and its partitions move.
+//! Committed offsets live in the engine's `__consumer_offsets` topic and survive restarts.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use rill_engine::engine::{Engine, EngineConfig};
+//! use rill_group::{Group, GroupConfig, MemberConfig};
+//!
+//! let engine = Engine::open(EngineConfig::new("data"))?;
+//! engine.create_topic("orders", 12)?;
+//! let group = Group::new(&engine, "billing", GroupConfig::default())?;
+//! let mut member = group.join(MemberConfig::new(["orders"]))?;
+//! loop {
+//!     let polled = member.poll(Duration::from_millis(100))?;
+//!     polled.for_each_record(|topic, partition, record| {
+//!         let _ = (topic, partition, record.value);
+//!     })?;
+//!     member.commit_sync(polled.offsets())?;
+//! }
+//! # }
+//! ```
+//!
+//! Static membership (a member rejoining under a stable instance id without a rebalance) is
+//! not implemented.
 
 pub mod assignor;
+mod error;
+mod group;
+mod member;
+mod offsets;
+mod ownership;
+mod sync;
+
+pub use assignor::{
+    Assignor, MemberId, RangeAssignor, RoundRobinAssignor, TopicPartition, UniformAssignor,
+};
+pub use error::{GroupError, Result};
+pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
+pub use member::{Member, MemberPolled};
+pub use offsets::OFFSETS_TOPIC;
+pub use rill_engine::consumer::StartFrom;
