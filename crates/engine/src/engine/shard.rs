@@ -480,16 +480,7 @@ impl Shard {
                 // Full: it goes out once the partition's previous write is done (O_DIRECT
                 // re-writes that write's last block), and a new buffer starts meanwhile.
                 self.wait_partition_write(index)?;
-                let (Some(direct), Some(io)) =
-                    (self.direct.as_mut(), self.partitions[index].io.as_mut())
-                else {
-                    return Ok(());
-                };
-                io.queue(direct)
-                    .map_err(|e| Error::io("queue write", "io_uring", e))?;
-                direct
-                    .submit()
-                    .map_err(|e| Error::io("submit", "io_uring", e))?;
+                self.send_open_buffer(index)?;
                 continue;
             }
             let (Some(direct), Some(io)) =
@@ -536,21 +527,30 @@ impl Shard {
     fn settle_partition(&mut self, index: usize) -> Result<()> {
         for _ in 0..3 {
             self.wait_partition_write(index)?;
-            let (Some(direct), Some(io)) =
-                (self.direct.as_mut(), self.partitions[index].io.as_mut())
-            else {
-                return Ok(());
-            };
-            if !io.is_busy() {
+            let busy = self.partitions[index]
+                .io
+                .as_ref()
+                .is_some_and(PartitionIo::is_busy);
+            if !busy {
                 return Ok(());
             }
-            io.queue(direct)
-                .map_err(|e| Error::io("queue write", "io_uring", e))?;
-            direct
-                .submit()
-                .map_err(|e| Error::io("submit", "io_uring", e))?;
+            self.send_open_buffer(index)?;
         }
         self.wait_partition_write(index)
+    }
+
+    /// Queues the partition's open buffer (if no write of it is in flight) and submits.
+    fn send_open_buffer(&mut self, index: usize) -> Result<()> {
+        let (Some(direct), Some(io)) = (self.direct.as_mut(), self.partitions[index].io.as_mut())
+        else {
+            return Ok(());
+        };
+        io.queue(direct)
+            .map_err(|e| Error::io("queue write", "io_uring", e))?;
+        direct
+            .submit()
+            .map_err(|e| Error::io("submit", "io_uring", e))?;
+        Ok(())
     }
 
     fn io_pending(&self) -> bool {
