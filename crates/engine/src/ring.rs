@@ -30,9 +30,10 @@
 //! always conservative: a stale `head` under-estimates free space, a stale `tail` under-estimates
 //! available items. The handle therefore trusts its cached copy while it says the operation can
 //! proceed and reloads the shared atomic only when the cache says "full" (producer) or "not
-//! enough items" (consumer). While the ring is neither nearly full nor nearly empty, a push
-//! touches no cache line that the consumer writes, and vice versa; the expensive cross-core
-//! transfer happens roughly once per lap of the ring instead of once per item.
+//! enough items" (consumer). A push therefore reads the consumer's cache line only when its
+//! cached view of the free space runs out, and a pop reads the producer's line only when its
+//! cached view of the available items runs out; one such read typically covers many items, so
+//! the costly cross-core transfer is amortised instead of paid per item.
 //!
 //! **`head` and `tail` live on separate 128-byte-aligned blocks.** They are written by different
 //! cores; if they shared a line, every store by one side would invalidate the other side's copy
@@ -41,7 +42,8 @@
 //! have 128-byte lines; the rarely written fields (slot pointer, abandonment flag, the `Arc`
 //! counters) sit on lines of their own for the same reason.
 //!
-//! **Chunks cost one acquire and one release.** [`Producer::push_slice`],
+//! **Chunks cost one acquire and one release.** A single push or pop costs one release store
+//! and, only when the cache runs out, one acquire load; [`Producer::push_slice`],
 //! [`Producer::push_iter`], [`Consumer::pop_into`] and [`Consumer::pop_iter`] work out how many
 //! items fit (reloading the peer's position at most once), move them all, then publish the new
 //! position with a single store. A shard thread that drains everything available in one call pays
@@ -73,7 +75,9 @@
 //! [`PopIter`] that is leaked with [`std::mem::forget`] cannot cause a double drop: the
 //! consumer claims the whole chunk when the iterator is made and takes back the un-yielded part
 //! only when the iterator is dropped, so a leaked iterator leaks its remaining items instead
-//! (and the consumer publishes its position again when it is itself dropped).
+//! (and the consumer publishes its position again when it is itself dropped). Until the consumer
+//! next publishes its position, the slots of a leaked chunk also stay unavailable to the
+//! producer; leaking is safe, not free.
 //!
 //! # Example
 //!
