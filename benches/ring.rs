@@ -6,8 +6,10 @@
 //! * `single`: one item per push and per pop, the worst case for a ring because every item
 //!   pays for its own publication;
 //! * `chunk64`: the producer offers slices of up to 64 items and the consumer takes up to 64 at
-//!   a time, which is how the shard thread drains its inbox. `ArrayQueue` has no batch API, so
-//!   its "chunk" is a loop of single operations, shown for scale.
+//!   a time, which is how the shard thread drains its inbox. rill and rtrb both copy into a
+//!   reused 64-item buffer (`push_slice`/`pop_slice` vs `push_partial_slice`/`pop_partial_slice`);
+//!   `rill-pop_iter` consumes in place through `pop_iter` instead. `ArrayQueue` has no batch API,
+//!   so its "chunk" is a loop of single operations, shown for scale.
 //!
 //! Each sample spawns the consumer thread, pins producer and consumer to two different cores,
 //! releases both through a barrier and times until the consumer has taken every item. The
@@ -55,9 +57,12 @@ fn transfer<P: Send, C: Send>(
     mut recv: impl FnMut(&mut C, &mut u64) -> u64 + Send,
 ) -> Duration {
     pin(0);
-    let barrier = Barrier::new(2);
+    let barrier = &Barrier::new(2);
     let (start, end, sum) = std::thread::scope(|s| {
-        let consumer_thread = s.spawn(|| {
+        // `move`: the consumer handle must live on the consumer thread's stack. Borrowing it
+        // from this frame would put both handles' hot fields side by side in one cache line
+        // and benchmark false sharing in the harness rather than the queues.
+        let consumer_thread = s.spawn(move || {
             pin(1);
             barrier.wait();
             let mut received = 0;
@@ -169,15 +174,14 @@ fn chunk64(c: &mut Criterion) {
     group.bench_function(BenchmarkId::from_parameter("rill"), |b| {
         b.iter_custom(|iters| {
             let mut input = [0u64; CHUNK];
-            let mut output = Vec::with_capacity(CHUNK);
+            let mut output = [0u64; CHUNK];
             transfer(
                 iters,
                 ring::channel::<u64>(CAPACITY),
                 |p, next, end| p.push_slice(next_chunk(&mut input, next, end)) as u64,
                 move |c, sum| {
-                    output.clear();
-                    let n = c.pop_into(&mut output, CHUNK);
-                    *sum = output.iter().fold(*sum, |acc, &v| acc.wrapping_add(v));
+                    let n = c.pop_slice(&mut output);
+                    *sum = output[..n].iter().fold(*sum, |acc, &v| acc.wrapping_add(v));
                     n as u64
                 },
             )

@@ -30,9 +30,10 @@
 //! always conservative: a stale `head` under-estimates free space, a stale `tail` under-estimates
 //! available items. The handle therefore trusts its cached copy while it says the operation can
 //! proceed and reloads the shared atomic only when the cache says "full" (producer) or "not
-//! enough items" (consumer). While the ring is neither nearly full nor nearly empty, a push
-//! touches no cache line that the consumer writes, and vice versa; the expensive cross-core
-//! transfer happens roughly once per lap of the ring instead of once per item.
+//! enough items" (consumer). A push therefore reads the consumer's cache line only when its
+//! cached view of the free space runs out, and a pop reads the producer's line only when its
+//! cached view of the available items runs out; one such read typically covers many items, so
+//! the costly cross-core transfer is amortised instead of paid per item.
 //!
 //! **`head` and `tail` live on separate 128-byte-aligned blocks.** They are written by different
 //! cores; if they shared a line, every store by one side would invalidate the other side's copy
@@ -41,8 +42,10 @@
 //! have 128-byte lines; the rarely written fields (slot pointer, abandonment flag, the `Arc`
 //! counters) sit on lines of their own for the same reason.
 //!
-//! **Chunks cost one acquire and one release.** [`Producer::push_slice`],
-//! [`Producer::push_iter`], [`Consumer::pop_into`] and [`Consumer::pop_iter`] work out how many
+//! **Chunks cost one acquire and one release.** A single push or pop costs one release store
+//! and, only when the cache runs out, one acquire load; [`Producer::push_slice`],
+//! [`Producer::push_iter`], [`Consumer::pop_slice`], [`Consumer::pop_into`] and
+//! [`Consumer::pop_iter`] work out how many
 //! items fit (reloading the peer's position at most once), move them all, then publish the new
 //! position with a single store. A shard thread that drains everything available in one call pays
 //! one cross-core round trip per batch, not per item.
@@ -73,7 +76,9 @@
 //! [`PopIter`] that is leaked with [`std::mem::forget`] cannot cause a double drop: the
 //! consumer claims the whole chunk when the iterator is made and takes back the un-yielded part
 //! only when the iterator is dropped, so a leaked iterator leaks its remaining items instead
-//! (and the consumer publishes its position again when it is itself dropped).
+//! (and the consumer publishes its position again when it is itself dropped). Until the consumer
+//! next publishes its position, the slots of a leaked chunk also stay unavailable to the
+//! producer; leaking is safe, not free.
 //!
 //! # Example
 //!
@@ -593,6 +598,37 @@ impl<T> Consumer<T> {
         Ok(value)
     }
 
+    /// Copies the oldest items into the front of `out` (as many as are available, at most
+    /// `out.len()`), publishes the new position once, and returns how many were copied.
+    ///
+    /// The `Copy` counterpart of [`Producer::push_slice`], for a consumer that reuses a fixed
+    /// buffer; [`Consumer::pop_into`] does the same for any `T` into a `Vec`.
+    #[inline]
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize
+    where
+        T: Copy,
+    {
+        let count = self.available(out.len()).min(out.len());
+        if count == 0 {
+            return 0;
+        }
+        let (first, second) = self.shared.runs(self.head, count, self.mask);
+        let dst = out.as_mut_ptr();
+        // SAFETY: `count` items starting at `head` are published and owned by the consumer
+        // (see `pop`); `out` has room for `count = first.len() + second.len()` values. The
+        // old contents of `out` need no drop because `T: Copy`, and advancing `head` below
+        // frees the slots, whose values were copied rather than moved but are `Copy` too.
+        unsafe {
+            copy_out(first, dst);
+            if !second.is_empty() {
+                copy_out(second, dst.add(first.len()));
+            }
+        }
+        self.head = self.head.wrapping_add(count);
+        self.shared.head.store(self.head, Ordering::Release);
+        count
+    }
+
     /// Moves up to `max` of the oldest items to the end of `out` with one bulk copy, publishes
     /// the new position once, and returns how many were moved (0 if the ring is empty).
     #[inline]
@@ -848,6 +884,21 @@ mod tests {
         assert_eq!(c.pop_into(&mut out, 100), 8);
         assert_eq!(out, [0, 4, 5, 6, 7, 8, 9, 10, 11]);
         assert_eq!(c.pop_into(&mut out, 100), 0);
+    }
+
+    #[test]
+    fn pop_slice_fills_a_reused_buffer() {
+        let (mut p, mut c) = channel(4);
+        let mut buf = [0u32; 3];
+        assert_eq!(c.pop_slice(&mut buf), 0);
+        assert_eq!(p.push_slice(&[1, 2, 3, 4]), 4);
+        assert_eq!(c.pop_slice(&mut buf), 3);
+        assert_eq!(buf, [1, 2, 3]);
+        assert_eq!(p.push_slice(&[5, 6]), 2);
+        // Wraps: 4 sits at the end of the array, 5 and 6 at its start.
+        assert_eq!(c.pop_slice(&mut buf), 3);
+        assert_eq!(buf, [4, 5, 6]);
+        assert_eq!(c.pop_slice(&mut []), 0);
     }
 
     #[test]

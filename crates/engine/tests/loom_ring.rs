@@ -96,7 +96,8 @@ fn single_slot_reuse() {
     });
 }
 
-/// `push_slice` against `pop_into`: chunks that are partially accepted and that wrap.
+/// `push_slice` against `pop_into` and `pop_slice`: chunks that are partially accepted and
+/// that wrap.
 #[test]
 fn chunk_push_slice_pop_into() {
     loom::model(|| {
@@ -113,8 +114,19 @@ fn chunk_push_slice_pop_into() {
             }
         });
         let mut got = Vec::new();
+        let mut buf = [Item::new(u64::MAX); 2];
+        let mut use_slice = false;
         while got.len() < 5 {
-            if consumer.pop_into(&mut got, 2) == 0 {
+            // Alternate the two bulk reads so both copy paths meet the producer.
+            let taken = if use_slice {
+                let n = consumer.pop_slice(&mut buf);
+                got.extend_from_slice(&buf[..n]);
+                n
+            } else {
+                consumer.pop_into(&mut got, 2)
+            };
+            use_slice = !use_slice;
+            if taken == 0 {
                 thread::yield_now();
             }
         }
