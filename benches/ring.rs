@@ -17,7 +17,11 @@
 //! duplicated items would fail the bench instead of winning it.
 //!
 //! Run with `cargo bench --bench ring`. Measurement time is kept short because the reference
-//! machine has two cores shared with other work; expect a few percent of noise.
+//! machine has two cores shared with other work. On that machine (a 2-vCPU VM) single-item
+//! figures are bimodal from one process run to the next, for every SPSC queue alike: a run
+//! settles either into a streaming state with a backlog in the ring or into one where the
+//! consumer polls an almost empty ring and slows the producer, and the two differ by up to 2x.
+//! Compare implementations over several runs, or interleaved, rather than from one run.
 
 use std::hint::{black_box, spin_loop};
 use std::sync::{Arc, Barrier, OnceLock};

@@ -28,9 +28,10 @@
 //!
 //! **Each side caches the other side's position.** The positions only grow, so a stale copy is
 //! always conservative: a stale `head` under-estimates free space, a stale `tail` under-estimates
-//! available items. The handle therefore trusts its cached copy while it says the operation can
-//! proceed and reloads the shared atomic only when the cache says "full" (producer) or "not
-//! enough items" (consumer). A push therefore reads the consumer's cache line only when its
+//! available items. (The producer stores its copy as `head + capacity`, the first position it
+//! may not fill, so its fast path is a single comparison.) The handle trusts its cached copy
+//! while it says the operation can proceed and reloads the shared atomic only when the cache
+//! says "full" (producer) or "not enough items" (consumer). A push therefore reads the consumer's cache line only when its
 //! cached view of the free space runs out, and a pop reads the producer's line only when its
 //! cached view of the available items runs out; one such read typically covers many items, so
 //! the costly cross-core transfer is amortised instead of paid per item.
@@ -159,7 +160,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     let producer = Producer {
         shared: Arc::clone(&shared),
         tail: 0,
-        cached_head: 0,
+        limit: capacity,
         mask,
     };
     let consumer = Consumer {
@@ -211,8 +212,9 @@ pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     /// Authoritative position of the next slot to fill; mirrored to `shared.tail` on publish.
     tail: usize,
-    /// Last `shared.head` observed; never ahead of the real one.
-    cached_head: usize,
+    /// Last `shared.head` observed plus the capacity: the producer may fill positions up to
+    /// (excluding) this one. Never ahead of the real bound, because `head` only grows.
+    limit: usize,
     /// `capacity - 1`, kept here so the hot path does not chase the `Arc` for it.
     mask: usize,
 }
@@ -437,14 +439,15 @@ impl<T> Producer<T> {
     /// [`PushError::Full`] with `value` if every slot is occupied.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        if self.reserve(1) == 0 {
+        if self.tail == self.limit && self.refresh_limit() == 0 {
             return Err(PushError::Full(value));
         }
         self.shared.slot(self.tail, self.mask).with_mut(|slot| {
-            // SAFETY: `reserve` found the slot at `tail` free: the consumer has moved its
-            // previous value out (or it never had one), and the acquire load of `head` in
-            // `reserve` ordered that move before this write. The consumer will not read it
-            // until the release store below.
+            // SAFETY: `tail < limit = head + capacity` for a `head` obtained by an acquire load
+            // (in `refresh_limit`), so the slot at `tail` is free: the consumer has moved its
+            // previous value out (or it never had one), and that acquire load ordered the move
+            // before this write. The consumer will not read the slot until the release store
+            // below.
             unsafe { (*slot).write(value) };
         });
         self.tail = self.tail.wrapping_add(1);
@@ -515,13 +518,19 @@ impl<T> Producer<T> {
     /// fewer than `wanted` (capped at the capacity).
     #[inline(always)]
     fn reserve(&mut self, wanted: usize) -> usize {
-        let capacity = self.capacity();
-        let free = capacity - self.tail.wrapping_sub(self.cached_head);
-        if free >= wanted.min(capacity) {
+        let free = self.limit.wrapping_sub(self.tail);
+        if free >= wanted.min(self.capacity()) {
             return free;
         }
-        self.cached_head = self.shared.head.load(Ordering::Acquire);
-        capacity - self.tail.wrapping_sub(self.cached_head)
+        self.refresh_limit()
+    }
+
+    /// Reloads the consumer's position and returns the free slots it implies.
+    #[inline(always)]
+    fn refresh_limit(&mut self) -> usize {
+        let head = self.shared.head.load(Ordering::Acquire);
+        self.limit = head.wrapping_add(self.capacity());
+        self.limit.wrapping_sub(self.tail)
     }
 }
 
@@ -853,7 +862,7 @@ mod tests {
         let start = usize::MAX - 5;
         // Start both sides near the top of the position space to cross the wrap.
         p.tail = start;
-        p.cached_head = start;
+        p.limit = start.wrapping_add(4);
         c.head = start;
         c.cached_tail = start;
         p.shared.head.store(start, Ordering::Relaxed);
