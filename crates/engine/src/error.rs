@@ -87,6 +87,11 @@ pub enum Error {
     #[error("{partition} is closed")]
     Closed { partition: TopicPartition },
 
+    /// Something the engine relies on did not hold: a bug in rill, not a problem with the
+    /// caller's input or configuration.
+    #[error("internal invariant broken: {what}")]
+    Invariant { what: String },
+
     #[error("the engine is shut down")]
     EngineClosed,
 
@@ -122,7 +127,7 @@ impl Error {
     /// variant because callers treat it differently (free space and retry, no restart).
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc_enospc())
+        if source.raw_os_error() == Some(libc::ENOSPC)
             || source.kind() == io::ErrorKind::StorageFull
         {
             Error::StorageFull { path }
@@ -130,11 +135,6 @@ impl Error {
             Error::Io { op, path, source }
         }
     }
-}
-
-/// ENOSPC on Linux and the BSDs alike.
-const fn libc_enospc() -> i32 {
-    28
 }
 
 /// Attaches a path and operation to `std::io` results.

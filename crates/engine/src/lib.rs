@@ -25,6 +25,7 @@ pub mod record;
 pub mod ring;
 pub mod store;
 pub(crate) mod sync;
+mod time;
 pub mod topic;
 
 pub use error::{Error, Result};

@@ -122,7 +122,7 @@ impl SendClock {
     fn new() -> Self {
         Self {
             anchor: Instant::now(),
-            anchor_ms: now_ms(),
+            anchor_ms: crate::time::unix_millis(),
         }
     }
 
@@ -434,10 +434,4 @@ fn record_size(record: &ProducerRecord<'_>) -> usize {
         .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 10)
         .sum();
     fields + headers + 32
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

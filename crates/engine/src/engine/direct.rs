@@ -116,7 +116,7 @@ pub(crate) struct PartitionIo {
 impl PartitionIo {
     /// Registers the log's active segment with the ring, with O_DIRECT when allowed.
     pub fn open(io: &mut DirectIo, log: &PartitionLog, token: u64) -> io::Result<Self> {
-        let (_, path) = log.active_file();
+        let path = log.active_path();
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)

@@ -277,8 +277,8 @@ impl Engine {
         let mut first_error = None;
         for thread in self.threads.drain(..) {
             if thread.join().is_err() && first_error.is_none() {
-                first_error = Some(Error::InvalidConfig {
-                    reason: "a shard thread panicked".into(),
+                first_error = Some(Error::Invariant {
+                    what: "a shard thread panicked".into(),
                 });
             }
         }
@@ -305,13 +305,14 @@ impl Engine {
         let count = self.inner.store.partitions(topic)?;
         let notifier = Arc::new(Notifier::default());
         let mut partitions = Vec::with_capacity(count as usize);
-        let backend = shard::backend_for(self.inner.backend);
         for partition in 0..count {
+            // The log's own backend writes partitions on the portable path and syncs all of
+            // them; with io_uring the shard writes staged batches itself (engine::direct).
             let log = self.inner.store.open_partition_with(
                 topic,
                 partition,
                 config.clone(),
-                backend(),
+                Box::new(crate::io::PortableIo),
             )?;
             let shard =
                 self.inner.shards[shard_of(topic, partition, self.inner.shards.len())].clone();

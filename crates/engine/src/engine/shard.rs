@@ -16,7 +16,6 @@ use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
-use crate::io::{IoBackend, PortableIo};
 use crate::log::PartitionLog;
 use crate::ring;
 use crate::topic::TopicPartition;
@@ -152,11 +151,6 @@ pub(crate) fn choose_backend(mode: IoMode, max_batch_bytes: usize) -> &'static s
             PORTABLE
         }
     }
-}
-
-/// A constructor of backend instances for the named backend.
-pub(crate) fn backend_for(_name: &'static str) -> fn() -> Box<dyn IoBackend> {
-    || Box::new(PortableIo)
 }
 
 struct Owned {
@@ -501,8 +495,8 @@ impl Shard {
             let _ = direct.submit();
             self.wait_for_completion();
         }
-        Err(Error::InvalidConfig {
-            reason: "no staging buffer became free".into(),
+        Err(Error::Invariant {
+            what: "no staging buffer became free".into(),
         })
     }
 
@@ -518,8 +512,8 @@ impl Shard {
             }
             self.wait_for_completion();
         }
-        Err(Error::InvalidConfig {
-            reason: "a write never completed".into(),
+        Err(Error::Invariant {
+            what: "a write never completed".into(),
         })
     }
 

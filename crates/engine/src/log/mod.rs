@@ -30,7 +30,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use crossbeam_epoch::{self as epoch, Atomic, Owned};
 
@@ -320,9 +320,7 @@ impl PartitionLog {
     /// Deletes the oldest segments (never the active one) while the log is over its size
     /// retention or their newest record is older than the age retention.
     pub fn enforce_retention(&mut self) -> Result<RetentionOutcome> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::time::unix_millis();
         let mut total: u64 = self.size_bytes();
         let mut doomed = 0;
         for segment in &self.segments[..self.segments.len().saturating_sub(1)] {
@@ -485,8 +483,8 @@ impl Drop for PartitionLog {
 
 /// Makes the newest loaded segment the active one: mapped at full capacity for appends.
 fn as_active(last: Arc<Segment>, config: &LogConfig) -> Result<Segment> {
-    let last = Arc::try_unwrap(last).map_err(|_| Error::InvalidConfig {
-        reason: "segment shared during open".into(),
+    let last = Arc::try_unwrap(last).map_err(|_| Error::Invariant {
+        what: "segment shared during open".into(),
     })?;
     if last.capacity() >= config.segment_bytes {
         return Ok(last);

@@ -9,7 +9,6 @@
 //! stays dense.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::Path;
 
 use super::PartitionLog;
@@ -79,8 +78,8 @@ impl PartitionLog {
     /// Rolls to a new segment; only when nothing is staged.
     pub(crate) fn roll_now(&mut self) -> Result<()> {
         if !self.staging.batches.is_empty() {
-            return Err(Error::InvalidConfig {
-                reason: "roll requested while writes are in flight".into(),
+            return Err(Error::Invariant {
+                what: "roll requested while writes are in flight".into(),
             });
         }
         self.staging.end = None;
@@ -154,10 +153,9 @@ impl PartitionLog {
         dropped
     }
 
-    /// The active segment's file and path, for a backend that writes it by itself.
-    pub(crate) fn active_file(&self) -> (&File, &Path) {
-        let active = self.active();
-        (active.file(), active.path())
+    /// The active segment's path, for a backend that opens and writes it by itself.
+    pub(crate) fn active_path(&self) -> &Path {
+        self.active().path()
     }
 
     /// Published bytes of the active segment from `from` to its end (for the O_DIRECT
