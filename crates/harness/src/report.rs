@@ -1,0 +1,285 @@
+//! The machine-readable report: what `--json` writes and `--save` keeps, and the check that a
+//! report carries every field the project promises its readers.
+//!
+//! Field names carry their units (`mb_per_s`, `latency_us`, `cpu_s`) so that a reader of the
+//! JSON never has to guess. 1 MB = 10^6 bytes; MB/s counts record values only.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub rill_version: String,
+    /// When the run started, UTC, RFC 3339.
+    pub started_at: String,
+    /// `--quick` runs are for CI: a few seconds each, not figures to quote.
+    pub quick: bool,
+    pub machine: Machine,
+    pub ceilings: Ceilings,
+    pub scenarios: Vec<ScenarioReport>,
+    pub peers: Vec<ScenarioReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    /// The file system the data directory is on (type as the kernel names it, e.g. `ext4`).
+    pub file_system: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ceilings {
+    /// Sequential 1 MiB writes, median of the samples: what every scenario is divided by.
+    pub disk_write_mb_s: f64,
+    /// How the disk ceiling was written (io_uring with O_DIRECT, or the fallback used).
+    pub disk_write_method: String,
+    pub disk_write_samples_mb_s: Vec<f64>,
+    /// Copying a buffer much larger than the caches, median of the samples.
+    pub memcpy_gb_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub record_bytes: usize,
+    pub records: u64,
+    pub producers: usize,
+    pub consumers: usize,
+    pub partitions: u32,
+    /// The backend the engine actually used after any fallback (`io_uring`, `portable`), or
+    /// the peer's own storage for peers.
+    pub backend: String,
+    pub elapsed_s: f64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    pub ratio_to_disk: f64,
+    pub latency_us: LatencyUs,
+    /// What the latency measures, e.g. "send to acknowledgement (written)".
+    pub latency_of: String,
+    /// Process CPU time (user + system, every thread) during the scenario.
+    pub cpu_s: f64,
+    pub cpu_s_per_gb: f64,
+    /// Peak resident set during the scenario (reset before it where the kernel allows).
+    pub peak_rss_mb: f64,
+    /// Records produced but never consumed (or read back wrong). Anything but 0 fails the run.
+    pub lost_records: u64,
+    /// Records delivered more than once (allowed for consumer groups: at least once).
+    pub duplicate_records: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_pause_ms_max: Option<f64>,
+    /// Throughput over time, one point per sampling interval.
+    pub timeline: Vec<TimelinePoint>,
+    /// Settings that matter for reading the figures (ack level, batch size, ...).
+    pub settings: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LatencyUs {
+    pub samples: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub p9999: f64,
+    pub max: f64,
+    /// (percentile, microseconds) pairs for plotting the whole distribution.
+    pub curve: Vec<(f64, f64)>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    pub t_s: f64,
+    pub mb_per_s: f64,
+    pub records_per_s: f64,
+}
+
+/// Fields every scenario and peer entry must have, as the JSON names them.
+const ENTRY_FIELDS: &[&str] = &[
+    "name",
+    "record_bytes",
+    "records",
+    "producers",
+    "consumers",
+    "partitions",
+    "backend",
+    "records_per_s",
+    "mb_per_s",
+    "ratio_to_disk",
+    "latency_us",
+    "cpu_s",
+    "peak_rss_mb",
+    "lost_records",
+];
+const LATENCY_FIELDS: &[&str] = &["p50", "p99", "p999", "max"];
+const MACHINE_FIELDS: &[&str] = &["cpu_model", "cores", "kernel", "file_system"];
+const CEILING_FIELDS: &[&str] = &["disk_write_mb_s", "memcpy_gb_s"];
+
+/// Checks a report as a reader gets it (parsed JSON, not our struct): every promised field is
+/// present, and no scenario or peer lost a record. Returns every problem found, not just the
+/// first, so one CI failure tells the whole story.
+pub fn problems(report: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    require_fields(report, "machine", MACHINE_FIELDS, &mut out);
+    require_fields(report, "ceilings", CEILING_FIELDS, &mut out);
+    for list in ["scenarios", "peers"] {
+        match report.get(list).and_then(serde_json::Value::as_array) {
+            None => out.push(format!("`{list}` is missing or not an array")),
+            Some(entries) if entries.is_empty() => out.push(format!("`{list}` is empty")),
+            Some(entries) => {
+                for (i, entry) in entries.iter().enumerate() {
+                    check_entry(list, i, entry, &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn require_fields(parent: &serde_json::Value, key: &str, fields: &[&str], out: &mut Vec<String>) {
+    let Some(object) = parent.get(key) else {
+        out.push(format!("`{key}` is missing"));
+        return;
+    };
+    for field in fields {
+        if object.get(field).is_none_or(serde_json::Value::is_null) {
+            out.push(format!("`{key}.{field}` is missing"));
+        }
+    }
+}
+
+fn check_entry(list: &str, index: usize, entry: &serde_json::Value, out: &mut Vec<String>) {
+    let name = entry
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    let here = format!("{list}[{index}] ({name})");
+    for field in ENTRY_FIELDS {
+        if entry.get(field).is_none_or(serde_json::Value::is_null) {
+            out.push(format!("{here}: `{field}` is missing"));
+        }
+    }
+    if let Some(latency) = entry.get("latency_us") {
+        for field in LATENCY_FIELDS {
+            if latency.get(field).is_none_or(serde_json::Value::is_null) {
+                out.push(format!("{here}: `latency_us.{field}` is missing"));
+            }
+        }
+    }
+    if name.starts_with("group") && entry.get("rebalance_pause_ms_max").is_none() {
+        out.push(format!("{here}: `rebalance_pause_ms_max` is missing"));
+    }
+    match entry.get("lost_records").and_then(serde_json::Value::as_u64) {
+        Some(0) | None => {}
+        Some(lost) => out.push(format!("{here}: lost {lost} records")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> ScenarioReport {
+        ScenarioReport {
+            name: name.to_owned(),
+            record_bytes: 100,
+            records: 10,
+            producers: 1,
+            consumers: 1,
+            partitions: 1,
+            backend: "portable".to_owned(),
+            elapsed_s: 1.0,
+            records_per_s: 10.0,
+            mb_per_s: 0.001,
+            ratio_to_disk: 0.0,
+            latency_us: LatencyUs::default(),
+            latency_of: String::new(),
+            cpu_s: 0.1,
+            cpu_s_per_gb: 100.0,
+            peak_rss_mb: 10.0,
+            lost_records: 0,
+            duplicate_records: 0,
+            rebalance_pause_ms_max: None,
+            timeline: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            rill_version: "0".to_owned(),
+            started_at: String::new(),
+            quick: true,
+            machine: Machine {
+                cpu_model: "cpu".to_owned(),
+                cores: 2,
+                memory_gib: 1.0,
+                kernel: "6".to_owned(),
+                file_system: "ext4".to_owned(),
+            },
+            ceilings: Ceilings {
+                disk_write_mb_s: 1.0,
+                disk_write_method: String::new(),
+                disk_write_samples_mb_s: vec![1.0],
+                memcpy_gb_s: 1.0,
+            },
+            scenarios: vec![entry("produce")],
+            peers: vec![entry("fjall append")],
+        }
+    }
+
+    fn json(report: &Report) -> serde_json::Value {
+        serde_json::to_value(report).unwrap()
+    }
+
+    #[test]
+    fn complete_report_has_no_problems() {
+        assert_eq!(problems(&json(&report())), Vec::<String>::new());
+    }
+
+    #[test]
+    fn lost_records_are_a_problem() {
+        let mut r = report();
+        r.scenarios[0].lost_records = 3;
+        assert_eq!(
+            problems(&json(&r)),
+            vec!["scenarios[0] (produce): lost 3 records".to_owned()]
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_each_named() {
+        let mut value = json(&report());
+        value["peers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("peak_rss_mb");
+        value["peers"][0]["latency_us"]
+            .as_object_mut()
+            .unwrap()
+            .remove("p999");
+        value["ceilings"].as_object_mut().unwrap().remove("memcpy_gb_s");
+        let found = problems(&value);
+        assert_eq!(
+            found,
+            vec![
+                "`ceilings.memcpy_gb_s` is missing".to_owned(),
+                "peers[0] (fjall append): `peak_rss_mb` is missing".to_owned(),
+                "peers[0] (fjall append): `latency_us.p999` is missing".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn group_entries_need_their_pause() {
+        let mut r = report();
+        r.scenarios.push(entry("group"));
+        assert_eq!(
+            problems(&json(&r)),
+            vec!["scenarios[1] (group): `rebalance_pause_ms_max` is missing".to_owned()]
+        );
+        r.scenarios[1].rebalance_pause_ms_max = Some(1.5);
+        assert!(problems(&json(&r)).is_empty());
+    }
+}
