@@ -1,45 +1,103 @@
-//! `rill-bench`: drives the engine and prints what it does beside what the disk can do.
+//! `rill-bench`: drives the rill engine until it saturates and puts every figure beside what
+//! this machine can do (the disk and memory ceilings, measured in the same run) and what peers
+//! do with the same records.
 //!
-//! The default run (no arguments) produces a fixed volume of records through the engine into a
-//! temporary data directory, reads it all back with a consumer, measures the disk's sequential-write ceiling on the same file
-//! system, and prints one table. Every figure comes from this run on this machine.
+//! With no subcommand it runs the whole suite (about a minute) in a temporary directory and
+//! prints one table; `--quick` shrinks every scenario to seconds for CI. Each subcommand runs
+//! one scenario, and the knobs override the suite's settings.
 
 mod ceiling;
-#[allow(dead_code)] // wired in by the scenario rewrite
+mod machine;
+mod measure;
 mod report;
 mod scenario;
+mod spec;
+mod suite;
+mod table;
+mod workload;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rill-bench",
     version,
-    about = "Load harness for the rill log engine"
+    about = "Load harness for the rill log engine: scenarios, ceilings and peers in one run"
 )]
 struct Args {
-    /// Data directory to run in (a temporary directory, removed afterwards, by default).
-    #[arg(long)]
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Data directory to run in (default: a temporary directory, removed afterwards). Put it
+    /// on the disk you want to measure.
+    #[arg(long, global = true)]
     dir: Option<PathBuf>,
-    /// A few seconds instead of the full suite, for CI.
-    #[arg(long)]
+    /// A few seconds per scenario instead of the full amounts: for CI, not for quoting.
+    #[arg(long, global = true)]
     quick: bool,
-    /// Partitions of the benchmark topic.
-    #[arg(long, default_value_t = 2)]
-    partitions: u32,
-    /// Bytes of records to produce per scenario (default 1 GiB, 128 MiB with --quick).
-    #[arg(long)]
-    bytes: Option<u64>,
+    /// Write the report as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Keep the report, a Markdown summary and charts in a dated folder under this directory.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "bench-results")]
+    save: Option<PathBuf>,
+    #[command(flatten)]
+    knobs: spec::Knobs,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum Command {
+    /// Every scenario and peer (the default).
+    Suite,
+    /// Producers send as fast as the engine takes records (then reads them back, to check).
+    Produce,
+    /// Reads back what producers wrote, from the start of the log.
+    Consume,
+    /// Producers and consumers at once; latency from send to the consumer.
+    E2e,
+    /// Producers waiting for fsync acknowledgements (group commit).
+    Durable,
+    /// A consumer group drains a topic while a member joins and another leaves.
+    Group,
+    /// Open loop at a fixed rate (`--rate`): latency without coordinated omission.
+    Rate,
+    /// The peer crates alone, on the suite's workloads.
+    Peers,
+    /// Checks a JSON report (from `--json`) for every promised field and for lost records.
+    Validate {
+        /// The report to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("rill-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ok(false): the run finished but something failed its checks (lost records, a bad report).
+fn run(args: &Args) -> anyhow::Result<bool> {
+    args.knobs.check()?;
+    let command = args.command.clone().unwrap_or(Command::Suite);
+    if let Command::Validate { file } = &command {
+        return validate(file);
+    }
     let temp;
     let root = match &args.dir {
-        Some(dir) => dir.clone(),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            dir.clone()
+        }
         None => {
             temp = tempfile::Builder::new()
                 .prefix("rill-bench-")
@@ -48,66 +106,48 @@ fn main() -> anyhow::Result<()> {
             temp.path().to_owned()
         }
     };
-    let volume = args
-        .bytes
-        .unwrap_or(if args.quick { 128 << 20 } else { 1 << 30 });
-    println!(
-        "rill-bench: {} of records per scenario in {}",
-        human_bytes(volume),
-        root.display()
-    );
-
-    let ceiling = ceiling::median_of_three(&root, (volume / 2).clamp(64 << 20, 512 << 20))
-        .context("measure the disk ceiling")?;
-    let mut rows = Vec::new();
-    for record_bytes in [1024usize, 100] {
-        let run = scenario::Workload {
-            record_bytes,
-            partitions: args.partitions,
-            total_bytes: volume,
-        };
-        let dir = root.join(format!("run-{record_bytes}"));
-        let (produce, consume) = scenario::produce_then_consume(&dir, &run)?;
-        rows.push(produce);
-        rows.push(consume);
-        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+    let plan = suite::Plan {
+        only: suite_filter(&command),
+        quick: args.quick,
+        knobs: args.knobs.clone(),
+    };
+    let report = suite::run(&root, &plan)?;
+    table::print(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).context("serialise the report")?;
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
     }
-    print_table(&ceiling, &rows);
-    Ok(())
+    let problems = report::problems(&serde_json::to_value(&report)?);
+    let lost: Vec<&String> = problems.iter().filter(|p| p.contains("lost")).collect();
+    for problem in &lost {
+        eprintln!("rill-bench: FAILED: {problem}");
+    }
+    Ok(lost.is_empty())
 }
 
-fn print_table(ceiling: &ceiling::Ceiling, rows: &[scenario::Measured]) {
-    println!();
-    println!(
-        "disk ceiling ({}): {:.0} MB/s sequential 1 MiB writes (median of 3; {:.0} to {:.0})",
-        ceiling.method, ceiling.mb_per_s, ceiling.min_mb_per_s, ceiling.max_mb_per_s
-    );
-    println!();
-    println!(
-        "{:<16} {:<10} {:>12} {:>14} {:>10} {:>10}",
-        "scenario", "backend", "records", "records/s", "MB/s", "% of disk"
-    );
-    for row in rows {
-        println!(
-            "{:<16} {:<10} {:>12} {:>14.0} {:>10.0} {:>9.0}%",
-            row.name,
-            row.backend,
-            row.records,
-            row.records_per_s(),
-            row.mb_per_s(),
-            100.0 * row.mb_per_s() / ceiling.mb_per_s
-        );
+fn suite_filter(command: &Command) -> Option<suite::Only> {
+    match command {
+        Command::Suite | Command::Validate { .. } => None,
+        Command::Produce | Command::Consume => Some(suite::Only::Throughput),
+        Command::E2e => Some(suite::Only::E2e),
+        Command::Durable => Some(suite::Only::Durable),
+        Command::Group => Some(suite::Only::Group),
+        Command::Rate => Some(suite::Only::Rate),
+        Command::Peers => Some(suite::Only::Peers),
     }
-    println!();
-    println!(
-        "MB/s counts record values only (1 MB = 10^6 bytes); the disk ceiling is measured in this run."
-    );
 }
 
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b => format!("{b} B"),
+fn validate(file: &std::path::Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
+    let problems = report::problems(&value);
+    for problem in &problems {
+        eprintln!("{}: {problem}", file.display());
     }
+    if problems.is_empty() {
+        println!("{}: complete, no lost records", file.display());
+    }
+    Ok(problems.is_empty())
 }

@@ -170,7 +170,10 @@ fn check_entry(list: &str, index: usize, entry: &serde_json::Value, out: &mut Ve
     if name.starts_with("group") && entry.get("rebalance_pause_ms_max").is_none() {
         out.push(format!("{here}: `rebalance_pause_ms_max` is missing"));
     }
-    match entry.get("lost_records").and_then(serde_json::Value::as_u64) {
+    match entry
+        .get("lost_records")
+        .and_then(serde_json::Value::as_u64)
+    {
         Some(0) | None => {}
         Some(lost) => out.push(format!("{here}: lost {lost} records")),
     }
@@ -259,7 +262,10 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("p999");
-        value["ceilings"].as_object_mut().unwrap().remove("memcpy_gb_s");
+        value["ceilings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("memcpy_gb_s");
         let found = problems(&value);
         assert_eq!(
             found,

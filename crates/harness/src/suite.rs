@@ -1,0 +1,156 @@
+//! The default suite: ceilings first, then every scenario, each in a fresh directory that is
+//! removed after it, so one scenario's files never slow the next.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::ceiling;
+use crate::report::{Ceilings, Report, ScenarioReport};
+use crate::scenario::{self, Outcome};
+use crate::spec::{Amount, Knobs, Spec};
+
+/// One scenario family, for running a subcommand alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Only {
+    Throughput,
+    E2e,
+    Durable,
+    Group,
+    Rate,
+    Peers,
+}
+
+pub struct Plan {
+    pub only: Option<Only>,
+    pub quick: bool,
+    pub knobs: Knobs,
+}
+
+impl Plan {
+    fn wants(&self, family: Only) -> bool {
+        self.only.is_none_or(|only| only == family)
+    }
+
+    /// Scales the full suite's amounts down for `--quick`.
+    fn records(&self, full: u64) -> Amount {
+        Amount::Records(if self.quick {
+            (full / 16).max(1000)
+        } else {
+            full
+        })
+    }
+
+    fn seconds(&self, full: f64) -> Amount {
+        Amount::Duration(Duration::from_secs_f64(if self.quick {
+            full / 6.0
+        } else {
+            full
+        }))
+    }
+
+    fn spec(&self, record_bytes: usize, amount: Amount, tune: impl FnOnce(&mut Spec)) -> Spec {
+        let mut spec = Spec::new(record_bytes, amount);
+        tune(&mut spec);
+        self.knobs.apply(&mut spec);
+        spec
+    }
+}
+
+const GIB: u64 = 1 << 30;
+
+pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let machine = crate::machine::describe(root);
+    eprintln!(
+        "rill-bench: {} ({} cores), {} on {}",
+        machine.cpu_model, machine.cores, machine.file_system, machine.kernel
+    );
+    let ceilings = measure_ceilings(root, plan.quick)?;
+    eprintln!(
+        "ceilings: disk {:.0} MB/s ({}), memcpy {:.1} GB/s",
+        ceilings.disk_write_mb_s, ceilings.disk_write_method, ceilings.memcpy_gb_s
+    );
+    let mut scenarios = Vec::new();
+    for outcome in run_scenarios(root, plan)? {
+        scenarios.push(outcome.report(ceilings.disk_write_mb_s));
+    }
+    let peers = Vec::<ScenarioReport>::new();
+    Ok(Report {
+        rill_version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at,
+        quick: plan.quick,
+        machine,
+        ceilings,
+        scenarios,
+        peers,
+    })
+}
+
+fn measure_ceilings(root: &Path, quick: bool) -> anyhow::Result<Ceilings> {
+    let bytes = if quick { 64 << 20 } else { 512 << 20 };
+    let disk = ceiling::disk(root, bytes, 3).context("measure the disk ceiling")?;
+    Ok(Ceilings {
+        disk_write_mb_s: disk.median_mb_s(),
+        disk_write_method: disk.method.clone(),
+        disk_write_samples_mb_s: disk.samples_mb_s.clone(),
+        memcpy_gb_s: ceiling::memcpy_gb_s(5),
+    })
+}
+
+fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
+    let mut out = Vec::new();
+    let mut step = 0;
+    let mut fresh = || {
+        step += 1;
+        root.join(format!("scenario-{step}"))
+    };
+    if plan.wants(Only::Throughput) {
+        for (bytes, records) in [(1024, GIB / 1024), (100, 10_000_000)] {
+            let spec = plan.spec(bytes, plan.records(records), |_| {});
+            out.extend(in_dir(&fresh(), |dir| {
+                scenario::throughput::produce_then_consume(dir, &spec)
+            })?);
+        }
+    }
+    if plan.wants(Only::E2e) {
+        for (bytes, records) in [(1024, GIB / 1024), (100, 10_000_000)] {
+            let spec = plan.spec(bytes, plan.records(records), |_| {});
+            out.push(in_dir(&fresh(), |dir| {
+                scenario::e2e::end_to_end(dir, &spec)
+            })?);
+        }
+    }
+    if plan.wants(Only::Durable) {
+        for producers in [1, 8] {
+            let spec = plan.spec(1024, plan.seconds(3.0), |s| s.producers = producers);
+            out.push(in_dir(&fresh(), |dir| {
+                scenario::durable::durable(dir, &spec)
+            })?);
+        }
+    }
+    if plan.wants(Only::Group) {
+        let spec = plan.spec(1024, plan.records(GIB / 2 / 1024), |s| s.partitions = 8);
+        out.push(in_dir(&fresh(), |dir| scenario::group::group(dir, &spec))?);
+    }
+    if plan.wants(Only::Rate) {
+        // Small batches and a short linger: at a fixed, modest rate, latency is the point.
+        let spec = plan.spec(1024, plan.seconds(5.0), |s| {
+            s.batch_bytes = 16 * 1024;
+            s.linger = Duration::from_millis(1);
+        });
+        out.push(in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec))?);
+    }
+    Ok(out)
+}
+
+/// Runs `f` in a new directory `dir` and removes it afterwards, whatever happened.
+fn in_dir<T>(dir: &Path, f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let result = f(dir);
+    let removed = std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()));
+    let value = result?;
+    removed?;
+    Ok(value)
+}
