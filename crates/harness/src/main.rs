@@ -7,12 +7,15 @@
 //! one scenario, and the knobs override the suite's settings.
 
 mod ceiling;
+mod charts;
 mod machine;
 mod measure;
 mod report;
+mod save;
 mod scenario;
 mod spec;
 mod suite;
+mod summary;
 mod table;
 mod workload;
 
@@ -117,6 +120,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let text = serde_json::to_string_pretty(&report).context("serialise the report")?;
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
         eprintln!("report written to {}", path.display());
+    }
+    if let Some(under) = &args.save {
+        let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+        let folder = save::save(&report, under, &command_line)?;
+        eprintln!("report, summary and charts saved in {}", folder.display());
     }
     let problems = report::problems(&serde_json::to_value(&report)?);
     let lost: Vec<&String> = problems.iter().filter(|p| p.contains("lost")).collect();

@@ -1,0 +1,471 @@
+//! The Markdown summary `--save` writes as the results folder's README: what a person reads
+//! first, with `report.json` beside it for every figure.
+
+use std::fmt::Write as _;
+
+use crate::charts::{ChartFile, short};
+use crate::report::{Report, ScenarioReport};
+
+/// The headline table's header row, as it appears in the summary.
+pub const TABLE_HEADER: &str = "| scenario | record bytes | records/s | MB/s | % of disk ceiling \
+     | p50 µs | p99 µs | p99.9 µs | CPU-s per GB | peak RSS MB | lost |";
+
+/// What an entry does to the log, so rill's scenarios can be set beside peers doing the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Read,
+}
+
+/// rill's scenarios are named by what they do first: "produce ...", "consume ...".
+fn rill_kind(name: &str) -> Option<Kind> {
+    if name.starts_with("produce") {
+        Some(Kind::Write)
+    } else if name.starts_with("consume") {
+        Some(Kind::Read)
+    } else {
+        None
+    }
+}
+
+/// Peers are named "<engine> append <size>" or "<engine> read <size>": the operation is a
+/// word of the name (its last word, or the one before the size).
+fn peer_kind(name: &str) -> Option<Kind> {
+    name.split_whitespace().find_map(|word| match word {
+        "append" => Some(Kind::Write),
+        "read" => Some(Kind::Read),
+        _ => None,
+    })
+}
+
+/// A rill scenario and a peer that did the same thing (write or read) with records of the
+/// same size.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerPair<'a> {
+    pub rill: &'a ScenarioReport,
+    pub peer: &'a ScenarioReport,
+}
+
+impl PeerPair<'_> {
+    /// rill's MB/s over the peer's (records/s gives the same ratio at the same record size);
+    /// `None` when either figure is not a finite number or the peer's is not positive.
+    pub fn ratio(&self) -> Option<f64> {
+        let ratio = self.rill.mb_per_s / self.peer.mb_per_s;
+        (self.peer.mb_per_s > 0.0 && ratio.is_finite()).then_some(ratio)
+    }
+}
+
+/// Every rill produce/consume scenario beside every peer append/read at its record size, in
+/// the order of the scenarios, then of the peers.
+pub fn peer_pairs(report: &Report) -> Vec<PeerPair<'_>> {
+    let mut pairs = Vec::new();
+    for rill in &report.scenarios {
+        let Some(kind) = rill_kind(&rill.name) else {
+            continue;
+        };
+        for peer in &report.peers {
+            if peer.record_bytes == rill.record_bytes && peer_kind(&peer.name) == Some(kind) {
+                pairs.push(PeerPair { rill, peer });
+            }
+        }
+    }
+    pairs
+}
+
+/// The Markdown summary: machine, ceilings, a headline table of scenarios and peers, rill
+/// against each peer at the same record size, the setup of each entry, links to the charts and
+/// the command line that reproduces the run.
+pub fn markdown(report: &Report, command_line: &str, charts: &[ChartFile]) -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail; the results are ignored for that reason only.
+    let _ = write_markdown(&mut out, report, command_line, charts);
+    out
+}
+
+fn write_markdown(
+    out: &mut String,
+    report: &Report,
+    command_line: &str,
+    charts: &[ChartFile],
+) -> std::fmt::Result {
+    writeln!(out, "# rill-bench results")?;
+    writeln!(out)?;
+    write!(out, "rill {}", text(&report.rill_version))?;
+    if !report.started_at.is_empty() {
+        write!(out, ", run started {} (UTC)", text(&report.started_at))?;
+    }
+    writeln!(
+        out,
+        ". Every figure was measured in this run, on this machine."
+    )?;
+    if report.quick {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "> **Quick run** (`--quick`): a few seconds per scenario, for CI. Not figures to quote."
+        )?;
+    }
+    let losers: Vec<String> = report
+        .scenarios
+        .iter()
+        .chain(&report.peers)
+        .filter(|entry| entry.lost_records > 0)
+        .map(|entry| format!("{} ({})", text(&entry.name), entry.lost_records))
+        .collect();
+    if !losers.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "> **Records were lost** in: {}. A run that loses a record has failed.",
+            losers.join(", ")
+        )?;
+    }
+
+    machine(out, report)?;
+    ceilings(out, report)?;
+    headline(out, report)?;
+    peers(out, report)?;
+    setup(out, report)?;
+
+    if !charts.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "## Charts")?;
+        for chart in charts {
+            writeln!(out)?;
+            writeln!(out, "### {}", text(&chart.title))?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "![{}]({})",
+                text(&chart.title).replace(']', "\\]"),
+                chart.file_name.replace(' ', "%20")
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Latency curves put each percentile on a \"nines\" axis (0, 90, 99, 99.9 ...), where \
+             the maximum cannot sit: `report.json` has it as `latency_us.max`."
+        )?;
+    }
+
+    writeln!(out)?;
+    writeln!(out, "## How to reproduce")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Check out rill {} and run, from the repository's root:",
+        text(&report.rill_version)
+    )?;
+    writeln!(out)?;
+    let fence = "`".repeat(longest_run(command_line, '`').max(2) + 1);
+    writeln!(out, "{fence}sh")?;
+    writeln!(out, "{command_line}")?;
+    writeln!(out, "{fence}")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "`report.json` beside this file holds every figure, including the throughput timelines \
+         and whole latency distributions the charts are drawn from."
+    )?;
+    Ok(())
+}
+
+fn machine(out: &mut String, report: &Report) -> std::fmt::Result {
+    let m = &report.machine;
+    writeln!(out)?;
+    writeln!(out, "## Machine")?;
+    writeln!(out)?;
+    writeln!(out, "| | |")?;
+    writeln!(out, "|---|---|")?;
+    writeln!(out, "| CPU | {}, {} cores |", cell(&m.cpu_model), m.cores)?;
+    writeln!(out, "| Memory | {} GiB |", short(m.memory_gib))?;
+    writeln!(out, "| Kernel | {} |", cell(&m.kernel))?;
+    writeln!(out, "| File system | {} |", cell(&m.file_system))
+}
+
+fn ceilings(out: &mut String, report: &Report) -> std::fmt::Result {
+    let c = &report.ceilings;
+    writeln!(out)?;
+    writeln!(out, "## Ceilings")?;
+    writeln!(out)?;
+    writeln!(out, "| ceiling | value | how |")?;
+    writeln!(out, "|---|--:|---|")?;
+    let samples: Vec<String> = c
+        .disk_write_samples_mb_s
+        .iter()
+        .map(|s| short(*s))
+        .collect();
+    let how = if samples.is_empty() {
+        cell(&c.disk_write_method)
+    } else {
+        format!(
+            "{}; median of {} samples: {} MB/s",
+            cell(&c.disk_write_method),
+            samples.len(),
+            samples.join(", ")
+        )
+    };
+    writeln!(
+        out,
+        "| Disk, sequential 1 MiB writes | {} MB/s | {how} |",
+        short(c.disk_write_mb_s)
+    )?;
+    writeln!(
+        out,
+        "| Memory copy | {} GB/s | a buffer much larger than the caches, median |",
+        short(c.memcpy_gb_s)
+    )
+}
+
+fn headline(out: &mut String, report: &Report) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "## Results")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "MB/s counts record values only (1 MB = 10^6 bytes); % of disk ceiling is that over the \
+         disk ceiling above. Peers (other engines run the same way on the same machine) are in \
+         italics."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "{TABLE_HEADER}")?;
+    writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+    let rows = report
+        .scenarios
+        .iter()
+        .map(|s| (s, false))
+        .chain(report.peers.iter().map(|p| (p, true)));
+    for (entry, is_peer) in rows {
+        let name = if is_peer {
+            format!("*{}*", cell(&entry.name))
+        } else {
+            cell(&entry.name)
+        };
+        let lost = if entry.lost_records > 0 {
+            format!("**{}**", entry.lost_records)
+        } else {
+            "0".to_owned()
+        };
+        let latency = &entry.latency_us;
+        let (p50, p99, p999) = if latency.samples > 0 {
+            (short(latency.p50), short(latency.p99), short(latency.p999))
+        } else {
+            ("–".to_owned(), "–".to_owned(), "–".to_owned())
+        };
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {p50} | {p99} | {p999} | {} | {} | {lost} |",
+            entry.record_bytes,
+            grouped(entry.records_per_s),
+            short(entry.mb_per_s),
+            short(100.0 * entry.ratio_to_disk),
+            short(entry.cpu_s_per_gb),
+            short(entry.peak_rss_mb),
+        )?;
+    }
+    Ok(())
+}
+
+fn peers(out: &mut String, report: &Report) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "## rill against its peers")?;
+    writeln!(out)?;
+    let pairs = peer_pairs(report);
+    if pairs.is_empty() {
+        writeln!(
+            out,
+            "No peer ran at the record size of a rill produce or consume scenario."
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "rill's produce (or consume) beside each peer's append (or read) with records of the \
+         same size. Above 1, rill moved more data per second."
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| rill | peer | record bytes | rill MB/s | peer MB/s | rill ÷ peer | rill p99 µs | peer p99 µs |"
+    )?;
+    writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|")?;
+    for pair in pairs {
+        let ratio = pair
+            .ratio()
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
+        let p99 = |entry: &ScenarioReport| {
+            if entry.latency_us.samples > 0 {
+                short(entry.latency_us.p99)
+            } else {
+                "–".to_owned()
+            }
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {ratio} | {} | {} |",
+            cell(&pair.rill.name),
+            cell(&pair.peer.name),
+            pair.rill.record_bytes,
+            short(pair.rill.mb_per_s),
+            short(pair.peer.mb_per_s),
+            p99(pair.rill),
+            p99(pair.peer),
+        )?;
+    }
+    Ok(())
+}
+
+fn setup(out: &mut String, report: &Report) -> std::fmt::Result {
+    writeln!(out)?;
+    writeln!(out, "## Setup of each entry")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| entry | backend | producers | consumers | partitions | records | seconds | duplicates \
+         | rebalance pause max ms | latency measures | settings |"
+    )?;
+    writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|")?;
+    for entry in report.scenarios.iter().chain(&report.peers) {
+        let settings: Vec<String> = entry
+            .settings
+            .iter()
+            .map(|(key, value)| format!("{}={}", cell(key), cell(value)))
+            .collect();
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&entry.name),
+            cell(&entry.backend),
+            entry.producers,
+            entry.consumers,
+            entry.partitions,
+            entry.records,
+            short(entry.elapsed_s),
+            entry.duplicate_records,
+            entry.rebalance_pause_ms_max.map_or_else(String::new, short),
+            cell(&entry.latency_of),
+            settings.join(", "),
+        )?;
+    }
+    Ok(())
+}
+
+/// Text from the report, kept on one line.
+fn text(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Text from the report for a table cell: one line, with `|` escaped so it stays one cell.
+fn cell(value: &str) -> String {
+    text(value).replace('|', "\\|")
+}
+
+/// A large count with thousands separated: 1234567.8 → "1,234,568".
+fn grouped(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".to_owned();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if v.is_sign_negative() && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// The longest run of `c` in `s`, to choose a code fence the command line cannot close.
+fn longest_run(s: &str, c: char) -> usize {
+    s.split(|other| other != c).map(str::len).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::save::tests::sample_report;
+
+    #[test]
+    fn pairs_match_kind_and_record_size() {
+        let mut report = sample_report();
+        let mut read = report.peers[0].clone();
+        read.name = "commitlog read 1KiB".to_owned();
+        let mut other_size = report.peers[0].clone();
+        other_size.record_bytes = 100;
+        report.peers.push(read);
+        report.peers.push(other_size);
+        let pairs: Vec<(&str, &str)> = peer_pairs(&report)
+            .iter()
+            .map(|p| (p.rill.name.as_str(), p.peer.name.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("produce 1KiB", "commitlog append 1KiB"),
+                ("consume 1KiB", "commitlog read 1KiB"),
+            ]
+        );
+    }
+
+    #[test]
+    fn ratio_needs_a_positive_peer() {
+        let report = sample_report();
+        let pair = PeerPair {
+            rill: &report.scenarios[0],
+            peer: &report.peers[0],
+        };
+        assert_eq!(pair.ratio(), Some(400.0 / 250.0));
+        let mut idle = report.peers[0].clone();
+        idle.mb_per_s = 0.0;
+        let pair = PeerPair {
+            rill: &report.scenarios[0],
+            peer: &idle,
+        };
+        assert_eq!(pair.ratio(), None);
+    }
+
+    #[test]
+    fn summary_has_every_section() {
+        let mut report = sample_report();
+        report.scenarios[1].lost_records = 2;
+        report.scenarios[1].name = "consume | odd".to_owned();
+        let charts = [ChartFile {
+            file_name: "throughput.svg".to_owned(),
+            title: "Throughput over time".to_owned(),
+        }];
+        let md = markdown(&report, "cargo run -p rill-harness -- --save", &charts);
+        assert!(md.contains(TABLE_HEADER));
+        assert!(md.contains("| produce 1KiB | 1024 | 390,625 | 400 | 80.0 |"));
+        assert!(md.contains("consume \\| odd"));
+        assert!(md.contains("*commitlog append 1KiB*"));
+        assert!(md.contains("| produce 1KiB | commitlog append 1KiB | 1024 | 400 | 250 | 1.60 |"));
+        assert!(md.contains("**Records were lost** in: consume | odd (2)"));
+        assert!(md.contains("![Throughput over time](throughput.svg)"));
+        assert!(md.contains("```sh\ncargo run -p rill-harness -- --save\n```"));
+    }
+
+    #[test]
+    fn numbers_that_are_not_there_say_so() {
+        assert_eq!(grouped(1_234_567.8), "1,234,568");
+        assert_eq!(grouped(999.0), "999");
+        assert_eq!(grouped(f64::NAN), "n/a");
+        let mut report = sample_report();
+        report.scenarios[0].mb_per_s = f64::NAN;
+        report.scenarios[0].latency_us.samples = 0;
+        let md = markdown(&report, "x", &[]);
+        assert!(md.contains("| produce 1KiB | 1024 | 390,625 | n/a | 80.0 | – | – | – |"));
+        assert!(!md.contains("## Charts"));
+    }
+
+    #[test]
+    fn fence_outlasts_backticks() {
+        assert_eq!(longest_run("a ``` b ` c", '`'), 3);
+        let md = markdown(&sample_report(), "echo ```", &[]);
+        assert!(md.contains("````sh\necho ```\n````"));
+    }
+}
