@@ -5,6 +5,7 @@
 //! system, and prints one table. Every figure comes from this run on this machine.
 
 mod ceiling;
+mod peers;
 mod scenario;
 
 use std::path::PathBuf;
