@@ -6,10 +6,12 @@
 //! prints one table; `--quick` shrinks every scenario to seconds for CI. Each subcommand runs
 //! one scenario, and the knobs override the suite's settings.
 
+mod cache;
 mod ceiling;
 mod charts;
 mod machine;
 mod measure;
+mod peers;
 mod report;
 mod save;
 mod scenario;

@@ -61,6 +61,13 @@ impl Latency {
     }
 }
 
+/// A histogram of nanoseconds recorded elsewhere (the peers keep their own).
+impl From<Histogram<u64>> for Latency {
+    fn from(histogram: Histogram<u64>) -> Self {
+        Self(histogram)
+    }
+}
+
 /// Where the percentile curve is sampled: dense in the tail, where the story is.
 const CURVE_PERCENTILES: &[f64] = &[
     0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,

@@ -92,7 +92,17 @@ impl Spec {
         total.div_ceil(self.producers.max(1) as u64)
     }
 
+    /// Opens an engine in an empty `dir` and creates the bench topic.
     pub fn open_engine(&self, dir: &Path) -> anyhow::Result<Engine> {
+        let engine = self.reopen_engine(dir)?;
+        engine
+            .create_topic(TOPIC, self.partitions)
+            .context("create the bench topic")?;
+        Ok(engine)
+    }
+
+    /// Opens an engine on what an earlier one left in `dir`.
+    pub fn reopen_engine(&self, dir: &Path) -> anyhow::Result<Engine> {
         let mut config = EngineConfig::new(dir);
         config.io = match self.backend {
             Backend::Uring => IoMode::Auto,

@@ -7,9 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::ceiling;
+use crate::measure::Latency;
+use crate::peers::{self, PeerPhase, PeerWorkload};
 use crate::report::{Ceilings, Report, ScenarioReport};
 use crate::scenario::{self, Outcome};
-use crate::spec::{Amount, Knobs, Spec};
+use crate::spec::{Ack, Amount, Knobs, Spec};
 
 /// One scenario family, for running a subcommand alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +61,8 @@ impl Plan {
 }
 
 const GIB: u64 = 1 << 30;
+/// (record bytes, records) of the produce/consume scenarios and of the peers.
+const THROUGHPUT_WORKLOADS: [(usize, u64); 2] = [(1024, GIB / 1024), (100, 10_000_000)];
 
 pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
     let started_at = jiff::Timestamp::now().to_string();
@@ -72,11 +76,16 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         "ceilings: disk {:.0} MB/s ({}), memcpy {:.1} GB/s",
         ceilings.disk_write_mb_s, ceilings.disk_write_method, ceilings.memcpy_gb_s
     );
-    let mut scenarios = Vec::new();
-    for outcome in run_scenarios(root, plan)? {
-        scenarios.push(outcome.report(ceilings.disk_write_mb_s));
-    }
-    let peers = Vec::<ScenarioReport>::new();
+    let outcomes = run_scenarios(root, plan)?;
+    let peers = if plan.wants(Only::Peers) {
+        run_peers(root, plan, &outcomes, ceilings.disk_write_mb_s)?
+    } else {
+        Vec::new()
+    };
+    let scenarios = outcomes
+        .iter()
+        .map(|o| o.report(ceilings.disk_write_mb_s))
+        .collect();
     Ok(Report {
         rill_version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at,
@@ -107,7 +116,7 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         root.join(format!("scenario-{step}"))
     };
     if plan.wants(Only::Throughput) {
-        for (bytes, records) in [(1024, GIB / 1024), (100, 10_000_000)] {
+        for (bytes, records) in THROUGHPUT_WORKLOADS {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
             out.extend(in_dir(&fresh(), |dir| {
                 scenario::throughput::produce_then_consume(dir, &spec)
@@ -143,6 +152,92 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         out.push(in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec))?);
     }
     Ok(out)
+}
+
+/// The peers on the produce/consume workloads: the same record sizes and counts (when the
+/// amount is a duration, the count rill's produce reached), with matched durability.
+fn run_peers(
+    root: &Path,
+    plan: &Plan,
+    outcomes: &[Outcome],
+    disk_mb_s: f64,
+) -> anyhow::Result<Vec<ScenarioReport>> {
+    let mut out = Vec::new();
+    for (bytes, full) in THROUGHPUT_WORKLOADS {
+        let spec = plan.spec(bytes, plan.records(full), |_| {});
+        let records = match spec.amount {
+            Amount::Records(n) => n,
+            Amount::Duration(_) => outcomes
+                .iter()
+                .find(|o| o.name == scenario::named("produce", spec.record_bytes))
+                .map_or(full, |o| o.records),
+        };
+        let work = PeerWorkload {
+            record_bytes: spec.record_bytes,
+            records,
+            durable: spec.ack == Ack::Durable,
+        };
+        let runs: [(&str, PeerRun); 2] = [
+            ("commitlog", peers::run_commitlog),
+            ("fjall", peers::run_fjall),
+        ];
+        for (peer, run) in runs {
+            let dir = root.join(format!("peer-{peer}-{bytes}"));
+            let phases =
+                in_dir(&dir, |dir| run(dir, &work)).with_context(|| format!("peer {peer}"))?;
+            out.extend(phases.into_iter().map(|p| peer_report(p, &work, disk_mb_s)));
+        }
+    }
+    Ok(out)
+}
+
+type PeerRun = fn(&Path, &PeerWorkload) -> anyhow::Result<[PeerPhase; 2]>;
+
+fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> ScenarioReport {
+    let appending = phase.phase == "append";
+    let gb = phase.bytes as f64 / 1e9;
+    let mb_per_s = phase.mb_per_s();
+    ScenarioReport {
+        name: scenario::named(
+            &format!("{} {}", phase.peer, phase.phase),
+            work.record_bytes,
+        ),
+        record_bytes: work.record_bytes,
+        records: phase.records,
+        producers: usize::from(appending),
+        consumers: usize::from(!appending),
+        partitions: 1,
+        backend: phase.peer.to_owned(),
+        elapsed_s: phase.elapsed.as_secs_f64(),
+        records_per_s: phase.records_per_s(),
+        mb_per_s,
+        ratio_to_disk: if disk_mb_s > 0.0 {
+            mb_per_s / disk_mb_s
+        } else {
+            0.0
+        },
+        latency_us: Latency::from(phase.latency_ns).summary(),
+        latency_of: if appending {
+            "one append call (a batch of about 256 KiB)".to_owned()
+        } else {
+            "one read call (about 1 MiB)".to_owned()
+        },
+        cpu_s: phase.cpu.as_secs_f64(),
+        cpu_s_per_gb: if gb > 0.0 {
+            phase.cpu.as_secs_f64() / gb
+        } else {
+            0.0
+        },
+        peak_rss_mb: phase.peak_rss_mb,
+        lost_records: phase.lost_records,
+        duplicate_records: 0,
+        rebalance_pause_ms_max: None,
+        timeline: Vec::new(),
+        settings: vec![
+            ("durable".to_owned(), work.durable.to_string()),
+            ("batch_bytes".to_owned(), peers::BATCH_BYTES.to_string()),
+        ],
+    }
 }
 
 /// Runs `f` in a new directory `dir` and removes it afterwards, whatever happened.

@@ -41,7 +41,7 @@ pub fn print(report: &Report) {
 
 fn header() {
     println!(
-        "{:<18} {:<9} {:>10} {:>12} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>5}",
+        "{:<24} {:<9} {:>10} {:>12} {:>8} {:>6} {:>9} {:>9} {:>9} {:>8} {:>5}",
         "scenario",
         "backend",
         "records",
@@ -62,7 +62,7 @@ fn line(row: &ScenarioReport) {
         .map(|ms| format!("  longest partition pause {ms:.1} ms"))
         .unwrap_or_default();
     println!(
-        "{:<18} {:<9} {:>10} {:>12.0} {:>8.0} {:>5.0}% {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>5}{pause}",
+        "{:<24} {:<9} {:>10} {:>12.0} {:>8.0} {:>5.0}% {:>9.0} {:>9.0} {:>9.0} {:>8.2} {:>5}{pause}",
         row.name,
         row.backend,
         row.records,

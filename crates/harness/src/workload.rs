@@ -19,12 +19,18 @@ pub struct Payload {
     producer: u64,
 }
 
+/// The bytes of a `len`-byte value after its header: the same for every record.
+fn filler(len: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..len.max(HEADER_BYTES))
+        .map(|i| (i as u8).wrapping_mul(7))
+        .collect();
+    bytes[..HEADER_BYTES].fill(0);
+    bytes
+}
+
 impl Payload {
     pub fn new(producer: usize, len: usize) -> Self {
-        let mut bytes: Vec<u8> = (0..len.max(HEADER_BYTES))
-            .map(|i| (i as u8).wrapping_mul(7))
-            .collect();
-        bytes[..HEADER_BYTES].fill(0);
+        let bytes = filler(len);
         Self {
             bytes,
             producer: producer as u64,
@@ -71,8 +77,10 @@ impl Clock {
 
 /// One bit per record each producer may send, set as consumers see records: counts distinct
 /// deliveries, duplicates and (from what producers report they sent) losses. Shared by all
-/// consumer threads; a bit is set with one atomic OR.
+/// consumer threads; a bit is set with one atomic OR. A value whose length or filler bytes
+/// differ from what was sent is not ticked off: a corrupted record counts as lost.
 pub struct Ledger {
+    filler: Vec<u8>,
     producers: Vec<Vec<AtomicU64>>,
     delivered: AtomicU64,
     duplicates: AtomicU64,
@@ -80,9 +88,10 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// `capacity[p]` is the most records producer `p` may send.
-    pub fn new(capacity: &[u64]) -> Self {
+    /// `capacity[p]` is the most records producer `p` may send, each `record_bytes` long.
+    pub fn new(capacity: &[u64], record_bytes: usize) -> Self {
         Self {
+            filler: filler(record_bytes),
             producers: capacity
                 .iter()
                 .map(|&n| (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
@@ -95,6 +104,7 @@ impl Ledger {
 
     /// Ticks off one delivered record; a value that is not one of ours counts as a stranger.
     pub fn mark(&self, value: Option<&[u8]>) -> Option<u64> {
+        let value = value.filter(|v| v.get(HEADER_BYTES..) == self.filler.get(HEADER_BYTES..));
         let Some((producer, seq, sent_ns)) = value.and_then(parse) else {
             self.strangers.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -166,7 +176,7 @@ mod tests {
 
     #[test]
     fn ledger_counts_losses_duplicates_and_strangers() {
-        let ledger = Ledger::new(&[100, 100]);
+        let ledger = Ledger::new(&[100, 100], 32);
         let mut a = Payload::new(0, 32);
         let mut b = Payload::new(1, 32);
         for seq in 0..100 {
@@ -176,15 +186,19 @@ mod tests {
             ledger.mark(Some(b.stamp(seq, 0)));
         }
         ledger.mark(Some(b"short"));
+        let mut corrupt = b.stamp(75, 0).to_vec();
+        corrupt[20] ^= 1;
+        ledger.mark(Some(&corrupt));
         assert_eq!(ledger.delivered(), 170);
         assert_eq!(ledger.duplicates(), 10);
-        // Producer 1 sent 80: 70..80 never arrived; plus one stranger.
-        assert_eq!(ledger.lost(&[100, 80]), 11);
+        // Producer 1 sent 80: 70..80 never arrived (75 came back corrupted); plus the short
+        // value and the corrupted one as strangers.
+        assert_eq!(ledger.lost(&[100, 80]), 12);
     }
 
     #[test]
     fn out_of_range_sequence_is_a_stranger() {
-        let ledger = Ledger::new(&[10]);
+        let ledger = Ledger::new(&[10], 32);
         let mut a = Payload::new(0, 32);
         assert_eq!(ledger.mark(Some(a.stamp(640, 0))), None);
         assert_eq!(ledger.lost(&[0]), 1);

@@ -45,7 +45,10 @@ fn run(
     let engine = spec.open_engine(dir)?;
     let backend = engine.backend().to_owned();
     let clock = Clock::start();
-    let ledger = Ledger::new(&vec![spec.records_per_producer(); spec.producers.max(1)]);
+    let ledger = Ledger::new(
+        &vec![spec.records_per_producer(); spec.producers.max(1)],
+        spec.record_bytes,
+    );
     let expect = Expect::default();
     let name = named(what, spec.record_bytes);
     // Producers start together a little after their threads are created, on one schedule.

@@ -35,7 +35,10 @@ pub fn group(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
     .context("fill the topic")?;
     let per_producer: Vec<u64> = sent.iter().map(|s| s.records).collect();
     let total: u64 = per_producer.iter().sum();
-    let ledger = Ledger::new(&vec![spec.records_per_producer(); spec.producers.max(1)]);
+    let ledger = Ledger::new(
+        &vec![spec.records_per_producer(); spec.producers.max(1)],
+        spec.record_bytes,
+    );
     let gaps = Gaps::new(spec.partitions);
     let group = Group::new(
         &engine,

@@ -1,6 +1,9 @@
 //! `produce`: producers send as fast as the engine takes records, acknowledged at the spec's
-//! level, timed until every producer's `flush` returns. `consume`: consumers then read all of
-//! it back from the start, decoding and ticking off every record.
+//! level; the clock stops when every producer's `flush` has returned *and* the engine has shut
+//! down, which syncs every segment: the same "everything on disk" end as the peers' append.
+//! `consume`: a fresh engine on the same directory, with the files evicted from the page cache
+//! (see [`crate::cache`]), reads everything back from the start, decoding every record and
+//! checking its identity and every value byte.
 
 use std::path::Path;
 use std::time::Instant;
@@ -17,36 +20,36 @@ use crate::workload::{Clock, Ledger};
 const ACK_SAMPLE_EVERY: u64 = 64;
 
 pub fn produce_then_consume(dir: &Path, spec: &Spec) -> anyhow::Result<[Outcome; 2]> {
+    let (produce, per_producer) = produce(dir, spec)?;
+    crate::cache::evict(dir)?;
+    let consume = consume(dir, spec, &per_producer, &produce.backend)?;
+    Ok([produce, consume])
+}
+
+fn produce(dir: &Path, spec: &Spec) -> anyhow::Result<(Outcome, Vec<u64>)> {
     let engine = spec.open_engine(dir)?;
     let backend = engine.backend().to_owned();
-    let clock = Clock::start();
-    let capacity = vec![spec.records_per_producer(); spec.producers.max(1)];
-    let ledger = Ledger::new(&capacity);
-
     let name = named("produce", spec.record_bytes);
     let plans = plans(spec, Instant::now(), |_| Timing::Ack {
         every: ACK_SAMPLE_EVERY,
     });
     let expected: u64 = plans.iter().map(|p| p.expected_records()).sum();
     let window = Window::open(&name, expected);
-    let sent = send_all(&engine, spec, plans, clock, &window.progress)?;
-    let end = sent
-        .iter()
-        .map(|s| s.finished)
-        .max()
-        .unwrap_or_else(Instant::now);
-    let measured = window.close(end);
+    let sent = send_all(&engine, spec, plans, Clock::start(), &window.progress)?;
+    // Counted before shutdown, so it is the log as acknowledged, not as recovered.
+    let in_log = records_in_log(&engine)?;
+    engine.shutdown()?;
+    let measured = window.close(Instant::now());
     let per_producer: Vec<u64> = sent.iter().map(|s| s.records).collect();
     let produced: u64 = per_producer.iter().sum();
-    let in_log = records_in_log(&engine)?;
     let mut latency = Latency::new();
     for s in &sent {
         latency.merge(&s.latency);
     }
-    let produce = Outcome {
+    let outcome = Outcome {
         name,
         spec: spec.clone(),
-        backend: backend.clone(),
+        backend,
         records: produced,
         elapsed: measured.elapsed,
         latency,
@@ -58,36 +61,53 @@ pub fn produce_then_consume(dir: &Path, spec: &Spec) -> anyhow::Result<[Outcome;
         pause_max: None,
         timeline: measured.timeline,
     };
+    Ok((outcome, per_producer))
+}
 
+fn consume(
+    dir: &Path,
+    spec: &Spec,
+    per_producer: &[u64],
+    backend: &str,
+) -> anyhow::Result<Outcome> {
+    let engine = spec.reopen_engine(dir)?;
+    let produced: u64 = per_producer.iter().sum();
+    let ledger = Ledger::new(per_producer, spec.record_bytes);
     let name = named("consume", spec.record_bytes);
     let expect = Expect::already_sent(produced);
     let window = Window::open(&name, produced);
-    let reads = read_all(&engine, spec, &ledger, &expect, clock, &window.progress)?;
+    let reads = read_all(
+        &engine,
+        spec,
+        &ledger,
+        &expect,
+        Clock::start(),
+        &window.progress,
+    )?;
     let end = reads
         .iter()
         .filter_map(|r| r.completed_at)
         .min()
         .unwrap_or_else(Instant::now);
     let measured = window.close(end);
+    engine.shutdown()?;
     let mut latency = Latency::new();
     for r in &reads {
         latency.merge(&r.poll);
     }
-    let consume = Outcome {
+    Ok(Outcome {
         name,
         spec: spec.clone(),
-        backend,
+        backend: backend.to_owned(),
         records: ledger.delivered(),
         elapsed: measured.elapsed,
         latency,
         latency_of: "one poll that returned records".to_owned(),
         cpu: measured.cpu,
         peak_rss_mb: measured.peak_rss_mb,
-        lost: ledger.lost(&per_producer),
+        lost: ledger.lost(per_producer),
         duplicates: ledger.duplicates(),
         pause_max: None,
         timeline: measured.timeline,
-    };
-    engine.shutdown()?;
-    Ok([produce, consume])
+    })
 }
