@@ -64,6 +64,8 @@ pub struct Sent {
 
 /// Tickets being watched for acknowledgement latency; bounded so a slow disk cannot grow it.
 const WATCHED_MAX: usize = 4096;
+/// Latency is not sampled for this long after a producer starts.
+const WARMUP: Duration = Duration::from_millis(100);
 /// Records between two updates of the shared progress counter.
 const PROGRESS_EVERY: u64 = 1024;
 
@@ -76,27 +78,48 @@ pub fn run(
     let mut payload = Payload::new(plan.producer_id, plan.record_bytes);
     let mut latency = Latency::new();
     let mut watched: VecDeque<(Instant, Ticket)> = VecDeque::new();
-    let mut window: Vec<Instant> = Vec::new();
+    let mut window: Vec<Option<Instant>> = Vec::new();
     let mut seq = 0u64;
+    // Latency samples start after the warm-up (thread start, first segment, cold caches); the
+    // records sent meanwhile still count in the throughput.
+    let warm_from = Instant::now() + WARMUP;
     while !limit_reached(plan.limit, seq) {
         let stamp = match plan.timing {
-            Timing::Stamp { every } if seq.is_multiple_of(every) => clock.now_ns(),
+            Timing::Stamp { every } if seq.is_multiple_of(every) => {
+                let now = Instant::now();
+                if now >= warm_from {
+                    clock.at_ns(now)
+                } else {
+                    0
+                }
+            }
             Timing::Paced { start, interval } => {
                 let due = start + interval.saturating_mul(u32::try_from(seq).unwrap_or(u32::MAX));
                 wait_until(due);
-                clock.at_ns(due)
+                if due >= warm_from {
+                    clock.at_ns(due)
+                } else {
+                    0
+                }
             }
             _ => 0,
         };
-        let sent_at = Instant::now();
+        let timed = match plan.timing {
+            Timing::Ack { every } => seq.is_multiple_of(every),
+            Timing::Window { .. } => true,
+            _ => false,
+        };
+        let sent_at = timed.then(Instant::now).filter(|at| *at >= warm_from);
         let ticket = producer
             .send(ProducerRecord::new(None, payload.stamp(seq, stamp)))
             .with_context(|| format!("producer {} send #{seq}", plan.producer_id))?;
         match plan.timing {
-            Timing::Ack { every } if seq.is_multiple_of(every) => {
-                watched.push_back((sent_at, ticket));
-                let full = watched.len() >= WATCHED_MAX;
-                settle(&mut watched, &mut latency, full)?;
+            Timing::Ack { .. } => {
+                if let Some(sent_at) = sent_at {
+                    watched.push_back((sent_at, ticket));
+                    let full = watched.len() >= WATCHED_MAX;
+                    settle(&mut watched, &mut latency, full)?;
+                }
             }
             Timing::Window { records } => {
                 window.push(sent_at);
@@ -160,14 +183,15 @@ fn settle(
     Ok(())
 }
 
+/// `window` holds each record's send time (`None` during the warm-up).
 fn flush_window(
     producer: &mut Producer,
-    window: &mut Vec<Instant>,
+    window: &mut Vec<Option<Instant>>,
     latency: &mut Latency,
 ) -> anyhow::Result<()> {
     producer.flush().context("flush")?;
     let done = Instant::now();
-    for sent_at in window.drain(..) {
+    for sent_at in window.drain(..).flatten() {
         latency.record(done - sent_at);
     }
     Ok(())
