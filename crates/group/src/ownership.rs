@@ -9,9 +9,10 @@
 //! takes only from 0, and only the owner (or the coordinator fencing it) puts a 0 back.
 //!
 //! A member removed by the coordinator (session timeout) is *fenced*: its [`Fence`] is set and
-//! its words are cleared. A member that races with its own removal may still win a CAS from
-//! 0 after the coordinator's sweep; it therefore re-checks its fence after every take and
-//! gives the partition back. Both sides use `SeqCst`, which is what makes that store-then-load
+//! its words are cleared, whatever epoch they carry (the member may be confirming one under a
+//! new epoch at that very moment). A member that races with its own removal may still win a
+//! CAS from 0 after the coordinator's sweep; it therefore re-checks its fence after every take
+//! and gives the partition back. Both sides use `SeqCst`, which is what makes that store-then-load
 //! pattern sound (with weaker orderings each side could miss the other's write, and a fenced
 //! member would keep a partition nobody releases).
 //!
@@ -120,18 +121,24 @@ impl OwnershipTable {
         Take::Taken
     }
 
-    /// Gives a partition back if `member` holds it; `false` if it did not (already swept).
+    /// Gives a partition back if `member` holds it, under any epoch; `false` if it did not
+    /// (already released or swept).
     pub fn release(&self, partition: u32, member: u32) -> bool {
         let Some(word) = self.words.get(partition as usize) else {
             return false;
         };
-        let current = word.load(Ordering::SeqCst);
-        match Claim::unpack(current) {
-            Some(owner) if owner.member == member => word
-                .compare_exchange(current, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-            _ => false,
+        let mut current = word.load(Ordering::SeqCst);
+        while Claim::unpack(current).is_some_and(|owner| owner.member == member) {
+            match word.compare_exchange(current, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                // The coordinator's sweep can race with the member confirming the partition
+                // under a new epoch; the word is still the member's and must still be cleared,
+                // or the fenced member (which never releases after noticing its fence) would
+                // hold it forever. Each retry follows a change by the member, so this ends.
+                Err(now) => current = now,
+            }
         }
+        false
     }
 
     /// Moves a partition `member` keeps across a rebalance to its new member epoch, so a
