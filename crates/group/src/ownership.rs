@@ -12,13 +12,17 @@
 //! its words are cleared, whatever epoch they carry (the member may be confirming one under a
 //! new epoch at that very moment). A member that races with its own removal may still win a
 //! CAS from 0 after the coordinator's sweep; it therefore re-checks its fence after every take
-//! and gives the partition back. Both sides use `SeqCst`, which is what makes that store-then-load
-//! pattern sound (with weaker orderings each side could miss the other's write, and a fenced
-//! member would keep a partition nobody releases).
+//! and gives the partition back. Each side puts a `SeqCst` fence between its store and its
+//! load (the coordinator between setting the fence and sweeping, the member between its CAS
+//! and the re-check), which is what makes that store-then-load pattern sound: with weaker
+//! orderings each side could miss the other's write, and a fenced member would keep a
+//! partition nobody releases. The accesses are `SeqCst` as well, which on its own suffices in
+//! the language's memory model; the fences make the pairing explicit, and they are what loom
+//! can check (it treats `SeqCst` accesses as acquire/release).
 //!
 //! The atomics come from the `sync` shim so the protocol can be model-checked under loom.
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{self, AtomicBool, AtomicU64, Ordering};
 
 /// The owner of a partition: a member and the member epoch it holds the partition under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +58,11 @@ impl Fence {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Must happen before the coordinator sweeps the member's words (see the module docs).
+    /// Must happen before the coordinator sweeps the member's words (see the module docs);
+    /// the `SeqCst` fence orders this store before the sweep's loads.
     pub fn fence(&self) {
         self.0.store(true, Ordering::SeqCst);
+        sync::fence(Ordering::SeqCst);
     }
 }
 
@@ -113,7 +119,9 @@ impl OwnershipTable {
             };
         }
         // The coordinator may have swept our words just before this CAS; if so it fenced us
-        // first, and we must not keep what it could not see.
+        // first, and we must not keep what it could not see. The fence pairs with the one in
+        // `Fence::fence`: either the sweep sees our CAS, or we see the fence.
+        sync::fence(Ordering::SeqCst);
         if fence.is_fenced() {
             self.release(partition, claim.member);
             return Take::Fenced;
