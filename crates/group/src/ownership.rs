@@ -9,15 +9,20 @@
 //! takes only from 0, and only the owner (or the coordinator fencing it) puts a 0 back.
 //!
 //! A member removed by the coordinator (session timeout) is *fenced*: its [`Fence`] is set and
-//! its words are cleared. A member that races with its own removal may still win a CAS from
-//! 0 after the coordinator's sweep; it therefore re-checks its fence after every take and
-//! gives the partition back. Both sides use `SeqCst`, which is what makes that store-then-load
-//! pattern sound (with weaker orderings each side could miss the other's write, and a fenced
-//! member would keep a partition nobody releases).
+//! its words are cleared, whatever epoch they carry (the member may be confirming one under a
+//! new epoch at that very moment). A member that races with its own removal may still win a
+//! CAS from 0 after the coordinator's sweep; it therefore re-checks its fence after every take
+//! and gives the partition back. Each side puts a `SeqCst` fence between its store and its
+//! load (the coordinator between setting the fence and sweeping, the member between its CAS
+//! and the re-check), which is what makes that store-then-load pattern sound: with weaker
+//! orderings each side could miss the other's write, and a fenced member would keep a
+//! partition nobody releases. The accesses are `SeqCst` as well, which on its own suffices in
+//! the language's memory model; the fences make the pairing explicit, and they are what loom
+//! can check (it treats `SeqCst` accesses as acquire/release).
 //!
 //! The atomics come from the `sync` shim so the protocol can be model-checked under loom.
 
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{self, AtomicBool, AtomicU64, Ordering};
 
 /// The owner of a partition: a member and the member epoch it holds the partition under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +58,11 @@ impl Fence {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Must happen before the coordinator sweeps the member's words (see the module docs).
+    /// Must happen before the coordinator sweeps the member's words (see the module docs);
+    /// the `SeqCst` fence orders this store before the sweep's loads.
     pub fn fence(&self) {
         self.0.store(true, Ordering::SeqCst);
+        sync::fence(Ordering::SeqCst);
     }
 }
 
@@ -112,7 +119,9 @@ impl OwnershipTable {
             };
         }
         // The coordinator may have swept our words just before this CAS; if so it fenced us
-        // first, and we must not keep what it could not see.
+        // first, and we must not keep what it could not see. The fence pairs with the one in
+        // `Fence::fence`: either the sweep sees our CAS, or we see the fence.
+        sync::fence(Ordering::SeqCst);
         if fence.is_fenced() {
             self.release(partition, claim.member);
             return Take::Fenced;
@@ -120,18 +129,24 @@ impl OwnershipTable {
         Take::Taken
     }
 
-    /// Gives a partition back if `member` holds it; `false` if it did not (already swept).
+    /// Gives a partition back if `member` holds it, under any epoch; `false` if it did not
+    /// (already released or swept).
     pub fn release(&self, partition: u32, member: u32) -> bool {
         let Some(word) = self.words.get(partition as usize) else {
             return false;
         };
-        let current = word.load(Ordering::SeqCst);
-        match Claim::unpack(current) {
-            Some(owner) if owner.member == member => word
-                .compare_exchange(current, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-            _ => false,
+        let mut current = word.load(Ordering::SeqCst);
+        while Claim::unpack(current).is_some_and(|owner| owner.member == member) {
+            match word.compare_exchange(current, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                // The coordinator's sweep can race with the member confirming the partition
+                // under a new epoch; the word is still the member's and must still be cleared,
+                // or the fenced member (which never releases after noticing its fence) would
+                // hold it forever. Each retry follows a change by the member, so this ends.
+                Err(now) => current = now,
+            }
         }
+        false
     }
 
     /// Moves a partition `member` keeps across a rebalance to its new member epoch, so a
@@ -201,12 +216,27 @@ mod tests {
     }
 }
 
-/// Exhaustive interleavings of members reconciling against a changing target.
+/// Exhaustive interleavings of members joining, leaving, being fenced and reconciling
+/// against a changing target.
+///
+/// Each simulated member makes a bounded number of polls (one reconcile round each, as
+/// `Member::heartbeat` runs it) with a yield between them, so loom can explore every
+/// interleaving to the end. A member that has not caught up by then finishes in a final
+/// single-threaded pass after the threads are joined: the surviving members' next polls. Two
+/// properties are checked:
+/// - while the threads run, no partition is treated as owned by two members at once, unless
+///   one of them has been fenced (the coordinator's sweep ended its claim and its commits are
+///   refused; it just has not noticed yet);
+/// - after the final pass every partition is owned by its target member, and a member that
+///   left or was fenced owns nothing, in the table or in its own view.
 ///
 /// ```text
-/// RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+/// RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 CARGO_TARGET_DIR=target/loom \
 ///     cargo test --release -p rill-group --lib ownership
 /// ```
+///
+/// CI uses a preemption bound of 4 (seconds in all); 2 already runs every model, in well
+/// under a second, but misses interleavings a third preemption reaches.
 #[cfg(all(test, loom))]
 mod loom_models {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -214,264 +244,421 @@ mod loom_models {
     use super::*;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicUsize;
-    use loom::thread;
+    use loom::thread::{self, JoinHandle};
 
-    /// The application's view: bumped when a member starts treating a partition as its own,
-    /// dropped before it gives it back. Two members at once would push a count to 2.
-    /// Not strict when a member gets fenced: a fenced member's claim ends when the
-    /// coordinator sweeps it, before the member itself notices (its commits are refused).
-    struct Held(Vec<AtomicUsize>, bool);
+    /// Member ids in the models are 1 to 3.
+    const MEMBERS: u32 = 3;
+    const M1: usize = 1 << 1;
+    const M2: usize = 1 << 2;
+    const M3: usize = 1 << 3;
+    /// The group word packs the member set (one bit per member id, low byte) and the group
+    /// epoch (above it), so a join or a leave changes both in one step, as the coordinator
+    /// does under its lock.
+    const MASK: usize = 0xff;
+    const EPOCH: usize = 0x100;
+    /// Polls each member makes while the threads run. One is enough to race a release with a
+    /// take; the second lets a member act on what it saw change during the first.
+    const ROUNDS: usize = 2;
 
-    impl Held {
-        fn new(n: usize) -> Self {
-            Self((0..n).map(|_| AtomicUsize::new(0)).collect(), true)
-        }
-        fn lenient(n: usize) -> Self {
-            Self((0..n).map(|_| AtomicUsize::new(0)).collect(), false)
-        }
-        fn enter(&self, p: u32) {
-            let before = self.0[p as usize].fetch_add(1, Ordering::SeqCst);
-            assert!(!self.1 || before == 0, "partition {p} held by two members");
-        }
-        fn exit(&self, p: u32) {
-            self.0[p as usize].fetch_sub(1, Ordering::SeqCst);
+    fn bit(member: u32) -> usize {
+        1 << member
+    }
+
+    fn epoch_of(group: usize) -> u32 {
+        (group / EPOCH) as u32
+    }
+
+    /// The targets of the join and leave models, by member set (two partitions). Chosen so
+    /// that every join or leave moves a partition, and the order of two concurrent changes
+    /// matters: `{1}` to `{1, 2, 3}` moves partition 1 through member 2 or member 3 first.
+    fn by_members(group: usize) -> &'static [u32] {
+        match group & MASK {
+            M1 => &[1, 1],
+            M2 => &[2, 2],
+            m if m == M1 | M2 => &[1, 2],
+            m if m == M1 | M3 => &[1, 3],
+            m if m == M2 | M3 => &[3, 2],
+            m if m == M1 | M2 | M3 => &[3, 2],
+            m => panic!("no target for member set {m:#b}"),
         }
     }
 
-    /// `targets[e][p]` is the member partition `p` should go to at group epoch `e`.
-    type Targets = &'static [&'static [u32]];
+    /// What the threads share.
+    struct World {
+        table: OwnershipTable,
+        /// The published group word (member set and epoch).
+        group: AtomicUsize,
+        /// `target(group)[p]` is the member partition `p` should go to.
+        target: fn(usize) -> &'static [u32],
+        /// By member id.
+        fences: Vec<Fence>,
+        /// The application's view, per partition: one bit per member treating the partition
+        /// as its own. Set once a take has succeeded; cleared before the member gives the
+        /// partition back (where it commits and calls the revocation listener).
+        held: Vec<AtomicUsize>,
+    }
 
-    #[allow(clippy::too_many_arguments)]
-    /// A member's reconcile loop, as `Member` runs it: release what the current target takes
-    /// away, confirm what it keeps, take what it gains once the previous owner let go. Runs
-    /// until it has caught up with `last_epoch`, or until it is fenced.
-    fn member(
+    impl World {
+        fn new(partitions: u32, group: usize, target: fn(usize) -> &'static [u32]) -> Arc<Self> {
+            Arc::new(Self {
+                table: OwnershipTable::new(partitions),
+                group: AtomicUsize::new(group),
+                target,
+                fences: (0..=MEMBERS).map(|_| Fence::new()).collect(),
+                held: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
+            })
+        }
+
+        fn fence(&self, member: u32) -> &Fence {
+            &self.fences[member as usize]
+        }
+
+        /// `me` starts treating `p` as its own. If another member still does, one of the two
+        /// must be fenced: its claim ended with the sweep (or its take came after it), and
+        /// its commits are refused.
+        fn enter(&self, p: u32, me: u32) {
+            let before = self.held[p as usize].fetch_or(bit(me), Ordering::SeqCst);
+            for other in (1..=MEMBERS).filter(|&m| m != me && before & bit(m) != 0) {
+                assert!(
+                    self.fence(me).is_fenced() || self.fence(other).is_fenced(),
+                    "partition {p} held by members {other} and {me} at once"
+                );
+            }
+        }
+
+        fn exit(&self, p: u32, me: u32) {
+            self.held[p as usize].fetch_and(!bit(me), Ordering::SeqCst);
+        }
+
+        /// `Group::join`: add the member and publish the next epoch's target.
+        fn join(&self, me: u32) {
+            self.group.fetch_add(EPOCH + bit(me), Ordering::SeqCst);
+        }
+
+        /// `Shared::remove`: drop the member and publish the next epoch's target. (The real
+        /// one does nothing for a member already expired; no model both fences and leaves the
+        /// same member, so here it must still be in the group.)
+        fn remove(&self, me: u32) {
+            let before = self.group.fetch_add(EPOCH - bit(me), Ordering::SeqCst);
+            assert_ne!(before & bit(me), 0, "member {me} removed twice");
+        }
+
+        /// `Shared::expire`: fence the member, sweep its partitions, then publish the target
+        /// without it.
+        fn expire(&self, me: u32) {
+            self.fence(me).fence();
+            self.table.release_member(me);
+            self.remove(me);
+        }
+    }
+
+    /// A simulated member: the state `Member` keeps between polls.
+    struct Sim {
         me: u32,
-        table: &OwnershipTable,
-        fence: &Fence,
-        epoch: &AtomicUsize,
-        targets: Targets,
-        last_epoch: usize,
-        held: &Held,
-        mut owned: Vec<u32>,
-    ) {
-        let mut seen = usize::MAX;
-        let mut pending: Vec<u32> = Vec::new();
-        loop {
-            let e = epoch.load(Ordering::SeqCst);
-            if e != seen {
-                seen = e;
-                let target = targets[e];
-                owned.retain(|&p| {
+        /// The member epoch takes and confirms are made under.
+        epoch: u32,
+        /// The group word last reconciled against.
+        seen: Option<usize>,
+        owned: Vec<u32>,
+        /// In the target but still held by their previous owner.
+        pending: Vec<u32>,
+        /// Left or fenced: polls nothing more.
+        gone: bool,
+    }
+
+    impl Sim {
+        /// A member that has just joined and owns nothing yet.
+        fn new(me: u32) -> Self {
+            Self {
+                me,
+                epoch: 0,
+                seen: None,
+                owned: Vec::new(),
+                pending: Vec::new(),
+                gone: false,
+            }
+        }
+
+        /// A member that finished reconciling with `group` before the model starts.
+        fn settled(w: &World, me: u32, group: usize, owned: &[u32]) -> Self {
+            let epoch = epoch_of(group);
+            for &p in owned {
+                let claim = Claim { member: me, epoch };
+                assert_eq!(w.table.take(p, claim, w.fence(me)), Take::Taken);
+                w.enter(p, me);
+            }
+            Self {
+                epoch,
+                seen: Some(group),
+                owned: owned.to_vec(),
+                ..Self::new(me)
+            }
+        }
+
+        /// One `Member::heartbeat`: notice a fence, reconcile if the group moved (release
+        /// what the target takes away, confirm what it keeps, note what to take), then take
+        /// what is pending, giving back this pass's takes if the member turns out fenced.
+        fn poll(&mut self, w: &World) {
+            let me = self.me;
+            if self.gone {
+                return;
+            }
+            if w.fence(me).is_fenced() {
+                return self.lose(w);
+            }
+            let group = w.group.load(Ordering::SeqCst);
+            if self.seen != Some(group) {
+                if group & bit(me) == 0 {
+                    // Removed between the fence check and now: the fence is set, or about to be.
+                    w.fence(me).fence();
+                    return self.lose(w);
+                }
+                let target = (w.target)(group);
+                self.owned.retain(|&p| {
                     if target[p as usize] == me {
                         return true;
                     }
-                    held.exit(p);
-                    table.release(p, me);
+                    w.exit(p, me);
+                    w.table.release(p, me);
                     false
                 });
-                owned.retain(|&p| {
-                    let kept = table.confirm(p, me, e as u32);
-                    if !kept {
-                        held.exit(p);
-                    }
-                    kept
-                });
-                pending = (0..table.len())
-                    .filter(|&p| target[p as usize] == me && !owned.contains(&p))
+                self.epoch = epoch_of(group);
+                let mut swept = false;
+                for &p in &self.owned {
+                    swept |= !w.table.confirm(p, me, self.epoch);
+                }
+                if swept {
+                    w.fence(me).fence();
+                    return self.lose(w);
+                }
+                self.pending = (0..w.table.len())
+                    .filter(|&p| target[p as usize] == me && !self.owned.contains(&p))
                     .collect();
+                self.seen = Some(group);
             }
-            let mut fenced = false;
-            pending.retain(|&p| {
-                match table.take(
-                    p,
-                    Claim {
-                        member: me,
-                        epoch: e as u32,
-                    },
-                    fence,
-                ) {
-                    Take::Taken => {
-                        held.enter(p);
-                        owned.push(p);
-                        false
-                    }
-                    Take::Busy(_) => true,
+            let claim = Claim {
+                member: me,
+                epoch: self.epoch,
+            };
+            let mut gained = Vec::new();
+            for &p in &self.pending {
+                match w.table.take(p, claim, w.fence(me)) {
+                    Take::Taken => gained.push(p),
+                    Take::Busy(_) => {}
                     Take::Fenced => {
-                        fenced = true;
-                        true
+                        // Whatever this pass took may have escaped the sweep; hand it back.
+                        for &p in &gained {
+                            w.table.release(p, me);
+                        }
+                        return self.lose(w);
                     }
                 }
-            });
-            if fenced || fence.is_fenced() {
-                for p in owned.drain(..) {
-                    held.exit(p);
+            }
+            for p in gained {
+                w.enter(p, me);
+                self.pending.retain(|&q| q != p);
+                self.owned.push(p);
+            }
+        }
+
+        /// `Member::leave`: stop using and give back everything, then leave the group.
+        fn leave(&mut self, w: &World) {
+            if self.gone {
+                return;
+            }
+            if w.fence(self.me).is_fenced() {
+                return self.lose(w);
+            }
+            for p in self.owned.drain(..) {
+                w.exit(p, self.me);
+                w.table.release(p, self.me);
+            }
+            self.pending.clear();
+            self.gone = true;
+            w.remove(self.me);
+        }
+
+        /// Noticed it was fenced: the coordinator swept its words already, so it only drops
+        /// its own view (`Member::check_fenced`).
+        fn lose(&mut self, w: &World) {
+            for p in self.owned.drain(..) {
+                w.exit(p, self.me);
+            }
+            self.pending.clear();
+            self.gone = true;
+        }
+
+        /// The member's polls while the threads run: bounded, yielding between them.
+        fn run(mut self, w: &World) -> Self {
+            for round in 0..ROUNDS {
+                if round > 0 {
+                    thread::yield_now();
                 }
-                return;
+                self.poll(w);
             }
-            if seen == last_epoch && pending.is_empty() {
-                return;
-            }
-            thread::yield_now();
+            self
         }
     }
 
-    /// Members spin (yielding) while a previous owner lets go, which costs loom branches.
-    fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut builder = loom::model::Builder::new();
-        builder.max_branches = 100_000;
-        builder.check(f);
+    fn spawn(w: &Arc<World>, f: impl FnOnce(&World) -> Sim + Send + 'static) -> JoinHandle<Sim> {
+        let w = w.clone();
+        thread::spawn(move || f(&w))
     }
 
-    fn check_final(table: &OwnershipTable, target: &[u32]) {
-        for (p, &owner) in target.iter().enumerate() {
+    /// After the threads are joined: every member's next polls, one at a time, then the end
+    /// state. Two passes: in the first every member releases what it lost, so in the second
+    /// every take finds its partition free.
+    fn settle(w: &World, sims: &mut [Sim]) {
+        for _ in 0..2 {
+            for sim in sims.iter_mut() {
+                sim.poll(w);
+            }
+        }
+        let group = w.group.load(Ordering::SeqCst);
+        let target = (w.target)(group);
+        for p in 0..w.table.len() {
+            let want = target[p as usize];
             assert_eq!(
-                table.owner(p as u32).map(|c| c.member),
-                Some(owner),
-                "partition {p} must end with its target owner"
+                w.table.owner(p).map(|c| c.member),
+                Some(want),
+                "partition {p} must end owned by member {want}"
+            );
+            assert_eq!(
+                w.held[p as usize].load(Ordering::SeqCst),
+                bit(want),
+                "partition {p} must end used by member {want} alone"
             );
         }
+        for sim in sims.iter() {
+            let mut owned = sim.owned.clone();
+            owned.sort_unstable();
+            if group & bit(sim.me) == 0 {
+                assert!(
+                    sim.gone && owned.is_empty(),
+                    "member {} kept {owned:?}",
+                    sim.me
+                );
+                continue;
+            }
+            let mine: Vec<u32> = (0..w.table.len())
+                .filter(|&p| target[p as usize] == sim.me)
+                .collect();
+            assert!(!sim.gone, "member {} dropped out", sim.me);
+            assert_eq!(owned, mine, "member {} must own its target", sim.me);
+            assert!(sim.pending.is_empty());
+        }
     }
 
-    /// Member 2 joins: member 1 must hand over partitions 1 and 2 while member 2 grabs them.
+    /// Members 2 and 3 join at once while member 1 polls: partition 1 goes from member 1 to
+    /// whichever joins first, then to member 2, and partition 0 from member 1 to member 3,
+    /// each handed over while its next owner tries to take it.
     #[test]
-    fn join_moves_partitions_without_overlap() {
-        model(|| {
-            static TARGETS: &[&[u32]] = &[&[1, 1, 1], &[1, 2, 2]];
-            let table = Arc::new(OwnershipTable::new(3));
-            let held = Arc::new(Held::new(3));
-            let fence1 = Arc::new(Fence::new());
-            for p in 0..3 {
-                assert_eq!(
-                    table.take(
-                        p,
-                        Claim {
-                            member: 1,
-                            epoch: 0
-                        },
-                        &fence1
-                    ),
-                    Take::Taken
-                );
-                held.enter(p);
-            }
-            let epoch = Arc::new(AtomicUsize::new(1));
-            let t1 = {
-                let (table, fence, epoch, held) =
-                    (table.clone(), fence1.clone(), epoch.clone(), held.clone());
-                thread::spawn(move || {
-                    member(1, &table, &fence, &epoch, TARGETS, 1, &held, vec![0, 1, 2])
-                })
-            };
-            let fence2 = Fence::new();
-            member(2, &table, &fence2, &epoch, TARGETS, 1, &held, Vec::new());
-            t1.join().unwrap();
-            check_final(&table, TARGETS[1]);
+    fn joins_move_partitions_without_overlap() {
+        loom::model(|| {
+            let w = World::new(2, EPOCH | M1, by_members);
+            let s1 = Sim::settled(&w, 1, EPOCH | M1, &[0, 1]);
+            let t1 = spawn(&w, move |w| s1.run(w));
+            let t3 = spawn(&w, |w| {
+                w.join(3);
+                Sim::new(3).run(w)
+            });
+            w.join(2);
+            let s2 = Sim::new(2).run(&w);
+            let mut sims = [t1.join().unwrap(), s2, t3.join().unwrap()];
+            settle(&w, &mut sims);
         });
     }
 
     /// The target changes again while members are still reconciling the previous change:
     /// epoch 1 moves partition 1 to member 2, epoch 2 swaps both partitions. The coordinator
     /// publishes epoch 2 at any point of member 1's and member 2's reconciliation.
-    // Ignored for now: the members' yield-spin while waiting for the epoch store makes loom
-    // exceed its branch budget (or run for many minutes); the model needs the wait expressed
-    // without a spin (e.g. a bounded number of reconcile rounds) before it can run in CI.
-    #[ignore]
     #[test]
     fn target_changes_mid_reconcile() {
-        model(|| {
-            static TARGETS: &[&[u32]] = &[&[1, 1], &[1, 2], &[2, 1]];
-            let table = Arc::new(OwnershipTable::new(2));
-            let held = Arc::new(Held::new(2));
-            let fence = Arc::new(Fence::new());
-            for p in 0..2 {
-                assert_eq!(
-                    table.take(
-                        p,
-                        Claim {
-                            member: 1,
-                            epoch: 0
-                        },
-                        &fence
-                    ),
-                    Take::Taken
-                );
-                held.enter(p);
-            }
-            let epoch = Arc::new(AtomicUsize::new(1));
-            let t1 = {
-                let (table, fence, epoch, held) =
-                    (table.clone(), fence.clone(), epoch.clone(), held.clone());
+        fn by_epoch(group: usize) -> &'static [u32] {
+            [&[1, 1][..], &[1, 2], &[2, 1]][epoch_of(group) as usize]
+        }
+        loom::model(|| {
+            let w = World::new(2, EPOCH | M1 | M2, by_epoch);
+            let s1 = Sim::settled(&w, 1, M1 | M2, &[0, 1]);
+            let t1 = spawn(&w, move |w| s1.run(w));
+            let coordinator = {
+                let w = w.clone();
                 thread::spawn(move || {
-                    member(1, &table, &fence, &epoch, TARGETS, 2, &held, vec![0, 1])
+                    w.group.fetch_add(EPOCH, Ordering::SeqCst);
                 })
             };
-            let t2 = {
-                let epoch = epoch.clone();
-                thread::spawn(move || epoch.store(2, Ordering::SeqCst))
-            };
-            member(
-                2,
-                &table,
-                &Fence::new(),
-                &epoch,
-                TARGETS,
-                2,
-                &held,
-                Vec::new(),
-            );
-            t1.join().unwrap();
-            t2.join().unwrap();
-            check_final(&table, TARGETS[2]);
+            let s2 = Sim::new(2).run(&w);
+            let mut sims = [t1.join().unwrap(), s2];
+            coordinator.join().unwrap();
+            settle(&w, &mut sims);
         });
     }
 
-    /// Member 1 is removed (session timeout) while it is still reconciling and taking: the
-    /// coordinator fences it and sweeps its words; member 2 must end up with everything, and
-    /// member 1 must never keep a partition it took behind the sweep's back.
-    // Ignored for now: the members' yield-spin while waiting for the epoch store makes loom
-    // exceed its branch budget (or run for many minutes); the model needs the wait expressed
-    // without a spin (e.g. a bounded number of reconcile rounds) before it can run in CI.
-    #[ignore]
+    /// Member 1 leaves halfway through handing partition 1 to member 2: it polls once, then
+    /// gives back everything and leaves, while member 2 reconciles first to the target that
+    /// gives it partition 1, then to the one that gives it both.
+    #[test]
+    fn leaver_hands_over_mid_reconcile() {
+        loom::model(|| {
+            let w = World::new(2, EPOCH | M1 | M2, by_members);
+            let s1 = Sim::settled(&w, 1, M1, &[0, 1]);
+            let t1 = spawn(&w, move |w| {
+                let mut s1 = s1;
+                s1.poll(w);
+                s1.leave(w);
+                s1
+            });
+            let s2 = Sim::new(2).run(&w);
+            let mut sims = [t1.join().unwrap(), s2];
+            settle(&w, &mut sims);
+        });
+    }
+
+    /// Three members at once: member 3 joins while member 1 leaves and member 2 polls.
+    /// Partition 0 ends with member 3 either way, but if the leave lands first it passes
+    /// through member 2 on the way, which must let go of it as soon as the join lands.
+    #[test]
+    fn join_and_leave_concurrently() {
+        loom::model(|| {
+            let w = World::new(2, EPOCH | M1 | M2, by_members);
+            let s1 = Sim::settled(&w, 1, EPOCH | M1 | M2, &[0]);
+            let s2 = Sim::settled(&w, 2, EPOCH | M1 | M2, &[1]);
+            let t1 = spawn(&w, move |w| {
+                let mut s1 = s1;
+                s1.poll(w);
+                s1.leave(w);
+                s1
+            });
+            let t3 = spawn(&w, |w| {
+                w.join(3);
+                Sim::new(3).run(w)
+            });
+            let s2 = s2.run(&w);
+            let mut sims = [t1.join().unwrap(), s2, t3.join().unwrap()];
+            settle(&w, &mut sims);
+        });
+    }
+
+    /// Member 1 is removed (session timeout) halfway through a rebalance: epoch 1 moves
+    /// partition 0 from member 2 to member 1 and keeps partition 1 with member 1, and while
+    /// member 1 confirms partition 1 and takes partition 0 (as soon as member 2 lets go), the
+    /// coordinator fences it, sweeps its words and publishes epoch 2 without it. Member 2 must
+    /// end up with everything, and member 1 must never keep a partition it took behind the
+    /// sweep's back.
     #[test]
     fn fenced_member_keeps_nothing() {
-        model(|| {
-            // Epoch 1 gives member 1 partition 1 (free) and member 2 partition 0; epoch 2 is
-            // after member 1's removal.
-            static TARGETS: &[&[u32]] = &[&[2, 0], &[2, 1], &[2, 2]];
-            let table = Arc::new(OwnershipTable::new(2));
-            let held = Arc::new(Held::lenient(2));
-            let fence1 = Arc::new(Fence::new());
-            let epoch = Arc::new(AtomicUsize::new(1));
-            let t1 = {
-                let (table, fence, epoch, held) =
-                    (table.clone(), fence1.clone(), epoch.clone(), held.clone());
-                thread::spawn(move || {
-                    member(1, &table, &fence, &epoch, TARGETS, 2, &held, Vec::new())
-                })
-            };
-            let t2 = {
-                let (table, epoch, held) = (table.clone(), epoch.clone(), held.clone());
-                thread::spawn(move || {
-                    member(
-                        2,
-                        &table,
-                        &Fence::new(),
-                        &epoch,
-                        TARGETS,
-                        2,
-                        &held,
-                        Vec::new(),
-                    )
-                })
-            };
-            // The coordinator: fence, sweep, then publish the target without member 1.
-            fence1.fence();
-            table.release_member(1);
-            epoch.store(2, Ordering::SeqCst);
-            t1.join().unwrap();
-            t2.join().unwrap();
-            check_final(&table, TARGETS[2]);
+        fn by_epoch(group: usize) -> &'static [u32] {
+            [&[2, 1][..], &[1, 1], &[2, 2]][epoch_of(group) as usize]
+        }
+        loom::model(|| {
+            let w = World::new(2, EPOCH | M1 | M2, by_epoch);
+            let s1 = Sim::settled(&w, 1, M1 | M2, &[1]);
+            let s2 = Sim::settled(&w, 2, M1 | M2, &[0]);
+            let t1 = spawn(&w, move |w| s1.run(w));
+            let t2 = spawn(&w, move |w| s2.run(w));
+            w.expire(1);
+            let mut sims = [t1.join().unwrap(), t2.join().unwrap()];
+            settle(&w, &mut sims);
         });
     }
 }
