@@ -52,6 +52,18 @@ impl Plan {
         }))
     }
 
+    /// (record bytes, records): 1 GiB of each suite size, or of the one size asked for.
+    fn volumes(&self) -> Vec<(usize, u64)> {
+        let sizes = match self.knobs.record_bytes {
+            Some(bytes) => vec![bytes],
+            None => RECORD_SIZES.to_vec(),
+        };
+        sizes
+            .into_iter()
+            .map(|bytes| (bytes, GIB / bytes.max(1) as u64))
+            .collect()
+    }
+
     fn spec(&self, record_bytes: usize, amount: Amount, tune: impl FnOnce(&mut Spec)) -> Spec {
         let mut spec = Spec::new(record_bytes, amount);
         tune(&mut spec);
@@ -61,8 +73,9 @@ impl Plan {
 }
 
 const GIB: u64 = 1 << 30;
-/// (record bytes, records) of the produce/consume scenarios and of the peers.
-const THROUGHPUT_WORKLOADS: [(usize, u64); 2] = [(1024, GIB / 1024), (100, 10_000_000)];
+/// Record sizes of the throughput and end-to-end scenarios and of the peers, each run with
+/// 1 GiB of values.
+const RECORD_SIZES: [usize; 2] = [1024, 100];
 
 pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
     let started_at = jiff::Timestamp::now().to_string();
@@ -116,7 +129,7 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         root.join(format!("scenario-{step}"))
     };
     if plan.wants(Only::Throughput) {
-        for (bytes, records) in THROUGHPUT_WORKLOADS {
+        for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
             out.extend(in_dir(&fresh(), |dir| {
                 scenario::throughput::produce_then_consume(dir, &spec)
@@ -124,7 +137,7 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         }
     }
     if plan.wants(Only::E2e) {
-        for (bytes, records) in [(1024, GIB / 1024), (100, 10_000_000)] {
+        for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
             out.push(in_dir(&fresh(), |dir| {
                 scenario::e2e::end_to_end(dir, &spec)
@@ -163,7 +176,7 @@ fn run_peers(
     disk_mb_s: f64,
 ) -> anyhow::Result<Vec<ScenarioReport>> {
     let mut out = Vec::new();
-    for (bytes, full) in THROUGHPUT_WORKLOADS {
+    for (bytes, full) in plan.volumes() {
         let spec = plan.spec(bytes, plan.records(full), |_| {});
         let records = match spec.amount {
             Amount::Records(n) => n,

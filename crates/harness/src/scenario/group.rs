@@ -12,7 +12,7 @@ use anyhow::Context;
 use rill_group::{Group, GroupConfig, GroupError, Member, MemberConfig, StartFrom};
 
 use super::send::Timing;
-use super::{Outcome, Window, join_all, named, plans, send_all};
+use super::{Outcome, Window, join_all, named, plans, send_all, spawn_named};
 use crate::measure::{Latency, Progress};
 use crate::spec::{Spec, TOPIC};
 use crate::workload::{Clock, Ledger};
@@ -67,12 +67,18 @@ pub fn group(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
         };
         let mut handles = Vec::new();
         let leaver = join()?;
-        handles.push(scope.spawn(|| drain(leaver, Some(total * 2 / 3), &shared)));
+        handles.push(spawn_named(scope, "bench-member-0".to_owned(), || {
+            drain(leaver, Some(total * 2 / 3), &shared)
+        })?);
         let stayer = join()?;
-        handles.push(scope.spawn(|| drain(stayer, None, &shared)));
+        handles.push(spawn_named(scope, "bench-member-1".to_owned(), || {
+            drain(stayer, None, &shared)
+        })?);
         wait_for(&ledger, total / 3);
         let joiner = join()?;
-        handles.push(scope.spawn(|| drain(joiner, None, &shared)));
+        handles.push(spawn_named(scope, "bench-member-2".to_owned(), || {
+            drain(joiner, None, &shared)
+        })?);
         join_all(handles, "member")
     })?;
     let end = reads

@@ -164,13 +164,30 @@ pub fn send_all(
         .collect::<Result<Vec<_>, _>>()
         .context("create producers")?;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = producers
+        let handles = producers
             .into_iter()
             .zip(&plans)
-            .map(|(producer, plan)| scope.spawn(move || send::run(producer, plan, clock, progress)))
-            .collect();
+            .enumerate()
+            .map(|(i, (producer, plan))| {
+                spawn_named(scope, format!("bench-producer-{i}"), move || {
+                    send::run(producer, plan, clock, progress)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         join_all(handles, "producer")
     })
+}
+
+/// Spawns a scoped thread with a name, so profiles and `top` tell the harness's threads apart.
+pub fn spawn_named<'scope, 'env, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: String,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'scope,
+) -> anyhow::Result<std::thread::ScopedJoinHandle<'scope, anyhow::Result<T>>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(scope, f)
+        .with_context(|| format!("spawn thread {name}"))
 }
 
 /// Joins scoped threads; a panic is an error, not a crash of the whole harness.
@@ -240,14 +257,15 @@ pub fn read_all(
         .collect::<Result<Vec<_>, rill_engine::Error>>()
         .context("create consumers")?;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = consumers
+        let handles = consumers
             .into_iter()
-            .map(|consumer| {
-                scope.spawn(move || {
+            .enumerate()
+            .map(|(i, consumer)| {
+                spawn_named(scope, format!("bench-consumer-{i}"), move || {
                     read::run(consumer, ledger, expect, clock, spec.record_bytes, progress)
                 })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         join_all(handles, "consumer")
     })
 }
