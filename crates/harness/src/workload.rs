@@ -102,11 +102,13 @@ impl Ledger {
         }
     }
 
-    /// Ticks off one delivered record; a value that is not one of ours counts as a stranger.
-    pub fn mark(&self, value: Option<&[u8]>) -> Option<u64> {
+    /// Ticks off one delivered record into `tally` (a value that is not one of ours counts as
+    /// a stranger); returns the record's send time. Counts reach the ledger at [`Ledger::add`],
+    /// once per poll, so the shared counters are not touched per record.
+    pub fn mark(&self, value: Option<&[u8]>, tally: &mut Tally) -> Option<u64> {
         let value = value.filter(|v| v.get(HEADER_BYTES..) == self.filler.get(HEADER_BYTES..));
         let Some((producer, seq, sent_ns)) = value.and_then(parse) else {
-            self.strangers.fetch_add(1, Ordering::Relaxed);
+            tally.strangers += 1;
             return None;
         };
         let Some(word) = self
@@ -114,16 +116,24 @@ impl Ledger {
             .get(producer)
             .and_then(|words| words.get((seq / 64) as usize))
         else {
-            self.strangers.fetch_add(1, Ordering::Relaxed);
+            tally.strangers += 1;
             return None;
         };
         let bit = 1u64 << (seq % 64);
         if word.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-            self.delivered.fetch_add(1, Ordering::Relaxed);
+            tally.delivered += 1;
         } else {
-            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            tally.duplicates += 1;
         }
         Some(sent_ns)
+    }
+
+    /// Adds a poll's tally to the shared counts.
+    pub fn add(&self, tally: Tally) {
+        self.delivered.fetch_add(tally.delivered, Ordering::Relaxed);
+        self.duplicates
+            .fetch_add(tally.duplicates, Ordering::Relaxed);
+        self.strangers.fetch_add(tally.strangers, Ordering::Relaxed);
     }
 
     /// Distinct records delivered so far.
@@ -146,6 +156,14 @@ impl Ledger {
             .sum();
         missing + self.strangers.load(Ordering::Relaxed)
     }
+}
+
+/// What one consumer saw since it last added to the [`Ledger`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally {
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub strangers: u64,
 }
 
 /// Set bits among the first `n` of `words`.
@@ -179,16 +197,19 @@ mod tests {
         let ledger = Ledger::new(&[100, 100], 32);
         let mut a = Payload::new(0, 32);
         let mut b = Payload::new(1, 32);
+        let mut tally = Tally::default();
         for seq in 0..100 {
-            ledger.mark(Some(a.stamp(seq, 0)));
+            ledger.mark(Some(a.stamp(seq, 0)), &mut tally);
         }
         for seq in (0..70).chain(10..20) {
-            ledger.mark(Some(b.stamp(seq, 0)));
+            ledger.mark(Some(b.stamp(seq, 0)), &mut tally);
         }
-        ledger.mark(Some(b"short"));
+        ledger.mark(Some(b"short"), &mut tally);
         let mut corrupt = b.stamp(75, 0).to_vec();
         corrupt[20] ^= 1;
-        ledger.mark(Some(&corrupt));
+        ledger.mark(Some(&corrupt), &mut tally);
+        assert_eq!(ledger.delivered(), 0, "counts arrive with add");
+        ledger.add(tally);
         assert_eq!(ledger.delivered(), 170);
         assert_eq!(ledger.duplicates(), 10);
         // Producer 1 sent 80: 70..80 never arrived (75 came back corrupted); plus the short
@@ -200,7 +221,9 @@ mod tests {
     fn out_of_range_sequence_is_a_stranger() {
         let ledger = Ledger::new(&[10], 32);
         let mut a = Payload::new(0, 32);
-        assert_eq!(ledger.mark(Some(a.stamp(640, 0))), None);
+        let mut tally = Tally::default();
+        assert_eq!(ledger.mark(Some(a.stamp(640, 0)), &mut tally), None);
+        ledger.add(tally);
         assert_eq!(ledger.lost(&[0]), 1);
     }
 }

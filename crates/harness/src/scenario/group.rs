@@ -15,7 +15,7 @@ use super::send::Timing;
 use super::{Outcome, Window, join_all, named, plans, send_all, spawn_named};
 use crate::measure::{Latency, Progress};
 use crate::spec::{Spec, TOPIC};
-use crate::workload::{Clock, Ledger};
+use crate::workload::{Clock, Ledger, Tally};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 /// A member that has seen nothing new for this long stops; the ledger counts what is missing.
@@ -147,11 +147,13 @@ fn drain(
         for (tp, _) in &offsets {
             shared.gaps.delivered(tp.partition, now_ns);
         }
+        let mut tally = Tally::default();
         let records = polled
             .for_each_record(|_, _, record| {
-                shared.ledger.mark(record.value);
+                shared.ledger.mark(record.value, &mut tally);
             })
             .context("decode polled records")?;
+        shared.ledger.add(tally);
         shared
             .progress
             .add(records, records * shared.record_bytes as u64);

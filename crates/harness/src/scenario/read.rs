@@ -7,7 +7,7 @@ use anyhow::Context;
 use rill_engine::consumer::Consumer;
 
 use crate::measure::{Latency, Progress};
-use crate::workload::{Clock, Ledger};
+use crate::workload::{Clock, Ledger, Tally};
 
 /// What the readers share with the producers: when sending is over and how much was sent.
 #[derive(Default)]
@@ -75,15 +75,17 @@ pub fn run(
         let now_ns = clock.now_ns();
         poll.record(asked.elapsed());
         last_news = Instant::now();
+        let mut tally = Tally::default();
         let records = polled
             .for_each_record(|_, record| {
-                if let Some(sent_ns) = ledger.mark(record.value)
+                if let Some(sent_ns) = ledger.mark(record.value, &mut tally)
                     && sent_ns != 0
                 {
                     end_to_end.record(Duration::from_nanos(now_ns.saturating_sub(sent_ns)));
                 }
             })
             .context("decode polled records")?;
+        ledger.add(tally);
         progress.add(records, records * record_bytes as u64);
         if expect
             .target()
