@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{AckLevel, BatchAck, Inner, PartitionEntry, Request, Ticket, TopicEntry};
 use crate::error::{Error, Result};
+use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
 use crate::record::{BatchBuilder, Compression, HEADER_LEN, Header};
 use crate::ring::{self, PushError};
@@ -305,7 +306,7 @@ impl Producer {
         };
         let open = lane.open.get_or_insert_with(|| OpenBatch {
             builder: BatchBuilder::with_capacity(compression, capacity),
-            ack: BatchAck::new(),
+            ack: BatchAck::new(lane.entry.clone()),
             opened: now,
         });
         let timestamp = record.timestamp.unwrap_or(now_ms);
@@ -318,12 +319,7 @@ impl Producer {
         let record_index = (open.builder.len() - 1) as u32;
         let opened = open.opened;
         self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
-        Ok(Ticket::new(
-            open.ack.clone(),
-            record_index,
-            level,
-            lane.entry.clone(),
-        ))
+        Ok(Ticket::new(open.ack.clone(), record_index, level))
     }
 
     /// Hands the partition's open batch to its shard. Without `block`, a full ring leaves the
@@ -349,11 +345,13 @@ impl Producer {
             batch,
             ack: open.ack.clone(),
             sync: level == AckLevel::Durable,
+            // Just encoded by `build`, which computed the CRC over these bytes.
+            origin: Origin::Builder,
         };
         push_blocking(lane, request, timeout)?;
         open.ack.mark_submitted();
         lane.entry.shard.wake();
-        lane.last = Some(Ticket::new(open.ack, count - 1, level, lane.entry.clone()));
+        lane.last = Some(Ticket::new(open.ack, count - 1, level));
         self.chooser.batch_completed(index as u32);
         Ok(())
     }

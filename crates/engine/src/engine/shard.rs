@@ -16,7 +16,7 @@ use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
-use crate::log::PartitionLog;
+use crate::log::{Origin, PartitionLog};
 use crate::ring;
 use crate::topic::TopicPartition;
 
@@ -33,6 +33,9 @@ pub(crate) struct Request {
     pub ack: Arc<BatchAck>,
     /// The producer waits for durability: sync after this pass whatever the fsync policy.
     pub sync: bool,
+    /// Who encoded the batch: [`Origin::Builder`] only when it comes straight from this
+    /// process's `BatchBuilder` (its CRC is not recomputed); anything else is checked fully.
+    pub origin: Origin,
 }
 
 enum Command {
@@ -370,7 +373,7 @@ impl Shard {
         for input in &mut owned.inputs {
             input.pop_into(scratch, MAX_BATCHES_PER_RING);
             for mut request in scratch.drain(..) {
-                match owned.log.append_deferred(&mut request.batch) {
+                match owned.log.append_checked(&mut request.batch, request.origin) {
                     Ok(info) => {
                         request.ack.appended(info.base_offset);
                         wants_sync |= request.sync;
@@ -422,7 +425,7 @@ impl Shard {
                         .fail("the partition lost its io_uring registration".into());
                     continue;
                 };
-                match owned.log.stage(&mut request.batch) {
+                match owned.log.stage(&mut request.batch, request.origin) {
                     Ok(staged) => {
                         request.ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use super::PartitionLog;
+use super::{Origin, PartitionLog};
 use crate::error::{Error, Result};
 use crate::record::set_base_offset;
 
@@ -37,13 +37,13 @@ impl PartitionLog {
     /// Validates `batch`, stamps its base offset and records where it goes, without writing.
     /// Returns where it must be written. Call [`PartitionLog::needs_roll`] first: a batch is
     /// never staged across a segment boundary.
-    pub(crate) fn stage(&mut self, batch: &mut [u8]) -> Result<StagedBatch> {
+    pub(crate) fn stage(&mut self, batch: &mut [u8], origin: Origin) -> Result<StagedBatch> {
         if self.closed {
             return Err(Error::Closed {
                 partition: self.shared.partition.clone(),
             });
         }
-        let (record_count, max_timestamp) = self.check_batch(batch)?;
+        let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
         let base_offset = self.next_offset;
         set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
         let position = self.staged_end();
