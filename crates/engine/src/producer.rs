@@ -16,7 +16,13 @@ use crate::error::{Error, Result};
 use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
 use crate::record::{BatchBuilder, Compression, HEADER_LEN, Header};
+use crate::recycle::{BatchBuf, Recycler};
 use crate::ring::{self, PushError};
+
+/// Spare batch buffers a lane keeps for reuse. Buffers in flight, in the ring and in the
+/// partition's in-memory tail are not counted: this only absorbs the jitter between buffers
+/// coming back and new batches starting, and bounds what an idle lane holds on to.
+const RECYCLED_BATCHES: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -91,6 +97,8 @@ struct OpenBatch {
 struct Lane {
     entry: Arc<PartitionEntry>,
     ring: ring::Producer<Request>,
+    /// Where this lane's batch buffers come back to once the engine is done with them.
+    home: Arc<Recycler>,
     open: Option<OpenBatch>,
     /// The last record handed over, for `flush` to wait on.
     last: Option<Ticket>,
@@ -272,6 +280,7 @@ impl Producer {
         self.lanes[index] = Some(Lane {
             entry,
             ring,
+            home: Recycler::new(RECYCLED_BATCHES),
             open: None,
             last: None,
         });
@@ -305,7 +314,11 @@ impl Producer {
             return Err(Error::EngineClosed);
         };
         let open = lane.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::with_capacity(compression, capacity),
+            builder: BatchBuilder::with_buffer(
+                compression,
+                lane.home.take().unwrap_or_default(),
+                capacity,
+            ),
             ack: BatchAck::new(lane.entry.clone()),
             opened: now,
         });
@@ -342,7 +355,7 @@ impl Producer {
             source,
         })?;
         let request = Request {
-            batch,
+            batch: BatchBuf::new(batch, lane.home.clone()),
             ack: open.ack.clone(),
             sync: level == AckLevel::Durable,
             // Just encoded by `build`, which computed the CRC over these bytes.
