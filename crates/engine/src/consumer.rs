@@ -193,23 +193,30 @@ impl Consumer {
                 // as Kafka's `auto.offset.reset=earliest` would.
                 assigned.position = reader.start_offset();
             }
-            if assigned.position >= reader.end_offset() {
-                continue;
+            let end = reader.end_offset();
+            // One read stops where its source does (a segment's end, or the one batch an
+            // in-memory tail chunk holds), so the partition is read until its share of the
+            // budget is used or it has nothing more.
+            let mut share = self.config.max_bytes_per_partition.min(budget);
+            let mut first = true;
+            while assigned.position < end && share > 0 {
+                let slice = reader.read(assigned.position, share)?;
+                let len = slice.bytes().len();
+                // At least one batch per poll, however large; after that, nothing over budget.
+                if slice.is_empty() || (!first && len > share) {
+                    break;
+                }
+                first = false;
+                budget = budget.saturating_sub(len);
+                share = share.saturating_sub(len);
+                let from = assigned.position;
+                assigned.position = slice.next_offset();
+                polled.batches.push(PolledSlice {
+                    partition: assigned.entry.tp.partition,
+                    from,
+                    slice,
+                });
             }
-            let slice = reader.read(
-                assigned.position,
-                self.config.max_bytes_per_partition.min(budget),
-            )?;
-            if slice.is_empty() {
-                continue;
-            }
-            budget = budget.saturating_sub(slice.bytes().len());
-            polled.batches.push(PolledSlice {
-                partition: assigned.entry.tp.partition,
-                from: assigned.position,
-                slice: slice.clone(),
-            });
-            assigned.position = slice.next_offset();
             if budget == 0 {
                 self.next = (index + 1) % count;
                 return Ok(polled);

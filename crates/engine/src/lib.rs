@@ -22,6 +22,7 @@ pub mod log;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+mod recycle;
 pub mod ring;
 pub mod store;
 pub(crate) mod sync;

@@ -13,9 +13,16 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{AckLevel, BatchAck, Inner, PartitionEntry, Request, Ticket, TopicEntry};
 use crate::error::{Error, Result};
+use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
 use crate::record::{BatchBuilder, Compression, HEADER_LEN, Header};
+use crate::recycle::{BatchBuf, Recycler};
 use crate::ring::{self, PushError};
+
+/// Spare batch buffers a lane keeps for reuse. Buffers in flight, in the ring and in the
+/// partition's in-memory tail are not counted: this only absorbs the jitter between buffers
+/// coming back and new batches starting, and bounds what an idle lane holds on to.
+const RECYCLED_BATCHES: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -90,6 +97,8 @@ struct OpenBatch {
 struct Lane {
     entry: Arc<PartitionEntry>,
     ring: ring::Producer<Request>,
+    /// Where this lane's batch buffers come back to once the engine is done with them.
+    home: Arc<Recycler>,
     open: Option<OpenBatch>,
     /// The last record handed over, for `flush` to wait on.
     last: Option<Ticket>,
@@ -271,6 +280,7 @@ impl Producer {
         self.lanes[index] = Some(Lane {
             entry,
             ring,
+            home: Recycler::new(RECYCLED_BATCHES),
             open: None,
             last: None,
         });
@@ -304,8 +314,12 @@ impl Producer {
             return Err(Error::EngineClosed);
         };
         let open = lane.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::with_capacity(compression, capacity),
-            ack: BatchAck::new(),
+            builder: BatchBuilder::with_buffer(
+                compression,
+                lane.home.take().unwrap_or_default(),
+                capacity,
+            ),
+            ack: BatchAck::new(lane.entry.clone()),
             opened: now,
         });
         let timestamp = record.timestamp.unwrap_or(now_ms);
@@ -318,12 +332,7 @@ impl Producer {
         let record_index = (open.builder.len() - 1) as u32;
         let opened = open.opened;
         self.oldest_open = Some(self.oldest_open.map_or(opened, |oldest| oldest.min(opened)));
-        Ok(Ticket::new(
-            open.ack.clone(),
-            record_index,
-            level,
-            lane.entry.clone(),
-        ))
+        Ok(Ticket::new(open.ack.clone(), record_index, level))
     }
 
     /// Hands the partition's open batch to its shard. Without `block`, a full ring leaves the
@@ -346,14 +355,16 @@ impl Producer {
             source,
         })?;
         let request = Request {
-            batch,
+            batch: BatchBuf::new(batch, lane.home.clone()),
             ack: open.ack.clone(),
             sync: level == AckLevel::Durable,
+            // Just encoded by `build`, which computed the CRC over these bytes.
+            origin: Origin::Builder,
         };
         push_blocking(lane, request, timeout)?;
         open.ack.mark_submitted();
         lane.entry.shard.wake();
-        lane.last = Some(Ticket::new(open.ack, count - 1, level, lane.entry.clone()));
+        lane.last = Some(Ticket::new(open.ack, count - 1, level));
         self.chooser.batch_completed(index as u32);
         Ok(())
     }

@@ -23,11 +23,17 @@ const PENDING: i64 = -1;
 const FAILED: i64 = -2;
 
 /// The shared fate of one batch: pending, appended at a base offset, or failed.
+///
+/// It also names the batch's partition, so a [`Ticket`] needs no reference of its own: a
+/// ticket is made per record, and cloning the partition's `Arc` per record was a quarter of a
+/// producer's CPU at 1 KiB records, its reference count sharing a cache line with fields the
+/// shard and the consumers read.
 #[derive(Debug)]
 pub(crate) struct BatchAck {
     state: AtomicI64,
     submitted: AtomicBool,
     failure: OnceLock<Failure>,
+    partition: Arc<PartitionEntry>,
 }
 
 /// Why a batch failed; a full disk is told apart because callers handle it differently (free
@@ -39,11 +45,12 @@ struct Failure {
 }
 
 impl BatchAck {
-    pub fn new() -> Arc<Self> {
+    pub fn new(partition: Arc<PartitionEntry>) -> Arc<Self> {
         Arc::new(Self {
             state: AtomicI64::new(PENDING),
             submitted: AtomicBool::new(false),
             failure: OnceLock::new(),
+            partition,
         })
     }
 
@@ -93,26 +100,19 @@ pub struct Ticket {
     ack: Arc<BatchAck>,
     index: u32,
     level: AckLevel,
-    partition: Arc<PartitionEntry>,
 }
 
 impl Ticket {
-    pub(crate) fn new(
-        ack: Arc<BatchAck>,
-        index: u32,
-        level: AckLevel,
-        partition: Arc<PartitionEntry>,
-    ) -> Self {
-        Self {
-            ack,
-            index,
-            level,
-            partition,
-        }
+    pub(crate) fn new(ack: Arc<BatchAck>, index: u32, level: AckLevel) -> Self {
+        Self { ack, index, level }
+    }
+
+    fn entry(&self) -> &PartitionEntry {
+        &self.ack.partition
     }
 
     pub fn partition(&self) -> u32 {
-        self.partition.tp.partition
+        self.entry().tp.partition
     }
 
     /// The record's offset, once assigned (whatever the ack level).
@@ -129,18 +129,18 @@ impl Ticket {
             None => return Ok(None),
             Some(Err(failure)) if failure.storage_full => {
                 return Err(Error::StorageFull {
-                    path: self.partition.tp.dir_name().into(),
+                    path: self.entry().tp.dir_name().into(),
                 });
             }
             Some(Err(failure)) => {
                 return Err(Error::ProduceFailed {
-                    partition: self.partition.tp.clone(),
+                    partition: self.entry().tp.clone(),
                     reason: failure.reason.clone(),
                 });
             }
             Some(Ok(base)) => base + i64::from(self.index),
         };
-        let reader = &self.partition.reader;
+        let reader = &self.entry().reader;
         let reached = match self.level {
             AckLevel::Appended => true,
             AckLevel::Written => reader.written_offset() > offset,
@@ -152,7 +152,7 @@ impl Ticket {
     /// Waits until the record reaches the ack level and returns its offset.
     pub fn wait(&self) -> Result<i64> {
         self.wait_until(None)?.ok_or_else(|| Error::Closed {
-            partition: self.partition.tp.clone(),
+            partition: self.entry().tp.clone(),
         })
     }
 
@@ -168,16 +168,16 @@ impl Ticket {
         }
         if !self.ack.submitted.load(Ordering::Acquire) {
             return Err(Error::NotSubmitted {
-                partition: self.partition.tp.clone(),
+                partition: self.entry().tp.clone(),
             });
         }
         let outcome = self
-            .partition
+            .entry()
             .notifier
             .wait_until(deadline, || match self.poll() {
                 Ok(Some(offset)) => Some(Ok(Some(offset))),
-                Ok(None) if !self.partition.shard.is_alive() => Some(Err(Error::Closed {
-                    partition: self.partition.tp.clone(),
+                Ok(None) if !self.entry().shard.is_alive() => Some(Err(Error::Closed {
+                    partition: self.entry().tp.clone(),
                 })),
                 Ok(None) => None,
                 Err(error) => Some(Err(error)),

@@ -25,6 +25,7 @@ use crate::io::uring::{
     UringUnavailable, UringWriter,
 };
 use crate::log::PartitionLog;
+use crate::recycle::BatchBuf;
 
 /// Writes one staging buffer can carry together.
 const STAGING_BUFFERS: u16 = 32;
@@ -91,8 +92,8 @@ impl DirectIo {
 struct InFlight {
     end: u64,
     acks: Vec<Arc<BatchAck>>,
-    /// The batches' bytes, for the log's in-memory tail (empty when it keeps none).
-    copy: Vec<u8>,
+    /// The batches themselves, for the log's in-memory tail (empty when it keeps none).
+    batches: Vec<BatchBuf>,
 }
 
 /// One partition's side of the io_uring path.
@@ -108,8 +109,13 @@ pub(crate) struct PartitionIo {
     buffer_end: u64,
     buffer_acks: Vec<Arc<BatchAck>>,
     buffer_sync: bool,
-    /// Copies of the batches in the open buffer, when the log keeps an in-memory tail.
-    buffer_copy: Option<Vec<u8>>,
+    /// Whether the log keeps an in-memory tail, which takes the batches after their write.
+    keeps_tail: bool,
+    /// The batches copied into the open buffer, kept (not copied again) for the tail.
+    buffer_batches: Vec<BatchBuf>,
+    /// Emptied lists of a completed write, reused so that queueing a write allocates nothing.
+    spare_acks: Vec<Arc<BatchAck>>,
+    spare_batches: Vec<BatchBuf>,
     in_flight: Option<InFlight>,
 }
 
@@ -146,7 +152,10 @@ impl PartitionIo {
             buffer_end: end,
             buffer_acks: Vec::new(),
             buffer_sync: false,
-            buffer_copy: log.keeps_tail().then(Vec::new),
+            keeps_tail: log.keeps_tail(),
+            buffer_batches: Vec::new(),
+            spare_acks: Vec::new(),
+            spare_batches: Vec::new(),
             in_flight: None,
         })
     }
@@ -186,19 +195,21 @@ impl PartitionIo {
         true
     }
 
-    /// Copies a staged batch into the open buffer.
-    pub fn stage(&mut self, batch: &[u8], end: u64, ack: Arc<BatchAck>, sync: bool) -> bool {
+    /// Copies a staged batch into the open buffer. The batch itself then waits for the write
+    /// to become the log's in-memory tail, if it keeps one: the one copy serves both the disk
+    /// and the readers. Without a tail it is dropped here, which returns it to its producer.
+    pub fn stage(&mut self, batch: BatchBuf, end: u64, ack: Arc<BatchAck>, sync: bool) -> bool {
         let Some(buffer) = self.buffer.as_mut() else {
             return false;
         };
-        if buffer.extend_from_slice(batch).is_err() {
+        if buffer.extend_from_slice(&batch).is_err() {
             return false;
         }
         self.buffer_end = end;
         self.buffer_acks.push(ack);
         self.buffer_sync |= sync;
-        if let Some(copy) = self.buffer_copy.as_mut() {
-            copy.extend_from_slice(batch);
+        if self.keeps_tail {
+            self.buffer_batches.push(batch);
         }
         true
     }
@@ -226,14 +237,13 @@ impl PartitionIo {
             let _ = io.writer.give_back(refused.into_buf());
             return Err(io::Error::other(reason));
         }
-        let copy = match self.buffer_copy.as_mut() {
-            Some(copy) => std::mem::replace(copy, Vec::with_capacity(copy.capacity())),
-            None => Vec::new(),
-        };
         self.in_flight = Some(InFlight {
             end,
-            acks: std::mem::take(&mut self.buffer_acks),
-            copy,
+            acks: std::mem::replace(&mut self.buffer_acks, std::mem::take(&mut self.spare_acks)),
+            batches: std::mem::replace(
+                &mut self.buffer_batches,
+                std::mem::take(&mut self.spare_batches),
+            ),
         });
         self.buffer_sync = false;
         Ok(true)
@@ -256,24 +266,38 @@ impl PartitionIo {
             }
             _ => None,
         };
+        let InFlight {
+            end,
+            mut acks,
+            mut batches,
+        } = in_flight;
         let Some((reason, storage_full)) = failure else {
-            let copy = (!in_flight.copy.is_empty()).then(|| in_flight.copy.into_boxed_slice());
-            log.complete_through(in_flight.end, synced, copy);
+            log.complete_through(end, synced, &mut batches);
+            self.keep_spares(acks, batches);
             return None;
         };
-        for ack in in_flight.acks.iter().chain(&self.buffer_acks) {
+        for ack in acks.iter().chain(&self.buffer_acks) {
             ack.fail_as(reason.clone(), storage_full);
         }
+        acks.clear();
+        batches.clear();
+        self.keep_spares(acks, batches);
         self.buffer_acks.clear();
-        if let Some(copy) = self.buffer_copy.as_mut() {
-            copy.clear();
-        }
+        self.buffer_batches.clear();
         if let Some(buffer) = self.buffer.take() {
             let _ = io.writer.give_back(buffer);
         }
         log.abort_staged();
         self.reset(log);
         Some(reason)
+    }
+
+    /// Keeps a completed write's emptied lists for the next write.
+    fn keep_spares(&mut self, mut acks: Vec<Arc<BatchAck>>, mut batches: Vec<BatchBuf>) {
+        acks.clear();
+        batches.clear();
+        self.spare_acks = acks;
+        self.spare_batches = batches;
     }
 
     /// Starts planning again from what the log has published (after a failure).

@@ -16,7 +16,8 @@ use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
-use crate::log::PartitionLog;
+use crate::log::{Origin, PartitionLog};
+use crate::recycle::BatchBuf;
 use crate::ring;
 use crate::topic::TopicPartition;
 
@@ -29,10 +30,14 @@ const MAX_BATCHES_PER_RING: usize = 64;
 /// A batch on its way from a producer to the shard, with the ack that reports its fate.
 #[derive(Debug)]
 pub(crate) struct Request {
-    pub batch: Vec<u8>,
+    /// The encoded batch; its memory goes back to the producer when the engine drops it.
+    pub batch: BatchBuf,
     pub ack: Arc<BatchAck>,
     /// The producer waits for durability: sync after this pass whatever the fsync policy.
     pub sync: bool,
+    /// Who encoded the batch: [`Origin::Builder`] only when it comes straight from this
+    /// process's `BatchBuilder` (its CRC is not recomputed); anything else is checked fully.
+    pub origin: Origin,
 }
 
 enum Command {
@@ -370,7 +375,7 @@ impl Shard {
         for input in &mut owned.inputs {
             input.pop_into(scratch, MAX_BATCHES_PER_RING);
             for mut request in scratch.drain(..) {
-                match owned.log.append_deferred(&mut request.batch) {
+                match owned.log.append_checked(&mut request.batch, request.origin) {
                     Ok(info) => {
                         request.ack.appended(info.base_offset);
                         wants_sync |= request.sync;
@@ -408,7 +413,7 @@ impl Shard {
         for input_index in 0..self.partitions[index].inputs.len() {
             self.partitions[index].inputs[input_index]
                 .pop_into(&mut requests, MAX_BATCHES_PER_RING);
-            for mut request in requests.drain(..) {
+            for request in requests.drain(..) {
                 handled += 1;
                 let len = request.batch.len();
                 if let Err(error) = self.make_room(index, len) {
@@ -422,19 +427,24 @@ impl Shard {
                         .fail("the partition lost its io_uring registration".into());
                     continue;
                 };
-                match owned.log.stage(&mut request.batch) {
+                let Request {
+                    mut batch,
+                    ack,
+                    sync,
+                    origin,
+                } = request;
+                match owned.log.stage(&mut batch, origin) {
                     Ok(staged) => {
-                        request.ack.appended(staged.base_offset);
+                        ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;
-                        let sync = request.sync || always_sync;
-                        if !io.stage(&request.batch, end, request.ack.clone(), sync) {
+                        if !io.stage(batch, end, ack.clone(), sync || always_sync) {
                             // make_room guaranteed space; losing it means a bug, so fail loudly
                             // and forget the staged batch rather than publish a hole.
-                            request.ack.fail("staging buffer had no room".into());
+                            ack.fail("staging buffer had no room".into());
                             owned.log.abort_staged();
                         }
                     }
-                    Err(error) => fail_request(&request, &error),
+                    Err(error) => fail_as(&ack, &error),
                 }
             }
         }
@@ -665,7 +675,11 @@ impl Shard {
 }
 
 fn fail_request(request: &Request, error: &Error) {
-    request.ack.fail_as(
+    fail_as(&request.ack, error);
+}
+
+fn fail_as(ack: &BatchAck, error: &Error) {
+    ack.fail_as(
         error.to_string(),
         matches!(error, Error::StorageFull { .. }),
     );

@@ -182,7 +182,7 @@ impl Source {
     fn bytes(&self) -> &[u8] {
         match self {
             Source::Segment(segment) => segment.bytes(),
-            Source::Tail(chunk) => &chunk.bytes,
+            Source::Tail(chunk) => &chunk.bytes[..],
         }
     }
 }

@@ -11,9 +11,10 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use super::PartitionLog;
+use super::{Origin, PartitionLog};
 use crate::error::{Error, Result};
 use crate::record::set_base_offset;
+use crate::recycle::BatchBuf;
 
 /// A staged batch, waiting for its write to complete.
 #[derive(Clone, Copy, Debug)]
@@ -31,19 +32,21 @@ pub(crate) struct Staging {
     batches: VecDeque<StagedBatch>,
     /// Where the next staged batch goes in the active segment.
     end: Option<u64>,
+    /// Reused list of the tail chunks one completion publishes.
+    chunks: Vec<super::tail::TailChunk>,
 }
 
 impl PartitionLog {
     /// Validates `batch`, stamps its base offset and records where it goes, without writing.
     /// Returns where it must be written. Call [`PartitionLog::needs_roll`] first: a batch is
     /// never staged across a segment boundary.
-    pub(crate) fn stage(&mut self, batch: &mut [u8]) -> Result<StagedBatch> {
+    pub(crate) fn stage(&mut self, batch: &mut [u8], origin: Origin) -> Result<StagedBatch> {
         if self.closed {
             return Err(Error::Closed {
                 partition: self.shared.partition.clone(),
             });
         }
-        let (record_count, max_timestamp) = self.check_batch(batch)?;
+        let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
         let base_offset = self.next_offset;
         set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
         let position = self.staged_end();
@@ -87,18 +90,21 @@ impl PartitionLog {
     }
 
     /// Publishes every staged batch that ends at or before `end` in the active segment: they
-    /// were written (and synced, with `synced`). `copy`, when given, holds exactly those
-    /// batches' bytes and becomes part of the in-memory tail. Returns how many were published.
+    /// were written (and synced, with `synced`). `batches`, when not empty, holds exactly those
+    /// batches, in order, and is drained into the in-memory tail. Returns how many were
+    /// published.
     pub(crate) fn complete_through(
         &mut self,
         end: u64,
         synced: bool,
-        copy: Option<Box<[u8]>>,
+        batches: &mut Vec<BatchBuf>,
     ) -> usize {
         let active = self.active().clone();
         let mut published = 0;
-        let mut first: Option<StagedBatch> = None;
         let mut last = None;
+        let mut kept = batches.drain(..);
+        let mut chunks = std::mem::take(&mut self.staging.chunks);
+        let mut matches = true;
         while let Some(batch) = self.staging.batches.front().copied() {
             if batch.position + batch.len > end {
                 break;
@@ -111,23 +117,32 @@ impl PartitionLog {
                 batch.max_timestamp,
                 batch.len,
             );
-            first.get_or_insert(batch);
+            match kept.next() {
+                // The bytes staged for this batch (it was stamped before it was copied).
+                Some(bytes) if matches && bytes.len() as u64 == batch.len => {
+                    chunks.push(super::tail::TailChunk {
+                        segment: active.clone(),
+                        position: batch.position,
+                        base_offset: batch.base_offset,
+                        next_offset: batch.next_offset,
+                        bytes,
+                    });
+                }
+                // A list that does not line up with the staged batches is never published.
+                _ => matches = false,
+            }
             last = Some(batch);
             published += 1;
         }
-        // The chunk goes in before the watermark moves, so a reader that sees the new watermark
+        matches &= kept.next().is_none();
+        drop(kept);
+        // The chunks go in before the watermark moves, so a reader that sees the new watermark
         // finds the bytes in memory (readers never look past the watermark either way).
-        if let (Some(first), Some(last), Some(bytes)) = (first, last, copy)
-            && bytes.len() as u64 == last.position + last.len - first.position
-        {
-            self.shared.tail.push(super::tail::TailChunk {
-                segment: active.clone(),
-                position: first.position,
-                base_offset: first.base_offset,
-                next_offset: last.next_offset,
-                bytes,
-            });
+        if matches {
+            self.shared.tail.extend(chunks.drain(..));
         }
+        chunks.clear();
+        self.staging.chunks = chunks;
         if let Some(batch) = last {
             active.publish(
                 batch.position + batch.len,

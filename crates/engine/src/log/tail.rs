@@ -3,11 +3,16 @@
 //!
 //! With O_DIRECT writes nothing written stays in the page cache, so a consumer reading the
 //! newest records through the segment's map would fault every page back in from the disk it was
-//! just written to. Instead, each completed write also publishes a copy of the batches it
-//! carried as an immutable chunk. Readers whose offset falls in a chunk view it in place; older
-//! offsets are read from the segments as before. The chunk list is replaced whole on each
-//! publication through `crossbeam-epoch`, and chunks are `Arc`s, so a reader holding one keeps
-//! it alive after it is evicted. The bytes kept are bounded per partition.
+//! just written to. Instead, each completed write publishes the batches it carried, one chunk
+//! per batch. The chunk is the producer's own batch buffer, moved rather than copied: the shard
+//! copies each batch once, into the aligned staging buffer, and the tail keeps the original.
+//! Readers whose offset falls in a chunk view it in place; older offsets are read from the
+//! segments as before. The chunk list is replaced whole on each publication through
+//! `crossbeam-epoch`, and chunks are `Arc`s, so a reader holding one keeps it alive after it is
+//! evicted; the last owner's drop sends the buffer back to its producer for reuse.
+//!
+//! The bound is on memory, not on batch bytes: a chunk costs its buffer's capacity, which for
+//! a batch handed over half full (a linger, a flush) is more than its length.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +20,9 @@ use std::sync::atomic::Ordering;
 use crossbeam_epoch::{self as epoch, Atomic, Owned};
 
 use super::segment::Segment;
+use crate::recycle::BatchBuf;
 
-/// Whole batches copied from one completed write.
+/// One written batch, in memory.
 #[derive(Debug)]
 pub(crate) struct TailChunk {
     /// The segment the bytes were written to, for naming the file in errors.
@@ -25,7 +31,7 @@ pub(crate) struct TailChunk {
     pub position: u64,
     pub base_offset: i64,
     pub next_offset: i64,
-    pub bytes: Box<[u8]>,
+    pub bytes: BatchBuf,
 }
 
 #[derive(Debug, Default)]
@@ -65,29 +71,38 @@ impl Tail {
         (offset < chunk.next_offset).then(|| chunk.clone())
     }
 
-    /// Publishes a chunk (called by the writer only), evicting the oldest beyond the bound.
-    pub fn push(&self, chunk: TailChunk) {
+    /// Publishes chunks that follow each other (called by the writer only), evicting the
+    /// oldest beyond the bound. One publication per completed write, however many batches it
+    /// carried.
+    pub fn extend(&self, new: impl IntoIterator<Item = TailChunk>) {
         if !self.is_enabled() {
             return;
         }
         let guard = epoch::pin();
         let current = self.chunks.load(Ordering::Acquire, &guard);
-        // SAFETY: as in `find`; only the single writer calls `push`, so the list
+        // SAFETY: as in `find`; only the single writer calls `extend`, so the list
         // loaded here is the one it replaces below.
         let mut list = unsafe { current.as_ref() }
             .map(|c| c.list.clone())
             .unwrap_or_default();
-        let continues = list
-            .last()
-            .is_none_or(|last| last.next_offset == chunk.base_offset);
-        if !continues {
-            list.clear();
+        let mut added = false;
+        for chunk in new {
+            let continues = list
+                .last()
+                .is_none_or(|last| last.next_offset == chunk.base_offset);
+            if !continues {
+                list.clear();
+            }
+            list.push(Arc::new(chunk));
+            added = true;
         }
-        list.push(Arc::new(chunk));
-        let mut total: usize = list.iter().map(|c| c.bytes.len()).sum();
+        if !added {
+            return;
+        }
+        let mut total: usize = list.iter().map(|c| c.bytes.capacity()).sum();
         let mut evict = 0;
         while total > self.max_bytes && evict + 1 < list.len() {
-            total -= list[evict].bytes.len();
+            total -= list[evict].bytes.capacity();
             evict += 1;
         }
         list.drain(..evict);

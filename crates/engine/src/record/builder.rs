@@ -54,7 +54,15 @@ impl BatchBuilder {
 
     /// A builder whose buffer holds `bytes` of records before it grows.
     pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(HEADER_LEN + bytes);
+        Self::with_buffer(compression, Vec::new(), bytes)
+    }
+
+    /// As [`BatchBuilder::with_capacity`], encoding into `buf` (emptied first): a writer that
+    /// builds batch after batch hands back the memory of an old one, which is already mapped,
+    /// instead of having fresh memory faulted in for every batch.
+    pub fn with_buffer(compression: Compression, mut buf: Vec<u8>, bytes: usize) -> Self {
+        buf.clear();
+        buf.reserve(HEADER_LEN + bytes);
         buf.resize(HEADER_LEN, 0);
         Self {
             buf,
