@@ -12,7 +12,9 @@
 //! directory under `RILL_BENCH_DIR` (default: the system temporary directory), which should be
 //! on the disk the data will use. `RILL_BENCH_FILE=reuse` keeps the file between samples, so
 //! that after the warm-up the writes overwrite allocated blocks: the gap between the two runs
-//! is the filesystem's block allocation cost.
+//! is the filesystem's block allocation cost. `RILL_BENCH_FILE=fallocate` starts each sample
+//! from a fresh file whose blocks are allocated but unwritten, which tells allocation apart
+//! from the conversion of unwritten blocks on their first write.
 
 #[cfg(target_os = "linux")]
 #[path = "support/ceiling.rs"]
@@ -28,16 +30,21 @@ mod linux {
     use criterion::{Criterion, Throughput, criterion_group};
     use rill::engine::io::aligned::AlignedBuf;
 
-    use crate::ceiling::{self, CHUNK, bench_dir, fill, fresh, open, position, uring_loop};
+    use crate::ceiling::{
+        self, CHUNK, FileState, bench_dir, fill, fresh, open, position, uring_loop,
+    };
 
-    /// Whether samples overwrite blocks earlier samples allocated (`RILL_BENCH_FILE=reuse`)
-    /// instead of starting from a fresh sparse file each time (the default, as a new segment).
-    fn reuse() -> bool {
-        std::env::var("RILL_BENCH_FILE").is_ok_and(|v| v == "reuse")
+    /// From `RILL_BENCH_FILE`: `reuse`, `fallocate`, anything else a sparse file.
+    fn file_state() -> FileState {
+        match std::env::var("RILL_BENCH_FILE").as_deref() {
+            Ok("reuse") => FileState::Reused,
+            Ok("fallocate") => FileState::Preallocated,
+            _ => FileState::Sparse,
+        }
     }
 
     fn pwrite_loop(file: &File, data: &[u8], iters: u64) -> Duration {
-        fresh(file, reuse());
+        fresh(file, file_state());
         let start = Instant::now();
         for i in 0..iters {
             file.write_all_at(data, position(i))
@@ -55,10 +62,10 @@ mod linux {
         eprintln!(
             "disk bench: writing under {} ({})",
             base.display(),
-            if reuse() {
-                "reusing allocated blocks"
-            } else {
-                "fresh sparse file per sample"
+            match file_state() {
+                FileState::Sparse => "fresh sparse file per sample",
+                FileState::Preallocated => "fresh fallocated file per sample",
+                FileState::Reused => "reusing written blocks",
             }
         );
         let mut group = c.benchmark_group("disk/seq-write-1MiB");
@@ -75,7 +82,7 @@ mod linux {
                 for (name, direct) in [("uring-direct", true), ("uring-buffered", false)] {
                     let file = open(&dir.path().join(name), direct);
                     group.bench_function(name, |b| {
-                        b.iter_custom(|iters| uring_loop(&mut w, &file, iters, reuse()));
+                        b.iter_custom(|iters| uring_loop(&mut w, &file, iters, file_state()));
                     });
                 }
             }

@@ -23,7 +23,9 @@
 //!
 //! Files go to a temporary directory under `RILL_BENCH_DIR` (default: the system temporary
 //! directory), which should be on the disk under test. `RILL_E2E_PRODUCERS` sets the number of
-//! producer threads (default: one per shard).
+//! producer threads (default: one per shard), `RILL_E2E_PARTITIONS` the topic's partitions
+//! (default: one per shard); `RILL_E2E_DIRECT_IO=0` makes the engine write
+//! through the page cache instead of with `O_DIRECT` (`EngineConfig::direct_io`).
 
 #[cfg(target_os = "linux")]
 #[path = "support/ceiling.rs"]
@@ -167,6 +169,19 @@ mod linux {
             .unwrap_or(shards)
     }
 
+    fn partition_count(shards: usize) -> usize {
+        std::env::var("RILL_E2E_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(shards)
+    }
+
+    /// Whether the engine writes with `O_DIRECT` (the default) or through the page cache.
+    fn direct_io() -> bool {
+        std::env::var("RILL_E2E_DIRECT_IO").map_or(true, |v| v != "0")
+    }
+
     /// Panics unless the topic's partitions end, in sum, exactly at `records`: offsets are
     /// dense from 0, so a lost or duplicated batch shows here even where no consumer counted.
     fn check_end_offsets(engine: &Engine, records: u64) {
@@ -192,12 +207,15 @@ mod linux {
         let base = ceiling::bench_dir();
         let dir = tempfile::tempdir_in(&base)
             .unwrap_or_else(|e| panic!("temp dir in {}: {e}", base.display()));
-        let engine = Engine::open(EngineConfig::new(dir.path()))
-            .unwrap_or_else(|e| panic!("open engine: {e}"));
-        let partitions = engine.shard_count();
+        let engine = Engine::open(EngineConfig {
+            direct_io: direct_io(),
+            ..EngineConfig::new(dir.path())
+        })
+        .unwrap_or_else(|e| panic!("open engine: {e}"));
+        let partitions = partition_count(engine.shard_count());
         *info = Some(EngineInfo {
             backend: engine.backend(),
-            shards: partitions,
+            shards: engine.shard_count(),
         });
         engine
             .create_topic(TOPIC, partitions as u32)
@@ -366,7 +384,12 @@ mod linux {
                     b.iter_custom(|iters| {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
-                            let elapsed = ceiling::uring_loop(&mut w, &file, chunks, false);
+                            let elapsed = ceiling::uring_loop(
+                                &mut w,
+                                &file,
+                                chunks,
+                                ceiling::FileState::Sparse,
+                            );
                             samples.push(Sample {
                                 payload: BYTES_PER_ITER,
                                 on_disk: BYTES_PER_ITER,
@@ -462,9 +485,10 @@ mod linux {
         println!();
         match info {
             Some(info) => println!(
-                "e2e summary: engine backend {}, {} shards, {} producer thread(s), {cores} cores; \
+                "e2e summary: engine backend {}{}, {} shards, {} producer thread(s), {cores} cores; \
                  medians over iterations",
                 info.backend,
+                if direct_io() { "" } else { " (page cache)" },
                 info.shards,
                 producer_threads(info.shards)
             ),

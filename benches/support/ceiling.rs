@@ -45,14 +45,34 @@ pub fn writer() -> Result<UringWriter, UringUnavailable> {
     })
 }
 
-/// Starts a sample, untimed. Unless `reuse`, the previous sample's blocks are given back first,
-/// so the sample writes into a fresh sparse file as into a new segment.
-pub fn fresh(file: &File, reuse: bool) {
-    if !reuse {
+/// What the file a sample writes into holds when the sample starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// A fresh sparse file, as a new segment: the default.
+    Sparse,
+    /// A fresh file whose blocks are allocated (`fallocate`) but never written.
+    Preallocated,
+    /// The blocks earlier samples wrote, overwritten in place.
+    Reused,
+}
+
+/// Starts a sample, untimed: unless reusing, the previous sample's blocks are given back
+/// first, so the sample writes into a new file as into a new segment.
+pub fn fresh(file: &File, state: FileState) {
+    if state != FileState::Reused {
         file.set_len(0).unwrap_or_else(|e| panic!("truncate: {e}"));
     }
     file.set_len(FILE_BYTES)
         .unwrap_or_else(|e| panic!("preallocate: {e}"));
+    if state == FileState::Preallocated {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(FILE_BYTES).unwrap_or(libc::off_t::MAX);
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is live.
+        let done = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+        if done != 0 {
+            panic!("fallocate: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 pub fn position(i: u64) -> u64 {
@@ -68,11 +88,11 @@ pub fn fill(bytes: &mut [u8]) {
 
 /// Writes `iters` chunks sequentially and syncs; returns the time from the first write to the
 /// end of the sync. Without the sync a buffered file would only measure the page cache.
-pub fn uring_loop(w: &mut UringWriter, file: &File, iters: u64, reuse: bool) -> Duration {
+pub fn uring_loop(w: &mut UringWriter, file: &File, iters: u64, state: FileState) -> Duration {
     let slot = w
         .register_file(file)
         .unwrap_or_else(|e| panic!("register: {e}"));
-    fresh(file, reuse);
+    fresh(file, state);
     let mut filled = [false; DEPTH as usize];
     let mut done = Vec::with_capacity(usize::from(DEPTH));
     let start = Instant::now();

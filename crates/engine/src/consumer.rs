@@ -252,7 +252,8 @@ impl Polled {
     }
 
     /// Calls `f` with every record at or after the consumer's position, in offset order per
-    /// partition; decompresses compressed batches, checks every CRC.
+    /// partition; decompresses compressed batches, checks every CRC of what was read from a
+    /// file (see [`LogSlice::batches`] for the in-memory tail).
     pub fn for_each_record(&self, mut f: impl FnMut(u32, Record<'_>)) -> Result<u64> {
         let mut count = 0;
         for slice in &self.batches {

@@ -120,19 +120,28 @@ pub(crate) struct PartitionIo {
 }
 
 impl PartitionIo {
-    /// Registers the log's active segment with the ring, with O_DIRECT when allowed.
-    pub fn open(io: &mut DirectIo, log: &PartitionLog, token: u64) -> io::Result<Self> {
+    /// Registers the log's active segment with the ring, with O_DIRECT when `direct_io` asks
+    /// for it and the file system allows it, else through the page cache.
+    pub fn open(
+        io: &mut DirectIo,
+        log: &PartitionLog,
+        token: u64,
+        direct_io: bool,
+    ) -> io::Result<Self> {
         let path = log.active_path();
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let (file, o_direct) = match direct {
-            Ok(file) => (file, true),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                (OpenOptions::new().write(true).open(path)?, false)
+        let buffered = || OpenOptions::new().write(true).open(path);
+        let (file, o_direct) = if direct_io {
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+            {
+                Ok(file) => (file, true),
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => (buffered()?, false),
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
+        } else {
+            (buffered()?, false)
         };
         let slot = io.writer.register_file(&file)?;
         let end = log.published_size();

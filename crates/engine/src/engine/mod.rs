@@ -55,6 +55,18 @@ pub struct EngineConfig {
     /// Configuration of topics opened from disk and of topics created without one.
     pub log: LogConfig,
     pub io: IoMode,
+    /// Whether the io_uring backend writes segments with `O_DIRECT` (the default), or through
+    /// the page cache. Both go through the same staging buffers and batched submissions; only
+    /// the open flag differs.
+    ///
+    /// `O_DIRECT` skips the copy into the page cache and its writeback throttling, which on
+    /// fast disks is the difference between the device's rate and the kernel's flusher's, and
+    /// it leaves the page cache to the applications around the engine. Consumers that keep up
+    /// read the in-memory tail either way. Through the page cache, small bursts are
+    /// acknowledged at memory speed and read-back of older data is served from memory; a file
+    /// system that refuses `O_DIRECT` (tmpfs, for one) gets the page cache whatever this says.
+    /// The portable backend always writes through the page cache.
+    pub direct_io: bool,
     /// How long an idle shard keeps polling its rings before it parks.
     pub idle_spin: Duration,
     /// How often shards enforce retention.
@@ -69,6 +81,7 @@ impl EngineConfig {
             pin_shards: true,
             log: LogConfig::default(),
             io: IoMode::Auto,
+            direct_io: true,
             idle_spin: Duration::from_micros(50),
             retention_check_interval: Duration::from_secs(60),
         }

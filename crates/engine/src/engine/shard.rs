@@ -173,6 +173,8 @@ struct Shard {
     /// Completions that arrived while the shard waited for another partition's write.
     stashed: Vec<crate::io::uring::Completion>,
     use_uring: bool,
+    /// Open segments with O_DIRECT for io_uring writes (else through the page cache).
+    direct_io: bool,
     max_batch_bytes: usize,
     scratch: Vec<Request>,
     idle_spin: Duration,
@@ -193,6 +195,7 @@ pub(crate) fn spawn(
         direct: None,
         stashed: Vec::new(),
         use_uring: backend == URING,
+        direct_io: config.direct_io,
         max_batch_bytes: config.log.limits.max_batch_bytes,
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
         idle_spin: config.idle_spin,
@@ -293,7 +296,8 @@ impl Shard {
             match command {
                 Command::AddPartition { log, entry } => {
                     let token = self.partitions.len() as u64;
-                    let io = self.direct.as_mut().and_then(|direct| match PartitionIo::open(direct, &log, token) {
+                    let direct_io = self.direct_io;
+                    let io = self.direct.as_mut().and_then(|direct| match PartitionIo::open(direct, &log, token, direct_io) {
                         Ok(io) => Some(io),
                         Err(error) => {
                             log::warn!("rill: {}: io_uring registration failed ({error}); using pwrite", entry.tp);
@@ -466,7 +470,7 @@ impl Shard {
             if let (Some(direct), Some(old)) = (self.direct.as_mut(), owned.io.take()) {
                 old.release(direct);
                 let name = owned.log.partition().dir_name();
-                let io = PartitionIo::open(direct, &owned.log, index as u64)
+                let io = PartitionIo::open(direct, &owned.log, index as u64, self.direct_io)
                     .map_err(|e| Error::io("register segment with io_uring", name, e))?;
                 owned.io = Some(io);
             }

@@ -266,6 +266,8 @@ pub struct Batches<'a> {
     bytes: &'a [u8],
     position: usize,
     limits: Limits,
+    /// Whether each batch's CRC is checked (always, but for bytes already checked in memory).
+    check_crc: bool,
     done: bool,
 }
 
@@ -275,7 +277,18 @@ impl<'a> Batches<'a> {
             bytes,
             position: 0,
             limits,
+            check_crc: true,
             done: false,
+        }
+    }
+
+    /// As [`Batches::new`], framing checked but not CRCs (see [`Batch::parse_framing`]): for
+    /// batches whose CRC this process computed or checked and that have stayed in its memory
+    /// since, never for bytes read from a file.
+    pub(crate) fn checked_before(bytes: &'a [u8], limits: Limits) -> Self {
+        Self {
+            check_crc: false,
+            ..Self::new(bytes, limits)
         }
     }
 
@@ -293,7 +306,13 @@ impl<'a> Iterator for Batches<'a> {
             return None;
         }
         let position = self.position;
-        match Batch::parse(&self.bytes[position..], &self.limits) {
+        let rest = &self.bytes[position..];
+        let parsed = if self.check_crc {
+            Batch::parse(rest, &self.limits)
+        } else {
+            Batch::parse_framing(rest, &self.limits)
+        };
+        match parsed {
             Ok(batch) => {
                 self.position += batch.size_bytes();
                 Some(Ok((position as u64, batch)))
