@@ -111,7 +111,7 @@ impl Spec {
         config.pin_shards = self.pin;
         config.shards = self.shards;
         config.log.fsync = self.fsync;
-        let _ = self.direct_io;
+        config.direct_io = self.direct_io;
         let engine =
             Engine::open(config).with_context(|| format!("open an engine in {}", dir.display()))?;
         engine
