@@ -8,8 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::send::Timing;
-use super::{Outcome, Window, named, plans, records_in_log, send_all};
-use crate::measure::Latency;
+use super::{Outcome, Window, last_finished, merged, named, plans, records_in_log, send_all};
 use crate::spec::{Ack, Spec};
 use crate::workload::Clock;
 
@@ -30,18 +29,11 @@ pub fn durable(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
     let expected: u64 = plans.iter().map(|p| p.expected_records()).sum();
     let window = Window::open(&name, expected);
     let sent = send_all(&engine, &spec, plans, Clock::start(), &window.progress)?;
-    let end = sent
-        .iter()
-        .map(|s| s.finished)
-        .max()
-        .unwrap_or_else(Instant::now);
+    let end = last_finished(&sent);
     let measured = window.close(end);
     let produced: u64 = sent.iter().map(|s| s.records).sum();
     let in_log = records_in_log(&engine)?;
-    let mut latency = Latency::new();
-    for s in &sent {
-        latency.merge(&s.latency);
-    }
+    let latency = merged(sent.iter().map(|s| &s.latency));
     engine.shutdown()?;
     Ok(Outcome {
         name,

@@ -10,8 +10,7 @@ use anyhow::anyhow;
 
 use super::read::Expect;
 use super::send::Timing;
-use super::{Outcome, Window, named, plans, read_all, send_all};
-use crate::measure::Latency;
+use super::{Outcome, Window, completion, merged, named, plans, read_all, send_all};
 use crate::spec::Spec;
 use crate::workload::{Clock, Ledger};
 
@@ -70,17 +69,10 @@ fn run(
             .map_err(|_| anyhow!("the reader threads panicked"))?;
         anyhow::Ok((sent?, reads?))
     })?;
-    let end = reads
-        .iter()
-        .filter_map(|r| r.completed_at)
-        .min()
-        .unwrap_or_else(Instant::now);
+    let end = completion(&reads);
     let measured = window.close(end);
     let per_producer: Vec<u64> = sent.iter().map(|s| s.records).collect();
-    let mut latency = Latency::new();
-    for r in &reads {
-        latency.merge(&r.end_to_end);
-    }
+    let latency = merged(reads.iter().map(|r| &r.end_to_end));
     engine.shutdown()?;
     Ok(Outcome {
         name,

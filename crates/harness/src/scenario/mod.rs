@@ -285,6 +285,33 @@ pub fn records_in_log(engine: &Engine) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// When the last producer's records reached their acknowledgement level.
+pub fn last_finished(sent: &[send::Sent]) -> Instant {
+    sent.iter()
+        .map(|s| s.finished)
+        .max()
+        .unwrap_or_else(Instant::now)
+}
+
+/// When a reader's poll completed the ledger (now, if none did: the run then lost records,
+/// and the ledger says so).
+pub fn completion(reads: &[read::Read]) -> Instant {
+    reads
+        .iter()
+        .filter_map(|r| r.completed_at)
+        .min()
+        .unwrap_or_else(Instant::now)
+}
+
+/// One histogram of every thread's.
+pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Latency>) -> Latency {
+    let mut all = Latency::new();
+    for part in parts {
+        all.merge(part);
+    }
+    all
+}
+
 /// Partitions `0..partitions` dealt round robin to `n` readers.
 pub fn deal(partitions: u32, n: usize, i: usize) -> Vec<u32> {
     (0..partitions).filter(|p| *p as usize % n == i).collect()

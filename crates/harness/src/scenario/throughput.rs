@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use super::read::Expect;
 use super::send::Timing;
-use super::{Outcome, Window, named, plans, read_all, records_in_log, send_all};
-use crate::measure::Latency;
+use super::{
+    Outcome, Window, completion, merged, named, plans, read_all, records_in_log, send_all,
+};
 use crate::spec::Spec;
 use crate::workload::{Clock, Ledger};
 
@@ -42,10 +43,7 @@ fn produce(dir: &Path, spec: &Spec) -> anyhow::Result<(Outcome, Vec<u64>)> {
     let measured = window.close(Instant::now());
     let per_producer: Vec<u64> = sent.iter().map(|s| s.records).collect();
     let produced: u64 = per_producer.iter().sum();
-    let mut latency = Latency::new();
-    for s in &sent {
-        latency.merge(&s.latency);
-    }
+    let latency = merged(sent.iter().map(|s| &s.latency));
     let outcome = Outcome {
         name,
         spec: spec.clone(),
@@ -84,17 +82,10 @@ fn consume(
         Clock::start(),
         &window.progress,
     )?;
-    let end = reads
-        .iter()
-        .filter_map(|r| r.completed_at)
-        .min()
-        .unwrap_or_else(Instant::now);
+    let end = completion(&reads);
     let measured = window.close(end);
     engine.shutdown()?;
-    let mut latency = Latency::new();
-    for r in &reads {
-        latency.merge(&r.poll);
-    }
+    let latency = merged(reads.iter().map(|r| &r.poll));
     Ok(Outcome {
         name,
         spec: spec.clone(),
