@@ -1,5 +1,5 @@
 //! `rill dump`, run as the built binary against the independent Kafka vectors
-//! (`shared/testdata/kafka-batches`, beside the repository) and against files built here.
+//! (`tests/data/kafka-batches`) and against files built here.
 //!
 //! The manifest labels `snappy`, `lz4` and `zstd` with those codecs although the writer stored
 //! them uncompressed; only the records are compared, so that does not matter here.
@@ -12,16 +12,7 @@ use rill_engine::record::{Batch, BatchBuilder, Compression, Limits};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/kafka-batches"
-    ));
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "test vectors not found at {}: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
+    rill_testdata::kafka_batches()
 }
 
 fn manifest() -> serde_json::Map<String, Value> {
