@@ -108,6 +108,39 @@ fn every_vector_prints_exactly_its_manifest_records() {
     assert!(checked.len() >= 13, "only {checked:?} checked");
 }
 
+/// The vectors written by kafka-python's and aiokafka's builders (`tests/data/generated`):
+/// every codec really compressed, log-append time, producer fields, concatenated batches.
+#[test]
+fn every_generated_vector_prints_exactly_its_manifest_records() {
+    let dir = rill_testdata::generated_batches();
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let files = manifest["files"].as_object().unwrap();
+    for (name, entry) in files {
+        let valid = entry["expect"] == "valid";
+        let records: Vec<Value> = if valid {
+            entry["batches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|batch| batch["records"].as_array().unwrap().clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let output = dump(&dir.join(format!("{name}.bin")));
+        assert_prints_records(name, &output, &records);
+        assert_eq!(
+            output.status.success(),
+            valid,
+            "{name}: exit status {:?}, stderr: {}",
+            output.status,
+            stderr(&output)
+        );
+    }
+    assert!(files.len() >= 20, "only {} generated vectors", files.len());
+}
+
 #[test]
 fn corrupt_crc_prints_nothing_and_names_byte_0_and_the_crc() {
     let output = dump(&vectors_dir().join("corrupt_crc.bin"));
