@@ -3,8 +3,8 @@
 //!
 //! Note: the `snappy`, `lz4` and `zstd` vectors are labelled with those codecs in the manifest,
 //! but their batch attributes say "none": the writer stored them uncompressed. The tests follow
-//! the bytes; the codecs themselves are covered by our own round trips, and `gzip.bin` is a real
-//! compressed batch from the independent writer.
+//! the bytes. Really compressed batches of every codec, from two client libraries, are in
+//! `tests/data/generated` and checked by `generated_vectors.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly by design
 
