@@ -1,5 +1,5 @@
 //! `rill dump`, run as the built binary against the independent Kafka vectors
-//! (`shared/testdata/kafka-batches`, beside the repository) and against files built here.
+//! (`tests/data/kafka-batches`) and against files built here.
 //!
 //! The manifest labels `snappy`, `lz4` and `zstd` with those codecs although the writer stored
 //! them uncompressed; only the records are compared, so that does not matter here.
@@ -12,16 +12,7 @@ use rill_engine::record::{Batch, BatchBuilder, Compression, Limits};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/kafka-batches"
-    ));
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "test vectors not found at {}: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
+    rill_testdata::kafka_batches()
 }
 
 fn manifest() -> serde_json::Map<String, Value> {
@@ -115,6 +106,39 @@ fn every_vector_prints_exactly_its_manifest_records() {
         checked.push(name);
     }
     assert!(checked.len() >= 13, "only {checked:?} checked");
+}
+
+/// The vectors written by kafka-python's and aiokafka's builders (`tests/data/generated`):
+/// every codec really compressed, log-append time, producer fields, concatenated batches.
+#[test]
+fn every_generated_vector_prints_exactly_its_manifest_records() {
+    let dir = rill_testdata::generated_batches();
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let files = manifest["files"].as_object().unwrap();
+    for (name, entry) in files {
+        let valid = entry["expect"] == "valid";
+        let records: Vec<Value> = if valid {
+            entry["batches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|batch| batch["records"].as_array().unwrap().clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let output = dump(&dir.join(format!("{name}.bin")));
+        assert_prints_records(name, &output, &records);
+        assert_eq!(
+            output.status.success(),
+            valid,
+            "{name}: exit status {:?}, stderr: {}",
+            output.status,
+            stderr(&output)
+        );
+    }
+    assert!(files.len() >= 20, "only {} generated vectors", files.len());
 }
 
 #[test]

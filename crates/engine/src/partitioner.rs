@@ -315,19 +315,16 @@ fn ambient_seed() -> u64 {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).expect("test partition counts are non-zero")
     }
 
     fn vectors() -> Vec<serde_json::Value> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/testdata/kafka-partitioner.json");
+        let path = rill_testdata::kafka_partitioner();
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!(
-                "cannot read the Kafka partitioner vectors at {}: {e}. They are expected in \
-                 shared/testdata/ beside the repository checkout.",
+                "cannot read the Kafka partitioner vectors at {}: {e}",
                 path.display()
             )
         });

@@ -69,13 +69,15 @@ fn saved_fuzz_findings_stay_fixed() {
 
 #[test]
 fn kafka_vectors_pass_the_fuzz_properties() {
-    let vectors =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/kafka-batches");
-    let files: Vec<PathBuf> = files_in(&vectors)
-        .into_iter()
-        .filter(|path| path.extension().is_some_and(|ext| ext == "bin"))
-        .collect();
-    assert!(!files.is_empty(), "no vectors in {}", vectors.display());
+    let files: Vec<PathBuf> = [
+        rill_testdata::kafka_batches(),
+        rill_testdata::generated_batches(),
+    ]
+    .iter()
+    .flat_map(|dir| files_in(dir))
+    .filter(|path| path.extension().is_some_and(|ext| ext == "bin"))
+    .collect();
+    assert!(files.len() > 30, "only {} vectors", files.len());
     replay("batch_decode", &files);
     replay("segment_recover", &files);
 }

@@ -1,10 +1,10 @@
 //! The record format against RecordBatch v2 files written by an independent implementation
-//! (`shared/testdata/kafka-batches`, beside the repository).
+//! (`tests/data/kafka-batches`).
 //!
 //! Note: the `snappy`, `lz4` and `zstd` vectors are labelled with those codecs in the manifest,
 //! but their batch attributes say "none": the writer stored them uncompressed. The tests follow
-//! the bytes; the codecs themselves are covered by our own round trips, and `gzip.bin` is a real
-//! compressed batch from the independent writer.
+//! the bytes. Really compressed batches of every codec, from two client libraries, are in
+//! `tests/data/generated` and checked by `generated_vectors.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly by design
 
@@ -14,14 +14,7 @@ use rill_engine::record::{Batch, BatchBuilder, Batches, Compression, Header, Lim
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/kafka-batches");
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "test vectors not found at {}: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
+    rill_testdata::kafka_batches()
 }
 
 fn manifest() -> serde_json::Map<String, Value> {

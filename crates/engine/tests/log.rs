@@ -278,8 +278,7 @@ fn crash_recovery_keeps_every_complete_batch() {
 
 #[test]
 fn torn_tail_vector_recovers_to_its_first_batch() {
-    let vectors =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/kafka-batches");
+    let vectors = rill_testdata::kafka_batches();
     let dir = tempfile::tempdir().unwrap();
     fs::copy(
         vectors.join("torn_tail.bin"),

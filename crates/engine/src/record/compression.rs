@@ -138,7 +138,11 @@ pub(crate) fn decompress(
     let wrap = |source: io::Error| RecordError::Decompress { codec, source };
     match codec {
         Compression::None => read_bounded(input, max_bytes, wrap),
-        Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(input), max_bytes, wrap),
+        // Every member: a gzip stream may be several members back to back (RFC 1952 section
+        // 2.2), and Kafka's Java client and kafka-python read them all.
+        Compression::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(input), max_bytes, wrap)
+        }
         Compression::Snappy => decompress_snappy(input, max_bytes),
         Compression::Lz4 => {
             read_bounded(lz4_flex::frame::FrameDecoder::new(input), max_bytes, wrap)
@@ -253,6 +257,25 @@ mod tests {
                 result.map(|v| v.len())
             );
         }
+    }
+
+    #[test]
+    fn gzip_reads_every_member() {
+        let input = sample();
+        let mut packed = Vec::new();
+        for part in input.chunks(input.len() / 3 + 1) {
+            compress(Compression::Gzip, part, &mut packed).unwrap();
+        }
+        let unpacked = decompress(Compression::Gzip, &packed, input.len()).unwrap();
+        assert_eq!(unpacked.len(), input.len());
+        assert_eq!(unpacked, input);
+        // The bound counts all members together, not each on its own.
+        let result = decompress(Compression::Gzip, &packed, input.len() - 1);
+        assert!(
+            matches!(result, Err(RecordError::DecompressedTooLarge { .. })),
+            "{:?}",
+            result.map(|v| v.len())
+        );
     }
 
     #[test]
