@@ -161,12 +161,6 @@ impl PartitionChooser {
         }
     }
 
-    /// The policy this chooser applies to keyless records.
-    #[must_use]
-    pub fn partitioner(&self) -> Partitioner {
-        self.partitioner
-    }
-
     /// The partition for a record with `key` in a topic of `num_partitions` partitions.
     ///
     /// Keyed records always get [`key_partition`]; keyless ones follow the [`Partitioner`].

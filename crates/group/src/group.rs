@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::{ConsumerConfig, StartFrom};
-use rill_engine::engine::Engine;
+use rill_engine::{ConsumerConfig, StartFrom};
+use rill_engine::Engine;
 
 use crate::assignor::{
     Assignment, AssignmentSpec, Assignor, MemberId, Topic, TopicPartition, UniformAssignor,
@@ -94,10 +94,12 @@ pub trait RebalanceListener: Send {
 pub struct MemberConfig {
     /// Topics to consume; they must exist in the engine.
     pub topics: Vec<String>,
+    /// Called as partitions are revoked, assigned or lost; none by default.
     pub listener: Option<Box<dyn RebalanceListener>>,
 }
 
 impl MemberConfig {
+    /// Subscribes to `topics`, with no listener.
     pub fn new<S: Into<String>>(topics: impl IntoIterator<Item = S>) -> Self {
         Self {
             topics: topics.into_iter().map(Into::into).collect(),
@@ -105,6 +107,7 @@ impl MemberConfig {
         }
     }
 
+    /// Adds a listener for rebalance events.
     pub fn with_listener(mut self, listener: impl RebalanceListener + 'static) -> Self {
         self.listener = Some(Box::new(listener));
         self
@@ -286,15 +289,16 @@ pub(crate) fn raw_id(member: MemberId) -> u32 {
 /// Only one `Group` per group id should be open on an engine at a time: two would each
 /// believe they coordinate the group, and their commits would interleave in the offsets log.
 #[derive(Debug)]
-pub struct Group<'e> {
-    engine: &'e Engine,
+pub struct Group {
+    /// A clone of the caller's engine handle: the group keeps the engine open while it lives.
+    engine: Engine,
     shared: Arc<Shared>,
 }
 
-impl<'e> Group<'e> {
+impl Group {
     /// Opens group `group_id`: creates the offsets topic if missing and loads the group's
     /// committed offsets from it, so a restarted group resumes where it committed.
-    pub fn new(engine: &'e Engine, group_id: &str, config: GroupConfig) -> Result<Self> {
+    pub fn new(engine: &Engine, group_id: &str, config: GroupConfig) -> Result<Self> {
         let invalid = |reason: &str| GroupError::InvalidConfig {
             group: group_id.to_owned(),
             reason: reason.to_owned(),
@@ -307,7 +311,7 @@ impl<'e> Group<'e> {
         }
         let offsets = OffsetStore::open(engine, group_id, config.offsets_topic_partitions)?;
         Ok(Self {
-            engine,
+            engine: engine.clone(),
             shared: Arc::new(Shared {
                 group_id: group_id.to_owned(),
                 config,
@@ -329,6 +333,7 @@ impl<'e> Group<'e> {
         })
     }
 
+    /// The group's id.
     pub fn id(&self) -> &str {
         &self.shared.group_id
     }

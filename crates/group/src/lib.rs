@@ -14,7 +14,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use rill_engine::engine::{Engine, EngineConfig};
+//! use rill_engine::{Engine, EngineConfig};
 //! use rill_group::{Group, GroupConfig, MemberConfig};
 //!
 //! let engine = Engine::open(EngineConfig::new("data"))?;
@@ -34,6 +34,8 @@
 //! Static membership (a member rejoining under a stable instance id without a rebalance) is
 //! not implemented.
 
+#![deny(missing_docs)]
+
 pub mod assignor;
 mod error;
 mod group;
@@ -49,4 +51,4 @@ pub use error::{GroupError, Result};
 pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
 pub use offsets::OFFSETS_TOPIC;
-pub use rill_engine::consumer::StartFrom;
+pub use rill_engine::StartFrom;

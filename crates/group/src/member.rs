@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::{Consumer, Polled, Seek};
-use rill_engine::engine::Ticket;
-use rill_engine::record::Record;
+use rill_engine::{Consumer, Polled, Seek};
+use rill_engine::Ticket;
+use rill_engine::Record;
 
 use crate::assignor::{MemberId, Topic, TopicPartition};
 use crate::error::{GroupError, Result};
@@ -56,6 +56,7 @@ pub struct MemberPolled {
 }
 
 impl MemberPolled {
+    /// Whether the poll returned no batch.
     pub fn is_empty(&self) -> bool {
         self.topics.iter().all(|(_, p)| p.is_empty())
     }
@@ -123,6 +124,7 @@ impl Member {
         }
     }
 
+    /// The member's id within its group.
     pub fn id(&self) -> MemberId {
         self.id
     }

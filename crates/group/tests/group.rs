@@ -55,7 +55,7 @@ fn produce(engine: &Engine, topic: &str, partitions: u32, per_partition: u32) {
 }
 
 /// Heartbeats every member until the group has settled on its current target.
-fn settle(group: &Group<'_>, members: &mut [&mut Member]) {
+fn settle(group: &Group, members: &mut [&mut Member]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for m in members.iter_mut() {

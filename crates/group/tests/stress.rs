@@ -242,7 +242,7 @@ fn churning_members_deliver_everything_with_exclusive_ownership() {
 }
 
 /// Every partition committed up to its end once producers are done.
-fn drained(group: &Group<'_>) -> bool {
+fn drained(group: &Group) -> bool {
     let expected = u64::from(PRODUCERS * PER_PRODUCER);
     let committed: i64 = group.committed_offsets().values().sum();
     committed as u64 == expected

@@ -94,7 +94,10 @@ impl BatchAck {
 ///
 /// Tickets of one partition resolve in offset order. A record still waiting in a producer's
 /// batch has no offset yet: [`Ticket::wait`] then fails with [`Error::NotSubmitted`] at once
-/// instead of waiting for a batch nobody will send; `Producer::flush` submits it.
+/// instead of waiting for a batch nobody will send; `Producer::flush` submits it, and
+/// [`Sent::wait`](crate::Sent::wait) hands it over itself.
+///
+/// A ticket is `Send` and `Sync`, and cheap to clone: any thread may wait on it.
 #[derive(Clone, Debug)]
 pub struct Ticket {
     ack: Arc<BatchAck>,
@@ -107,10 +110,16 @@ impl Ticket {
         Self { ack, index, level }
     }
 
+    /// Whether the record's batch has left the producer's open batch.
+    pub(crate) fn is_submitted(&self) -> bool {
+        self.ack.submitted.load(Ordering::Acquire)
+    }
+
     fn entry(&self) -> &PartitionEntry {
         &self.ack.partition
     }
 
+    /// The partition the record went to.
     pub fn partition(&self) -> u32 {
         self.entry().tp.partition
     }
