@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rill::engine::engine::{Engine, EngineConfig};
+use rill::{Engine, EngineConfig};
 use rill::engine::log::LogConfig;
 use rill::group::{Group, GroupConfig, Member, MemberConfig};
 

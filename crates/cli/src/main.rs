@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rill_engine::engine::{Engine, EngineConfig};
+use rill_engine::{Engine, EngineConfig};
 
 mod consume;
 mod dump;

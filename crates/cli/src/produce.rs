@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, ValueEnum};
-use rill_engine::engine::{AckLevel, Engine, Ticket};
-use rill_engine::producer::{Producer, ProducerConfig, ProducerRecord};
-use rill_engine::topic::TopicName;
+use rill_engine::{AckLevel, Engine, Ticket};
+use rill_engine::{Producer, ProducerConfig, ProducerRecord};
+use rill_engine::TopicName;
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -132,7 +132,7 @@ fn send_lines(
         }
         let (key, value) = split(&line, separator);
         acks.pending
-            .push_back(producer.send(ProducerRecord::new(key, value))?);
+            .push_back(producer.send(ProducerRecord::new(key, value))?.into_ticket());
         if input.buffer().is_empty() {
             // Nothing more is at hand: whatever comes next may be a long way off (a person
             // typing, a slow pipe), so the open batches go now instead of waiting for it.

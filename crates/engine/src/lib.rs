@@ -93,3 +93,15 @@ pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError}
 pub use record::{Compression, Header, Headers, Limits, Record, RecordError};
 pub use engine::Ticket;
 pub use topic::{MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
+
+// The handles' thread-safety is part of the API: a change that loses it must not compile.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Engine>();
+    send_sync::<Ticket>();
+    send_sync::<Error>();
+    send::<Producer>();
+    send::<Consumer>();
+    send::<Polled>();
+};

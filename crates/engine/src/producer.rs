@@ -449,7 +449,6 @@ impl Producer {
 ///
 /// To send more before waiting, keep [`Sent::into_ticket`]: the batch is then handed over when
 /// it fills, when it has lingered, or on [`Producer::flush`].
-#[must_use = "a sent record's offset is known only by waiting on it"]
 #[derive(Debug)]
 pub struct Sent<'p> {
     producer: &'p mut Producer,

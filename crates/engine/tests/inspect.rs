@@ -10,7 +10,7 @@ use rill_engine::inspect::Inspector;
 use rill_engine::log::LogConfig;
 use rill_engine::record::{BatchBuilder, Compression, Limits};
 use rill_engine::store::Store;
-use rill_engine::topic::TopicPartition;
+use rill_engine::TopicPartition;
 
 fn config() -> LogConfig {
     LogConfig {

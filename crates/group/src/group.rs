@@ -360,7 +360,10 @@ impl Group {
                     },
                 )
                 .map_err(|e| GroupError::engine(group, format!("consuming {topic:?}"), e))?;
-            subscription.insert(Topic::from(topic.as_str()), (partitions, consumer));
+            // The engine just opened a consumer of this name, so it is a valid topic name.
+            let name = Topic::new(topic)
+                .map_err(|e| GroupError::engine(group, format!("naming {topic:?}"), e))?;
+            subscription.insert(name, (partitions, consumer));
         }
         let liveness = Arc::new(Liveness {
             last_seen: AtomicU64::new(self.shared.now_micros()),
@@ -449,9 +452,8 @@ impl Group {
 
     /// The group's committed offset for a partition (the next offset to read).
     pub fn committed(&self, topic: &str, partition: u32) -> Option<i64> {
-        self.shared
-            .offsets()
-            .committed(&Topic::from(topic), partition)
+        let topic = Topic::new(topic).ok()?;
+        self.shared.offsets().committed(&topic, partition)
     }
 
     /// Every committed offset of the group.

@@ -52,3 +52,13 @@ pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
 pub use offsets::OFFSETS_TOPIC;
 pub use rill_engine::StartFrom;
+
+// The handles' thread-safety is part of the API: a change that loses it must not compile.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Group>();
+    send_sync::<GroupError>();
+    send::<Member>();
+    send::<MemberPolled>();
+};

@@ -169,7 +169,14 @@ fn load(engine: &Engine, group: &str, partition: u32) -> Result<HashMap<(Topic, 
                 };
                 match (decode_key(key), decode_value(value)) {
                     (Some((g, topic, p)), Some(offset)) if g == group.as_bytes() => {
-                        committed.insert((Topic::from(topic), p), offset);
+                        match Topic::new(topic) {
+                            Ok(topic) => {
+                                committed.insert((topic, p), offset);
+                            }
+                            Err(error) => log::warn!(
+                                "rill-group {group:?}: skipping a commit for an invalid topic name at {OFFSETS_TOPIC}-{partition}: {error}"
+                            ),
+                        }
                     }
                     (Some(_), Some(_)) => {}
                     _ => log::warn!(

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::Seek;
-use rill_engine::engine::{Engine, EngineConfig};
-use rill_engine::producer::{ProducerConfig, ProducerRecord};
+use rill_engine::Seek;
+use rill_engine::{Engine, EngineConfig};
+use rill_engine::{ProducerConfig, ProducerRecord};
 use rill_group::{
     Group, GroupConfig, GroupError, MemberConfig, MemberId, RebalanceListener, StartFrom,
     TopicPartition,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rill_engine::engine::{AckLevel, Engine, EngineConfig, IoMode};
+use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
 use rill_engine::log::FsyncPolicy;
 
 /// How much a scenario sends: a number of records, or as many as fit in a duration.

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rill_engine::consumer::{ConsumerConfig, Seek, StartFrom};
-use rill_engine::engine::Engine;
-use rill_engine::producer::ProducerConfig;
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
+use rill_engine::Engine;
+use rill_engine::ProducerConfig;
 
 use crate::measure::{Latency, Meter, PeakRss, Progress, process_cpu_time};
 use crate::report::{ScenarioReport, TimelinePoint};
