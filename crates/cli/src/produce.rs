@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::builder::NonEmptyStringValueParser;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use rill_engine::{AckLevel, Engine, Ticket};
 use rill_engine::{Producer, ProducerConfig, ProducerRecord};
 use rill_engine::TopicName;
@@ -35,33 +35,14 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "SEP", value_parser = NonEmptyStringValueParser::new())]
     pub key_sep: Option<String>,
 
-    /// How far a record must get before it counts as produced.
-    #[arg(long, value_enum, default_value_t = Ack::Written)]
-    pub ack: Ack,
+    /// How far a record must get before it counts as produced: appended, written (in the
+    /// file, readable by consumers) or durable (synced to disk).
+    #[arg(long, default_value_t = AckLevel::Written)]
+    pub ack: AckLevel,
 
     /// Print `PARTITION OFFSET` for each record once it is acknowledged, in input order.
     #[arg(long)]
     pub print_offsets: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Ack {
-    /// The record has its offset.
-    Appended,
-    /// The record is in the file (the page cache), readable by consumers.
-    Written,
-    /// The record is synced to disk.
-    Durable,
-}
-
-impl From<Ack> for AckLevel {
-    fn from(ack: Ack) -> Self {
-        match ack {
-            Ack::Appended => AckLevel::Appended,
-            Ack::Written => AckLevel::Written,
-            Ack::Durable => AckLevel::Durable,
-        }
-    }
 }
 
 pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {

@@ -19,6 +19,42 @@ pub enum AckLevel {
     Durable,
 }
 
+impl AckLevel {
+    /// Every level, weakest first.
+    pub const ALL: [AckLevel; 3] = [AckLevel::Appended, AckLevel::Written, AckLevel::Durable];
+
+    /// The level's name as rill's tools spell it: `appended`, `written` or `durable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckLevel::Appended => "appended",
+            AckLevel::Written => "written",
+            AckLevel::Durable => "durable",
+        }
+    }
+}
+
+/// Writes [`AckLevel::name`].
+impl std::fmt::Display for AckLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses [`AckLevel::name`]: the one spelling rill's command-line tools accept.
+impl std::str::FromStr for AckLevel {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        AckLevel::ALL
+            .into_iter()
+            .find(|level| level.name() == text)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "ProducerConfig::ack",
+                reason: format!("{text:?} is not appended, written or durable"),
+            })
+    }
+}
+
 const PENDING: i64 = -1;
 const FAILED: i64 = -2;
 

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::send::Timing;
 use super::{Outcome, Window, last_finished, merged, named, plans, records_in_log, send_all};
-use crate::spec::{Ack, Spec};
+use crate::spec::Spec;
+use rill_engine::AckLevel;
 use crate::workload::Clock;
 
 /// Records each producer sends before waiting for them to be durable.
@@ -17,7 +18,7 @@ pub const WINDOW_RECORDS: usize = 16;
 
 pub fn durable(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
     let spec = Spec {
-        ack: Ack::Durable,
+        ack: AckLevel::Durable,
         ..spec.clone()
     };
     let engine = spec.open_engine(dir)?;
