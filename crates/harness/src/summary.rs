@@ -28,7 +28,7 @@ fn rill_kind(name: &str) -> Option<Kind> {
     }
 }
 
-/// Peers are named "<engine> append <size>" or "<engine> read <size>": the operation is a
+/// Peers are named `"<engine> append <size>"` or `"<engine> read <size>"`: the operation is a
 /// word of the name (its last word, or the one before the size).
 fn peer_kind(name: &str) -> Option<Kind> {
     name.split_whitespace().find_map(|word| match word {
