@@ -31,6 +31,10 @@
 //! # }
 //! ```
 //!
+//! Every public type is a root name of this crate (and of the facade `rill`); partitions are
+//! the engine's [`TopicPartition`]. How groups fit the engine is described in the project's
+//! design document, `docs/design.md` in the repository.
+//!
 //! Static membership (a member rejoining under a stable instance id without a rebalance) is
 //! not implemented.
 
