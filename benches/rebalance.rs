@@ -15,9 +15,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rill::{Engine, EngineConfig};
 use rill::engine::log::LogConfig;
 use rill::group::{Group, GroupConfig, Member, MemberConfig};
+use rill::{Engine, EngineConfig};
 
 const PARTITIONS: u32 = 1000;
 const MEMBERS: usize = 10;

@@ -11,11 +11,11 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::builder::NonEmptyStringValueParser;
 use clap::Args;
+use clap::builder::NonEmptyStringValueParser;
+use rill_engine::TopicName;
 use rill_engine::{AckLevel, Engine, Ticket};
 use rill_engine::{Producer, ProducerConfig, ProducerRecord};
-use rill_engine::TopicName;
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -70,7 +70,7 @@ fn produce(engine: &Engine, args: &ProduceArgs) -> anyhow::Result<()> {
     let mut producer = engine.producer_with(
         &args.topic,
         ProducerConfig {
-            ack: args.ack.into(),
+            ack: args.ack,
             ..ProducerConfig::default()
         },
     )?;
@@ -112,8 +112,11 @@ fn send_lines(
             line.pop();
         }
         let (key, value) = split(&line, separator);
-        acks.pending
-            .push_back(producer.send(ProducerRecord::new(key, value))?.into_ticket());
+        acks.pending.push_back(
+            producer
+                .send(ProducerRecord::new(key, value))?
+                .into_ticket(),
+        );
         if input.buffer().is_empty() {
             // Nothing more is at hand: whatever comes next may be a long way off (a person
             // typing, a slow pipe), so the open batches go now instead of waiting for it.

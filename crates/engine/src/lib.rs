@@ -85,13 +85,13 @@ pub(crate) mod sync;
 mod time;
 
 pub use consumer::{Consumer, ConsumerConfig, Polled, PolledSlice, Seek, StartFrom};
+pub use engine::Ticket;
 pub use engine::{AckLevel, Engine, EngineConfig, IoMode};
 pub use error::{Error, Result};
 pub use log::{FsyncPolicy, LogConfig, Visibility};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};
 pub use record::{Compression, Header, Headers, Limits, Record, RecordError};
-pub use engine::Ticket;
 pub use topic::{MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
 
 // The handles' thread-safety is part of the API: a change that loses it must not compile.

@@ -202,7 +202,8 @@ impl<'a> Fields<'a> {
 }
 
 fn number<T: std::str::FromStr>(text: &str) -> std::result::Result<T, String> {
-    text.parse().map_err(|_| format!("{text:?} is not a number"))
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
 }
 
 fn optional(text: &str) -> std::result::Result<Option<u64>, String> {

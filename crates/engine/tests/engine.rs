@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rill_engine::Error;
-use rill_engine::{ConsumerConfig, Seek, StartFrom};
-use rill_engine::{AckLevel, Engine, EngineConfig};
 use rill_engine::log::{FsyncPolicy, LogConfig};
+use rill_engine::{AckLevel, Engine, EngineConfig};
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
 use rill_engine::{ProducerConfig, ProducerRecord, TrySendError};
 
 mod support;

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use rill_engine::Error;
+use rill_engine::log::LogConfig;
 use rill_engine::{ConsumerConfig, StartFrom};
 use rill_engine::{Engine, EngineConfig, IoMode};
-use rill_engine::log::LogConfig;
 use rill_engine::{ProducerConfig, ProducerRecord};
 
 /// A tmpfs of a fixed size, unmounted on drop.

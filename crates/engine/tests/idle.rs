@@ -8,8 +8,8 @@
 use std::fs;
 use std::time::Duration;
 
-use rill_engine::{Engine, EngineConfig};
 use rill_engine::ProducerRecord;
+use rill_engine::{Engine, EngineConfig};
 
 /// CPU ticks (user + system) of every thread of this process whose name starts with `prefix`.
 fn cpu_ticks_of_threads(prefix: &str) -> Option<u64> {

@@ -8,8 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rill_engine::{
-    Engine, EngineConfig, Error, FsyncPolicy, LogConfig, ProducerConfig, ProducerRecord,
-    Visibility,
+    Engine, EngineConfig, Error, FsyncPolicy, LogConfig, ProducerConfig, ProducerRecord, Visibility,
 };
 
 mod support;
@@ -107,8 +106,11 @@ fn a_damaged_metadata_file_refuses_to_open() {
     engine.shutdown().unwrap();
     let path = dir.path().join("t.topic");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("index_interval_bytes 1234", "index_interval_bytes 1235"))
-        .unwrap();
+    std::fs::write(
+        &path,
+        text.replace("index_interval_bytes 1234", "index_interval_bytes 1235"),
+    )
+    .unwrap();
     match Engine::open(config(dir.path())) {
         Err(Error::CorruptFile { path: at, reason }) => {
             assert_eq!(at, path);
@@ -169,7 +171,9 @@ fn configuration_is_refused_at_open_naming_the_field() {
             ..ProducerConfig::default()
         },
     ) {
-        Err(Error::InvalidConfig { field, .. }) => assert_eq!(field, "ProducerConfig::ring_batches"),
+        Err(Error::InvalidConfig { field, .. }) => {
+            assert_eq!(field, "ProducerConfig::ring_batches")
+        }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
 }
@@ -190,8 +194,16 @@ fn send_then_wait_needs_no_flush() {
             },
         )
         .unwrap();
-    let first = producer.send(ProducerRecord::new(None, b"a")).unwrap().wait().unwrap();
-    let second = producer.send(ProducerRecord::new(None, b"b")).unwrap().wait().unwrap();
+    let first = producer
+        .send(ProducerRecord::new(None, b"a"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let second = producer
+        .send(ProducerRecord::new(None, b"b"))
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!((first, second), (0, 1));
 
     // A detached ticket still says plainly that its record was never handed over.

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rill_engine::{ConsumerConfig, StartFrom};
 use rill_engine::Engine;
+use rill_engine::{ConsumerConfig, StartFrom};
 
 use crate::assignor::{
     Assignment, AssignmentSpec, Assignor, MemberId, Topic, TopicPartition, UniformAssignor,

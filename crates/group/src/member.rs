@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rill_engine::{Consumer, Polled, Seek};
-use rill_engine::Ticket;
 use rill_engine::Record;
+use rill_engine::Ticket;
+use rill_engine::{Consumer, Polled, Seek};
 
 use crate::assignor::{MemberId, Topic, TopicPartition};
 use crate::error::{GroupError, Result};

@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rill_engine::{ConsumerConfig, Seek, StartFrom};
 use rill_engine::{AckLevel, Engine, Ticket};
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
 use rill_engine::{Producer, ProducerConfig, ProducerRecord};
 
 use crate::assignor::Topic;

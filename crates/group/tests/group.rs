@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rill_engine::{Engine, EngineConfig};
 use rill_engine::log::LogConfig;
+use rill_engine::{Engine, EngineConfig};
 use rill_engine::{ProducerConfig, ProducerRecord};
 use rill_group::{
     Group, GroupConfig, GroupError, Member, MemberConfig, MemberId, RebalanceListener, StartFrom,
@@ -253,12 +253,8 @@ fn a_restarted_group_resumes_at_committed_offsets() {
         .unwrap();
         let mut m = group.join(MemberConfig::new(["t"])).unwrap();
         settle(&group, &mut [&mut m]);
-        m.commit_sync([
-            (tp(0), 5),
-            (tp(1), 17),
-            (tp(2), 20),
-        ])
-        .unwrap();
+        m.commit_sync([(tp(0), 5), (tp(1), 17), (tp(2), 20)])
+            .unwrap();
         // Overwritten: the last value per key wins on reload.
         m.commit_sync([(tp(0), 6)]).unwrap();
         // A second group's commits share the offsets topic and must not leak into "g".
@@ -282,13 +278,8 @@ fn a_restarted_group_resumes_at_committed_offsets() {
     }
     let engine = engine(dir.path());
     let group = Group::new(&engine, "g", config()).unwrap();
-    let expected: BTreeMap<TopicPartition, i64> = [
-        (tp(0), 6),
-        (tp(1), 17),
-        (tp(2), 20),
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeMap<TopicPartition, i64> =
+        [(tp(0), 6), (tp(1), 17), (tp(2), 20)].into_iter().collect();
     assert_eq!(group.committed_offsets(), expected);
     let mut m = group.join(MemberConfig::new(["t"])).unwrap();
     let mut first: BTreeMap<u32, i64> = BTreeMap::new();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
 use rill_engine::log::FsyncPolicy;
+use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
 
 /// How much a scenario sends: a number of records, or as many as fit in a duration.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -119,9 +119,8 @@ impl EngineConfig {
 
     /// Refuses values the engine cannot run with, naming the field; [`Engine::open`] calls it.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |field: &'static str, reason: String| {
-            Err(Error::InvalidConfig { field, reason })
-        };
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
         if self.data_dir.as_os_str().is_empty() {
             return invalid("EngineConfig::data_dir", "empty path".into());
         }
@@ -302,7 +301,12 @@ impl Engine {
         self.create_topic_as(name, partitions, Some(config))
     }
 
-    fn create_topic_as(&self, name: &str, partitions: u32, config: Option<LogConfig>) -> Result<()> {
+    fn create_topic_as(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: Option<LogConfig>,
+    ) -> Result<()> {
         if self.inner.is_closed() {
             return Err(Error::EngineClosed);
         }
@@ -423,11 +427,8 @@ impl Engine {
         self.threads.shutdown()
     }
 
-
     fn load_topic(&self, topic: &TopicName, meta: TopicMeta) -> Result<()> {
-        let config = meta
-            .config
-            .unwrap_or_else(|| self.inner.config.log.clone());
+        let config = meta.config.unwrap_or_else(|| self.inner.config.log.clone());
         let count = self.inner.store.partitions(topic)?;
         let notifier = Arc::new(Notifier::default());
         let mut partitions = Vec::with_capacity(count as usize);
@@ -475,7 +476,8 @@ impl Threads {
         for shard in &self.inner.shards {
             shard.request_shutdown();
         }
-        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
+        let handles =
+            std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
         let mut first_error = None;
         for thread in handles {
             if thread.join().is_err() && first_error.is_none() {

@@ -52,12 +52,8 @@ impl LogConfig {
 
     /// Checks each field and the combinations that cannot work; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |field: &'static str, reason: String| {
-            Err(Error::InvalidConfig {
-                field,
-                reason,
-            })
-        };
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
         if self.segment_bytes > Self::MAX_SEGMENT_BYTES {
             return invalid(
                 "LogConfig::segment_bytes",

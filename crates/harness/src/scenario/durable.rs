@@ -10,8 +10,8 @@ use std::time::Instant;
 use super::send::Timing;
 use super::{Outcome, Window, last_finished, merged, named, plans, records_in_log, send_all};
 use crate::spec::Spec;
-use rill_engine::AckLevel;
 use crate::workload::Clock;
+use rill_engine::AckLevel;
 
 /// Records each producer sends before waiting for them to be durable.
 pub const WINDOW_RECORDS: usize = 16;
