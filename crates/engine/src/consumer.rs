@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{PartitionEntry, TopicEntry};
+use crate::engine::{Engine, PartitionEntry, TopicEntry};
 use crate::error::{Error, Result};
 use crate::log::LogSlice;
 use crate::record::{Limits, Record};
@@ -89,6 +89,20 @@ impl std::fmt::Debug for Consumer {
                     .collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+/// Consumers are made here, where they are defined, so that the engine module does not depend
+/// on the consumer module (which depends on it).
+impl Engine {
+    /// A consumer of `topic`; assign it partitions before polling.
+    pub fn consumer(&self, topic: &str) -> Result<Consumer> {
+        Consumer::new(self.inner.topic(topic)?, Default::default())
+    }
+
+    /// A consumer of `topic` with `config`; assign it partitions before polling.
+    pub fn consumer_with(&self, topic: &str, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.inner.topic(topic)?, config)
     }
 }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::record::RecordError;
-use crate::topic::TopicPartition;
+use crate::topic::{InvalidTopicName, TopicPartition};
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -211,6 +211,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<InvalidTopicName> for Error {
+    fn from(InvalidTopicName { name, reason }: InvalidTopicName) -> Self {
+        Error::InvalidTopicName { name, reason }
+    }
 }
 
 impl Error {

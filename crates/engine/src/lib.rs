@@ -92,7 +92,7 @@ pub use log::{FsyncPolicy, LogConfig, Visibility};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};
 pub use record::{Compression, Header, Headers, Limits, Record, RecordError};
-pub use topic::{MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
+pub use topic::{InvalidTopicName, MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
 
 // The handles' thread-safety is part of the API: a change that loses it must not compile.
 const _: () = {

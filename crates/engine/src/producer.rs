@@ -11,7 +11,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{AckLevel, BatchAck, Inner, PartitionEntry, Request, Ticket, TopicEntry};
+use crate::engine::{
+    AckLevel, BatchAck, Engine, Inner, PartitionEntry, Request, Ticket, TopicEntry,
+};
 use crate::error::{Error, Result};
 use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
@@ -185,6 +187,24 @@ impl std::fmt::Debug for Producer {
             .field("topic", &self.topic.name)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// Producers are made here, where they are defined, so that the engine module does not depend
+/// on the producer module (which depends on it).
+impl Engine {
+    /// A producer for `topic` with the default configuration.
+    pub fn producer(&self, topic: &str) -> Result<Producer> {
+        Producer::new(
+            self.inner.clone(),
+            self.inner.topic(topic)?,
+            Default::default(),
+        )
+    }
+
+    /// A producer for `topic` with `config` (checked here, naming the field it refuses).
+    pub fn producer_with(&self, topic: &str, config: ProducerConfig) -> Result<Producer> {
+        Producer::new(self.inner.clone(), self.inner.topic(topic)?, config)
     }
 }
 

@@ -7,19 +7,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-
 /// Kafka's limit: 255 minus room for a partition suffix and a `.deleted`-style marker.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Why a string is not a topic name. Converts into [`Error::InvalidTopicName`](crate::Error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topic name {name:?}: {reason}")]
+pub struct InvalidTopicName {
+    /// The name as given (cut to a bounded length).
+    pub name: String,
+    /// The rule it breaks.
+    pub reason: &'static str,
+}
 
 /// A topic name that passed validation. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicName(Arc<str>);
 
 impl TopicName {
-    /// Validates `name` by Kafka's rules; [`Error::InvalidTopicName`] says which one failed.
-    pub fn new(name: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidTopicName {
+    /// Validates `name` by Kafka's rules; the error says which one it breaks.
+    pub fn new(name: &str) -> Result<Self, InvalidTopicName> {
+        let invalid = |reason| InvalidTopicName {
             name: name.chars().take(MAX_TOPIC_NAME_LEN + 8).collect(),
             reason,
         };
@@ -72,9 +80,9 @@ impl AsRef<str> for TopicName {
 }
 
 impl TryFrom<&str> for TopicName {
-    type Error = Error;
+    type Error = InvalidTopicName;
 
-    fn try_from(name: &str) -> Result<Self> {
+    fn try_from(name: &str) -> Result<Self, InvalidTopicName> {
         Self::new(name)
     }
 }
@@ -224,7 +232,7 @@ mod tests {
             &"x".repeat(250),
         ] {
             assert!(
-                matches!(TopicName::new(name), Err(Error::InvalidTopicName { .. })),
+                matches!(TopicName::new(name), Err(InvalidTopicName { .. })),
                 "{name:?}"
             );
         }

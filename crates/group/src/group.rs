@@ -18,7 +18,6 @@ use crate::assignor::{
     Assignment, AssignmentSpec, Assignor, MemberId, Topic, TopicPartition, UniformAssignor,
 };
 use crate::error::{GroupError, Result};
-use crate::member::Member;
 use crate::offsets::OffsetStore;
 use crate::ownership::{Fence, OwnershipTable};
 
@@ -278,6 +277,16 @@ impl Shared {
     }
 }
 
+/// A member just registered: everything a `Member` is made of.
+pub(crate) struct Joined {
+    pub shared: Arc<Shared>,
+    pub id: MemberId,
+    pub liveness: Arc<Liveness>,
+    pub consumers: BTreeMap<Topic, rill_engine::Consumer>,
+    pub tables: HashMap<Topic, Arc<OwnershipTable>>,
+    pub listener: Option<Box<dyn RebalanceListener>>,
+}
+
 /// Member ids are handed out below 2^32 so they fit the ownership word.
 pub(crate) fn raw_id(member: MemberId) -> u32 {
     member.0 as u32
@@ -338,10 +347,9 @@ impl Group {
         &self.shared.group_id
     }
 
-    /// Adds a member subscribed to `config.topics`. This bumps the group epoch; the member
-    /// takes its partitions on its first `poll` or `heartbeat`, as their previous owners let
-    /// them go.
-    pub fn join(&self, config: MemberConfig) -> Result<Member> {
+    /// Registers a new member subscribed to `config.topics` and bumps the group epoch; what
+    /// the member is made of. `Group::join` (in the member module) wraps it in a `Member`.
+    pub(crate) fn register(&self, config: MemberConfig) -> Result<Joined> {
         let group = &self.shared.group_id;
         let known: HashMap<String, u32> = self.engine.topics().into_iter().collect();
         let mut subscription = BTreeMap::new();
@@ -362,7 +370,7 @@ impl Group {
                 .map_err(|e| GroupError::engine(group, format!("consuming {topic:?}"), e))?;
             // The engine just opened a consumer of this name, so it is a valid topic name.
             let name = Topic::new(topic)
-                .map_err(|e| GroupError::engine(group, format!("naming {topic:?}"), e))?;
+                .map_err(|e| GroupError::engine(group, format!("naming {topic:?}"), e.into()))?;
             subscription.insert(name, (partitions, consumer));
         }
         let liveness = Arc::new(Liveness {
@@ -399,14 +407,14 @@ impl Group {
         );
         self.shared.rebalance(&mut control);
         drop(control);
-        Ok(Member::new(
-            self.shared.clone(),
+        Ok(Joined {
+            shared: self.shared.clone(),
             id,
             liveness,
             consumers,
             tables,
-            config.listener,
-        ))
+            listener: config.listener,
+        })
     }
 
     /// The current group epoch.

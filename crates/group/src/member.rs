@@ -15,7 +15,7 @@ use rill_engine::{Consumer, Polled, Seek};
 
 use crate::assignor::{MemberId, Topic, TopicPartition};
 use crate::error::{GroupError, Result};
-use crate::group::{Liveness, RebalanceListener, Shared, raw_id};
+use crate::group::{Group, Joined, Liveness, MemberConfig, RebalanceListener, Shared, raw_id};
 use crate::ownership::{Claim, OwnershipTable, Take};
 
 /// One member of a [`Group`](crate::Group). Leaves the group when dropped.
@@ -100,15 +100,27 @@ impl MemberPolled {
     }
 }
 
+/// Members are made here, where they are defined, so that the group module does not depend on
+/// the member module (which depends on it).
+impl Group {
+    /// Adds a member subscribed to `config.topics`. This bumps the group epoch; the member
+    /// takes its partitions on its first `poll` or `heartbeat`, as their previous owners let
+    /// them go.
+    pub fn join(&self, config: MemberConfig) -> Result<Member> {
+        self.register(config).map(Member::new)
+    }
+}
+
 impl Member {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        id: MemberId,
-        liveness: Arc<Liveness>,
-        consumers: BTreeMap<Topic, Consumer>,
-        tables: HashMap<Topic, Arc<OwnershipTable>>,
-        listener: Option<Box<dyn RebalanceListener>>,
-    ) -> Self {
+    fn new(joined: Joined) -> Self {
+        let Joined {
+            shared,
+            id,
+            liveness,
+            consumers,
+            tables,
+            listener,
+        } = joined;
         Self {
             shared,
             id,

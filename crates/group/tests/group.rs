@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rill_engine::log::LogConfig;
+use rill_engine::LogConfig;
 use rill_engine::{Engine, EngineConfig};
 use rill_engine::{ProducerConfig, ProducerRecord};
 use rill_group::{

@@ -3,8 +3,17 @@
 
 use std::fmt::Write as _;
 
-use crate::charts::{ChartFile, short};
+use crate::figures::short;
 use crate::report::{Report, ScenarioReport};
+
+/// One chart written by [`charts::write_all`](crate::charts::write_all), for the summary to
+/// link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartFile {
+    /// The file name inside the results folder, e.g. `throughput.svg`.
+    pub file_name: String,
+    pub title: String,
+}
 
 /// The headline table's header row, as it appears in the summary.
 pub const TABLE_HEADER: &str = "| scenario | record bytes | records/s | MB/s | % of disk ceiling \

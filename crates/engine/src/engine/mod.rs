@@ -16,6 +16,7 @@
 mod ack;
 mod direct;
 mod notify;
+mod registry;
 // `ShardControl::hold` serves only the `unstable` test hook `Engine::hold_shards`.
 #[cfg_attr(not(feature = "unstable"), allow(dead_code))]
 mod shard;
@@ -30,12 +31,13 @@ use std::time::Duration;
 pub(crate) use ack::BatchAck;
 pub use ack::{AckLevel, Ticket};
 pub(crate) use notify::Notifier;
+pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
 pub(crate) use shard::{Request, ShardControl};
 
 use crate::error::{Error, IoContext, Result};
-use crate::log::{LogConfig, LogReader};
+use crate::log::LogConfig;
 use crate::store::Store;
-use crate::topic::{TopicId, TopicName, TopicPartition};
+use crate::topic::{TopicId, TopicName};
 use crate::topic_meta::{self, TopicMeta};
 
 /// Which I/O backend the shards write through.
@@ -140,52 +142,6 @@ impl EngineConfig {
     }
 }
 
-/// A partition as producers and consumers see it.
-#[derive(Debug)]
-pub(crate) struct PartitionEntry {
-    pub tp: TopicPartition,
-    pub reader: LogReader,
-    pub shard: Arc<ShardControl>,
-    /// Shared by the topic's partitions: consumers of several partitions wait on one.
-    pub notifier: Arc<Notifier>,
-}
-
-#[derive(Debug)]
-pub(crate) struct TopicEntry {
-    pub id: TopicId,
-    pub name: TopicName,
-    pub partitions: Vec<Arc<PartitionEntry>>,
-    pub notifier: Arc<Notifier>,
-    pub config: LogConfig,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub store: Store,
-    pub config: EngineConfig,
-    topics: RwLock<HashMap<TopicName, Arc<TopicEntry>>>,
-    shards: Vec<Arc<ShardControl>>,
-    closed: AtomicBool,
-    backend: &'static str,
-}
-
-impl Inner {
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub fn topic(&self, name: &str) -> Result<Arc<TopicEntry>> {
-        if self.is_closed() {
-            return Err(Error::EngineClosed);
-        }
-        let name = TopicName::new(name)?;
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        topics.get(&name).cloned().ok_or(Error::UnknownTopic {
-            topic: name.to_string(),
-        })
-    }
-}
-
 /// An open data directory and the shard threads that serve it.
 ///
 /// `Engine` is a cheap handle (two reference counts): clones share one engine, and it is `Send`
@@ -196,7 +152,9 @@ impl Inner {
 /// error then).
 #[derive(Clone, Debug)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    /// Shared with every producer and consumer the engine makes (they are made in their own
+    /// modules, which reach the registry through this).
+    pub(crate) inner: Arc<Inner>,
     threads: Arc<Threads>,
 }
 
@@ -386,38 +344,6 @@ impl Engine {
         for shard in &self.inner.shards {
             shard.hold(held);
         }
-    }
-
-    /// A producer for `topic` with the default configuration.
-    pub fn producer(&self, topic: &str) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(
-            self.inner.clone(),
-            self.inner.topic(topic)?,
-            Default::default(),
-        )
-    }
-
-    /// A producer for `topic` with `config` (checked here, naming the field it refuses).
-    pub fn producer_with(
-        &self,
-        topic: &str,
-        config: crate::producer::ProducerConfig,
-    ) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(self.inner.clone(), self.inner.topic(topic)?, config)
-    }
-
-    /// A consumer of `topic`; assign it partitions before polling.
-    pub fn consumer(&self, topic: &str) -> Result<crate::consumer::Consumer> {
-        crate::consumer::Consumer::new(self.inner.topic(topic)?, Default::default())
-    }
-
-    /// A consumer of `topic` with `config`; assign it partitions before polling.
-    pub fn consumer_with(
-        &self,
-        topic: &str,
-        config: crate::consumer::ConsumerConfig,
-    ) -> Result<crate::consumer::Consumer> {
-        crate::consumer::Consumer::new(self.inner.topic(topic)?, config)
     }
 
     /// Stops accepting sends, lets every shard append what its rings hold, syncs, and closes
