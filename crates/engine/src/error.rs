@@ -224,14 +224,18 @@ impl Error {
     /// variant because callers treat it differently (free space and retry, no restart).
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.kind() == io::ErrorKind::StorageFull
-        {
+        if is_storage_full(&source) {
             Error::StorageFull { path }
         } else {
             Error::Io { op, path, source }
         }
     }
+}
+
+/// Whether an OS error means the device is full: the one classification of ENOSPC, for
+/// every path that reports it.
+pub(crate) fn is_storage_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull
 }
 
 /// Attaches a path and operation to `std::io` results.
