@@ -39,9 +39,9 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use criterion::{Criterion, SamplingMode, Throughput};
-    use rill::engine::consumer::{ConsumerConfig, Seek, StartFrom};
-    use rill::engine::engine::{Engine, EngineConfig};
-    use rill::engine::producer::{ProducerConfig, ProducerRecord};
+    use rill::{ConsumerConfig, Seek, StartFrom};
+    use rill::{Engine, EngineConfig};
+    use rill::{ProducerConfig, ProducerRecord};
 
     use crate::ceiling::{self, CHUNK};
 

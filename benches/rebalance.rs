@@ -15,9 +15,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rill::engine::engine::{Engine, EngineConfig};
 use rill::engine::log::LogConfig;
 use rill::group::{Group, GroupConfig, Member, MemberConfig};
+use rill::{Engine, EngineConfig};
 
 const PARTITIONS: u32 = 1000;
 const MEMBERS: usize = 10;
@@ -39,7 +39,7 @@ fn settle(members: &mut [Member]) {
 }
 
 /// Times a join followed by settling, then (untimed or timed) the leave and its settling.
-fn join_then_leave(group: &Group<'_>, members: &mut Vec<Member>) -> (Duration, Duration) {
+fn join_then_leave(group: &Group, members: &mut Vec<Member>) -> (Duration, Duration) {
     let started = Instant::now();
     let Ok(joined) = group.join(MemberConfig::new(["b"])) else {
         return (Duration::ZERO, Duration::ZERO);

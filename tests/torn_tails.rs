@@ -22,7 +22,7 @@ use rill::engine::inspect::Inspector;
 use rill::engine::io::PortableIo;
 use rill::engine::log::{FsyncPolicy, LogConfig, LogReader, PartitionLog};
 use rill::engine::record::{BatchBuilder, Compression, Header, Limits};
-use rill::engine::topic::{TopicName, TopicPartition};
+use rill::{TopicName, TopicPartition};
 
 const CASES: u64 = 200;
 const FIRST_SEED: u64 = 0x7011_7a11_5eed_0000;

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use rill_engine::consumer::{Consumer, ConsumerConfig, StartFrom};
-use rill_engine::engine::Engine;
-use rill_engine::topic::TopicName;
+use rill_engine::Engine;
+use rill_engine::TopicName;
+use rill_engine::{Consumer, ConsumerConfig, StartFrom};
 
 use crate::dump::write_record;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rill_engine::engine::{Engine, EngineConfig};
+use rill_engine::{Engine, EngineConfig, IoMode};
 
 mod consume;
 mod dump;
@@ -67,9 +67,15 @@ fn main() -> ExitCode {
 
 /// The engine as one short-lived command runs it: a single shard, because a command moves few
 /// records and should not start a thread per core, and no pinning, because it shares the
-/// machine with whatever else runs there.
+/// machine with whatever else runs there. `RILL_IO=sync` picks the portable I/O backend (the
+/// engine library reads no environment; the tool does).
 fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
+    let io = match std::env::var("RILL_IO") {
+        Ok(mode) => mode.parse().context("RILL_IO")?,
+        Err(_) => IoMode::Auto,
+    };
     Engine::open(EngineConfig {
+        io,
         shards: 1,
         pin_shards: false,
         ..EngineConfig::new(dir)

@@ -11,11 +11,11 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 use clap::builder::NonEmptyStringValueParser;
-use clap::{Args, ValueEnum};
-use rill_engine::engine::{AckLevel, Engine, Ticket};
-use rill_engine::producer::{Producer, ProducerConfig, ProducerRecord};
-use rill_engine::topic::TopicName;
+use rill_engine::TopicName;
+use rill_engine::{AckLevel, Engine, Ticket};
+use rill_engine::{Producer, ProducerConfig, ProducerRecord};
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
@@ -35,33 +35,14 @@ pub struct ProduceArgs {
     #[arg(long, value_name = "SEP", value_parser = NonEmptyStringValueParser::new())]
     pub key_sep: Option<String>,
 
-    /// How far a record must get before it counts as produced.
-    #[arg(long, value_enum, default_value_t = Ack::Written)]
-    pub ack: Ack,
+    /// How far a record must get before it counts as produced: appended, written (in the
+    /// file, readable by consumers) or durable (synced to disk).
+    #[arg(long, default_value_t = AckLevel::Written)]
+    pub ack: AckLevel,
 
     /// Print `PARTITION OFFSET` for each record once it is acknowledged, in input order.
     #[arg(long)]
     pub print_offsets: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Ack {
-    /// The record has its offset.
-    Appended,
-    /// The record is in the file (the page cache), readable by consumers.
-    Written,
-    /// The record is synced to disk.
-    Durable,
-}
-
-impl From<Ack> for AckLevel {
-    fn from(ack: Ack) -> Self {
-        match ack {
-            Ack::Appended => AckLevel::Appended,
-            Ack::Written => AckLevel::Written,
-            Ack::Durable => AckLevel::Durable,
-        }
-    }
 }
 
 pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
@@ -89,7 +70,7 @@ fn produce(engine: &Engine, args: &ProduceArgs) -> anyhow::Result<()> {
     let mut producer = engine.producer_with(
         &args.topic,
         ProducerConfig {
-            ack: args.ack.into(),
+            ack: args.ack,
             ..ProducerConfig::default()
         },
     )?;
@@ -131,8 +112,11 @@ fn send_lines(
             line.pop();
         }
         let (key, value) = split(&line, separator);
-        acks.pending
-            .push_back(producer.send(ProducerRecord::new(key, value))?);
+        acks.pending.push_back(
+            producer
+                .send(ProducerRecord::new(key, value))?
+                .into_ticket(),
+        );
         if input.buffer().is_empty() {
             // Nothing more is at hand: whatever comes next may be a long way off (a person
             // typing, a slow pipe), so the open batches go now instead of waiting for it.

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::{ConsumerConfig, StartFrom};
-use rill_engine::engine::{Engine, EngineConfig};
+use rill_engine::{ConsumerConfig, StartFrom};
+use rill_engine::{Engine, EngineConfig};
 
 /// A small deterministic generator, so a failing seed replays exactly.
 struct Rng(u64);

@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rill_engine::partitioner::key_partition;
+use rill_engine::key_partition;
 use serde_json::Value;
 
 /// Longest a test waits for a line the binary should print; far above what a loaded machine

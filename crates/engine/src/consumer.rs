@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{PartitionEntry, TopicEntry};
+use crate::engine::{Engine, PartitionEntry, TopicEntry};
 use crate::error::{Error, Result};
 use crate::log::LogSlice;
 use crate::record::{Limits, Record};
@@ -17,14 +17,17 @@ use crate::topic::TopicPartition;
 /// Where a consumer starts in a partition it has no position in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum StartFrom {
+    /// The log's first record still held (retention may have deleted older ones).
     Earliest,
     /// Only records sent after the assignment (Kafka's default).
     #[default]
     Latest,
 }
 
+/// How a [`Consumer`] starts and how much one poll reads.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
+    /// Where a newly assigned partition starts.
     pub start: StartFrom,
     /// Bytes one poll reads from one partition (at least one whole batch).
     pub max_bytes_per_partition: usize,
@@ -45,8 +48,11 @@ impl Default for ConsumerConfig {
 /// Where to move a partition's position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Seek {
+    /// The log's first record.
     Earliest,
+    /// The end of the log: the next record appended.
     Latest,
+    /// This offset; it must be within the log's `[start, end]`.
     Offset(i64),
     /// The first record with a timestamp at or after this (ms); the end if none is.
     Timestamp(i64),
@@ -57,6 +63,11 @@ struct Assigned {
     position: i64,
 }
 
+/// Reads assigned partitions of one topic; made by [`Engine::consumer`](crate::Engine::consumer).
+///
+/// A consumer sees only records below each partition's visible watermark (which the topic's
+/// [`Visibility`](crate::Visibility) ties to written or durable), in offset order, each once
+/// per pass. It is `Send`: use it from one thread at a time.
 pub struct Consumer {
     topic: Arc<TopicEntry>,
     config: ConsumerConfig,
@@ -81,6 +92,20 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// Consumers are made here, where they are defined, so that the engine module does not depend
+/// on the consumer module (which depends on it).
+impl Engine {
+    /// A consumer of `topic`; assign it partitions before polling.
+    pub fn consumer(&self, topic: &str) -> Result<Consumer> {
+        Consumer::new(self.inner.topic(topic)?, Default::default())
+    }
+
+    /// A consumer of `topic` with `config`; assign it partitions before polling.
+    pub fn consumer_with(&self, topic: &str, config: ConsumerConfig) -> Result<Consumer> {
+        Consumer::new(self.inner.topic(topic)?, config)
+    }
+}
+
 impl Consumer {
     pub(crate) fn new(topic: Arc<TopicEntry>, config: ConsumerConfig) -> Result<Self> {
         Ok(Self {
@@ -91,6 +116,7 @@ impl Consumer {
         })
     }
 
+    /// The topic's partition count.
     pub fn partitions(&self) -> u32 {
         self.topic.partitions.len() as u32
     }
@@ -122,6 +148,7 @@ impl Consumer {
         self.assign(0..self.partitions())
     }
 
+    /// The partitions assigned, in assignment order.
     pub fn assignment(&self) -> Vec<u32> {
         self.assigned.iter().map(|a| a.entry.tp.partition).collect()
     }
@@ -243,17 +270,20 @@ pub struct Polled {
 }
 
 impl Polled {
+    /// Whether the poll returned nothing (its timeout passed first).
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
     }
 
+    /// The batches, per partition.
     pub fn slices(&self) -> &[PolledSlice] {
         &self.batches
     }
 
     /// Calls `f` with every record at or after the consumer's position, in offset order per
     /// partition; decompresses compressed batches, checks every CRC of what was read from a
-    /// file (see [`LogSlice::batches`] for the in-memory tail).
+    /// file (batches from the in-memory tail, built and checked by this process, are not
+    /// checked again). Returns how many records it saw.
     pub fn for_each_record(&self, mut f: impl FnMut(u32, Record<'_>)) -> Result<u64> {
         let mut count = 0;
         for slice in &self.batches {
@@ -273,6 +303,7 @@ pub struct PolledSlice {
 }
 
 impl PolledSlice {
+    /// The partition the batches are from.
     pub fn partition(&self) -> u32 {
         self.partition
     }
@@ -292,6 +323,8 @@ impl PolledSlice {
         self.slice.is_from_memory()
     }
 
+    /// Calls `f` with every record of the slice at or after the consumer's position, in
+    /// offset order; returns how many records it saw.
     pub fn for_each_record(&self, mut f: impl FnMut(Record<'_>)) -> Result<u64> {
         let limits = Limits::default();
         let mut count = 0;

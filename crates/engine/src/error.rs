@@ -4,8 +4,9 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::record::RecordError;
-use crate::topic::TopicPartition;
+use crate::topic::{InvalidTopicName, TopicPartition};
 
+/// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every failure the engine reports. Variants name the partition, file, offset or byte position
@@ -13,113 +14,209 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Another [`Engine`](crate::Engine), in this process or another, holds the directory.
     #[error("data directory {path} is already open (locked by this or another process)")]
-    DirectoryLocked { path: PathBuf },
+    DirectoryLocked {
+        /// The data directory.
+        path: PathBuf,
+    },
 
+    /// A topic name breaks Kafka's rules (1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`).
     #[error("invalid topic name {name:?}: {reason}")]
-    InvalidTopicName { name: String, reason: &'static str },
+    InvalidTopicName {
+        /// The name as given (cut to a bounded length).
+        name: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
 
+    /// No topic of this name exists.
     #[error("topic {topic:?} does not exist")]
-    UnknownTopic { topic: String },
+    UnknownTopic {
+        /// The name asked for.
+        topic: String,
+    },
 
+    /// The topic has no partition of this number.
     #[error("{partition} does not exist")]
-    UnknownPartition { partition: TopicPartition },
+    UnknownPartition {
+        /// The partition asked for.
+        partition: TopicPartition,
+    },
 
+    /// The topic exists with a different partition count.
     #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
     TopicExists {
+        /// The topic.
         topic: String,
+        /// Its partition count.
         existing: u32,
+        /// The count asked for.
         requested: u32,
     },
 
+    /// The partition's log is already open for writing in this process.
     #[error("{partition} is already open for writing")]
-    PartitionBusy { partition: TopicPartition },
+    PartitionBusy {
+        /// The partition.
+        partition: TopicPartition,
+    },
 
-    #[error("invalid configuration: {reason}")]
-    InvalidConfig { reason: String },
+    /// A configuration field holds a value the engine cannot work with, or one that cannot
+    /// work together with another field.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The field at fault, as `Struct::field` (for example `LogConfig::segment_bytes`).
+        field: &'static str,
+        /// Why the value was refused.
+        reason: String,
+    },
 
+    /// A batch offered for appending is not a valid RecordBatch v2.
     #[error("{partition}: rejected batch: {source}")]
     InvalidBatch {
+        /// The partition it was for.
         partition: TopicPartition,
+        /// What is wrong with it.
         #[source]
         source: RecordError,
     },
 
+    /// A batch offered for appending has gaps in its offset deltas.
     #[error(
         "{partition}: batch of {records} records declares last offset delta {last_offset_delta}; appended batches must have dense offsets"
     )]
     SparseBatch {
+        /// The partition it was for.
         partition: TopicPartition,
+        /// Records in the batch.
         records: i32,
+        /// The batch's last offset delta (dense batches have `records - 1`).
         last_offset_delta: i32,
     },
 
+    /// A read or seek asked for an offset the log does not hold.
     #[error("{partition}: offset {offset} is outside the log [{start}, {end})")]
     OffsetOutOfRange {
+        /// The partition.
         partition: TopicPartition,
+        /// The offset asked for.
         offset: i64,
+        /// The log's first offset.
         start: i64,
+        /// The offset the next record will get.
         end: i64,
     },
 
+    /// A file holds bytes that are not valid batches where valid batches must be.
     #[error("corrupt data in {path} at byte {position}: {source}")]
     Corrupt {
+        /// The file.
         path: PathBuf,
+        /// Byte position of the bad batch in the file.
         position: u64,
+        /// What is wrong.
         #[source]
         source: RecordError,
     },
 
+    /// A file of the engine's own (index, checkpoint, topic metadata) is unreadable.
     #[error("{path}: {reason}")]
-    CorruptFile { path: PathBuf, reason: String },
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// The device is full (ENOSPC). Nothing was appended; freeing space and sending again
+    /// works without a restart.
     #[error("no space left on the device writing {path}")]
-    StorageFull { path: PathBuf },
+    StorageFull {
+        /// The file (or partition directory) being written.
+        path: PathBuf,
+    },
 
+    /// An operating-system call failed.
     #[error("{op} {path}: {source}")]
     Io {
+        /// What the engine was doing.
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
 
+    /// The partition's shard has stopped.
     #[error("{partition} is closed")]
-    Closed { partition: TopicPartition },
+    Closed {
+        /// The partition.
+        partition: TopicPartition,
+    },
 
     /// Something the engine relies on did not hold: a bug in rill, not a problem with the
     /// caller's input or configuration.
     #[error("internal invariant broken: {what}")]
-    Invariant { what: String },
+    Invariant {
+        /// What did not hold.
+        what: String,
+    },
 
+    /// The engine has shut down.
     #[error("the engine is shut down")]
     EngineClosed,
 
+    /// The shard could not append the batch holding the record; no offset was assigned.
     #[error("{partition}: the batch could not be appended: {reason}")]
     ProduceFailed {
+        /// The partition.
         partition: TopicPartition,
+        /// Why.
         reason: String,
     },
 
+    /// [`Ticket::wait`](crate::Ticket::wait) on a record still in its producer's open batch.
     #[error("{partition}: the record is still in the producer's open batch; call flush() first")]
-    NotSubmitted { partition: TopicPartition },
+    NotSubmitted {
+        /// The partition.
+        partition: TopicPartition,
+    },
 
+    /// One record is larger than a batch may be.
     #[error("{partition}: a record of {size} bytes cannot fit in a batch of at most {max} bytes")]
     RecordTooLarge {
+        /// The partition.
         partition: TopicPartition,
+        /// The record's encoded size in bytes (an upper bound).
         size: usize,
+        /// Room for records in a batch, in bytes.
         max: usize,
     },
 
+    /// The partition's ring stayed full for the producer's whole `send_timeout`.
     #[error("{partition}: no room in the shard's queue within the send timeout")]
-    SendTimeout { partition: TopicPartition },
+    SendTimeout {
+        /// The partition.
+        partition: TopicPartition,
+    },
 
+    /// The operating system refused to start a shard thread.
     #[error("could not start shard thread {shard}: {source}")]
     ShardStart {
+        /// The shard's number.
         shard: usize,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
+}
+
+impl From<InvalidTopicName> for Error {
+    fn from(InvalidTopicName { name, reason }: InvalidTopicName) -> Self {
+        Error::InvalidTopicName { name, reason }
+    }
 }
 
 impl Error {
@@ -127,14 +224,18 @@ impl Error {
     /// variant because callers treat it differently (free space and retry, no restart).
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.kind() == io::ErrorKind::StorageFull
-        {
+        if is_storage_full(&source) {
             Error::StorageFull { path }
         } else {
             Error::Io { op, path, source }
         }
     }
+}
+
+/// Whether an OS error means the device is full: the one classification of ENOSPC, for
+/// every path that reports it.
+pub(crate) fn is_storage_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull
 }
 
 /// Attaches a path and operation to `std::io` results.

@@ -89,10 +89,9 @@ pub fn key_partition(key: &[u8], num_partitions: NonZeroU32) -> u32 {
 pub enum Partitioner {
     /// Each keyless record goes to the partition after the previous keyless record's.
     RoundRobin,
-    /// Keyless records stick to one partition until [`PartitionChooser::batch_completed`] is
-    /// reported for it or at least `sticky_bytes` have been reported through
-    /// [`PartitionChooser::record_appended`]; the next keyless record then goes to a random
-    /// different partition (when there is more than one).
+    /// Keyless records stick to one partition until the producer hands that partition's batch
+    /// over, or until at least `sticky_bytes` of records went to it; the next keyless record
+    /// then goes to a random different partition (when there is more than one).
     ///
     /// `sticky_bytes` plays the role of Kafka's `batch.size`. Zero means "switch after every
     /// appended record", which degrades to random partitioning.
@@ -159,12 +158,6 @@ impl PartitionChooser {
             sticky: Sticky::Unset,
             rng: XorShift64Star::new(seed),
         }
-    }
-
-    /// The policy this chooser applies to keyless records.
-    #[must_use]
-    pub fn partitioner(&self) -> Partitioner {
-        self.partitioner
     }
 
     /// The partition for a record with `key` in a topic of `num_partitions` partitions.

@@ -11,7 +11,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{AckLevel, BatchAck, Inner, PartitionEntry, Request, Ticket, TopicEntry};
+use crate::engine::{
+    AckLevel, BatchAck, Engine, Inner, PartitionEntry, Request, Ticket, TopicEntry,
+};
 use crate::error::{Error, Result};
 use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
@@ -24,6 +26,7 @@ use crate::ring::{self, PushError};
 /// coming back and new batches starting, and bounds what an idle lane holds on to.
 const RECYCLED_BATCHES: usize = 16;
 
+/// How a [`Producer`] batches, compresses and acknowledges. Checked when the producer is made.
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
     /// A batch is handed over once it holds this many bytes.
@@ -31,6 +34,7 @@ pub struct ProducerConfig {
     /// A batch that has not filled is handed over after waiting this long (checked at each
     /// send; `flush` hands everything over at once).
     pub linger: Duration,
+    /// The codec of every batch this producer builds.
     pub compression: Compression,
     /// What a [`Ticket`] waits for.
     pub ack: AckLevel,
@@ -40,6 +44,25 @@ pub struct ProducerConfig {
     pub partitioner: Partitioner,
     /// Longest `send` waits for room in a full ring; `None` waits as long as it takes.
     pub send_timeout: Option<Duration>,
+}
+
+impl ProducerConfig {
+    /// Refuses values the producer cannot work with, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: &'static str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: "must be positive".into(),
+            })
+        };
+        if self.ring_batches == 0 {
+            return invalid("ProducerConfig::ring_batches");
+        }
+        if self.batch_bytes == 0 {
+            return invalid("ProducerConfig::batch_bytes");
+        }
+        Ok(())
+    }
 }
 
 impl Default for ProducerConfig {
@@ -59,8 +82,11 @@ impl Default for ProducerConfig {
 /// One record to send. Borrowed: the producer copies it into its batch.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProducerRecord<'a> {
+    /// The key; `None` is Kafka's null key (the partitioner then picks the partition).
     pub key: Option<&'a [u8]>,
+    /// The value; `None` is Kafka's null value (a tombstone).
     pub value: Option<&'a [u8]>,
+    /// Headers, in order.
     pub headers: &'a [Header<'a>],
     /// Milliseconds since the epoch; now when `None`.
     pub timestamp: Option<i64>,
@@ -69,6 +95,8 @@ pub struct ProducerRecord<'a> {
 }
 
 impl<'a> ProducerRecord<'a> {
+    /// A record with a key (or none) and a value, no headers, stamped now, partitioned by the
+    /// producer's partitioner.
     pub fn new(key: Option<&'a [u8]>, value: &'a [u8]) -> Self {
         Self {
             key,
@@ -81,8 +109,10 @@ impl<'a> ProducerRecord<'a> {
 /// Why [`Producer::try_send`] did not take a record.
 #[derive(Debug, thiserror::Error)]
 pub enum TrySendError<'a> {
+    /// The partition's ring is full: the record, handed back untouched.
     #[error("the partition's ring is full")]
     WouldBlock(ProducerRecord<'a>),
+    /// The send failed for another reason.
     #[error(transparent)]
     Failed(#[from] Error),
 }
@@ -104,6 +134,10 @@ struct Lane {
     last: Option<Ticket>,
 }
 
+/// Appends records to one topic; made by [`Engine::producer`](crate::Engine::producer).
+///
+/// Use one producer per thread (`send` takes `&mut self`); the producer is `Send`, so it may
+/// move between threads. Records of one producer to one partition keep their order.
 pub struct Producer {
     engine: Arc<Inner>,
     topic: Arc<TopicEntry>,
@@ -156,6 +190,24 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+/// Producers are made here, where they are defined, so that the engine module does not depend
+/// on the producer module (which depends on it).
+impl Engine {
+    /// A producer for `topic` with the default configuration.
+    pub fn producer(&self, topic: &str) -> Result<Producer> {
+        Producer::new(
+            self.inner.clone(),
+            self.inner.topic(topic)?,
+            Default::default(),
+        )
+    }
+
+    /// A producer for `topic` with `config` (checked here, naming the field it refuses).
+    pub fn producer_with(&self, topic: &str, config: ProducerConfig) -> Result<Producer> {
+        Producer::new(self.inner.clone(), self.inner.topic(topic)?, config)
+    }
+}
+
 impl Producer {
     pub(crate) fn new(
         engine: Arc<Inner>,
@@ -166,11 +218,7 @@ impl Producer {
             NonZeroU32::new(topic.partitions.len() as u32).ok_or(Error::UnknownTopic {
                 topic: topic.name.to_string(),
             })?;
-        if config.ring_batches == 0 || config.batch_bytes == 0 {
-            return Err(Error::InvalidConfig {
-                reason: "ring_batches and batch_bytes must be positive".into(),
-            });
-        }
+        config.validate()?;
         Ok(Self {
             lanes: (0..partition_count.get()).map(|_| None).collect(),
             chooser: PartitionChooser::new(config.partitioner),
@@ -184,10 +232,17 @@ impl Producer {
         })
     }
 
-    /// Sends a record; waits for room when the partition's ring is full.
-    pub fn send(&mut self, record: ProducerRecord<'_>) -> Result<Ticket> {
+    /// Sends a record; waits for room when the partition's ring is full (at most
+    /// `send_timeout`).
+    ///
+    /// `producer.send(record)?.wait()` hands the record's batch over and waits for its offset;
+    /// [`Sent::into_ticket`] keeps a [`Ticket`] to wait on later, after more sends.
+    pub fn send(&mut self, record: ProducerRecord<'_>) -> Result<Sent<'_>> {
         match self.send_inner(record, true) {
-            Ok(ticket) => Ok(ticket),
+            Ok(ticket) => Ok(Sent {
+                producer: self,
+                ticket,
+            }),
             Err(TrySendError::Failed(error)) => Err(error),
             // Only try_send refuses: a blocking send waits for room and ends in SendTimeout.
             Err(TrySendError::WouldBlock(_)) => unreachable!("a blocking send never refuses"),
@@ -198,8 +253,12 @@ impl Producer {
     pub fn try_send<'a>(
         &mut self,
         record: ProducerRecord<'a>,
-    ) -> std::result::Result<Ticket, TrySendError<'a>> {
-        self.send_inner(record, false)
+    ) -> std::result::Result<Sent<'_>, TrySendError<'a>> {
+        let ticket = self.send_inner(record, false)?;
+        Ok(Sent {
+            producer: self,
+            ticket,
+        })
     }
 
     /// Hands every open batch to its shard and waits until every record sent so far reaches
@@ -217,8 +276,17 @@ impl Producer {
         Ok(())
     }
 
+    /// The topic's partition count.
     pub fn partitions(&self) -> u32 {
         self.partition_count.get()
+    }
+
+    /// Hands over the open batch of `ticket`'s partition if the ticket's record is still in it.
+    fn hand_over(&mut self, ticket: &Ticket) -> Result<()> {
+        if ticket.is_submitted() {
+            return Ok(());
+        }
+        self.submit(ticket.partition() as usize, true)
     }
 
     fn send_inner<'a>(
@@ -393,6 +461,42 @@ impl Producer {
             }
         }
         Ok(())
+    }
+}
+
+/// One record just sent, still tied to its producer: [`Sent::wait`] hands the record's batch
+/// over (without waiting for the batch to fill or linger) and waits for its offset.
+///
+/// To send more before waiting, keep [`Sent::into_ticket`]: the batch is then handed over when
+/// it fills, when it has lingered, or on [`Producer::flush`].
+#[derive(Debug)]
+pub struct Sent<'p> {
+    producer: &'p mut Producer,
+    ticket: Ticket,
+}
+
+impl Sent<'_> {
+    /// The partition the record went to.
+    pub fn partition(&self) -> u32 {
+        self.ticket.partition()
+    }
+
+    /// Hands the record's batch to its shard now and waits until the record reaches the
+    /// producer's ack level; returns its offset.
+    pub fn wait(self) -> Result<i64> {
+        self.producer.hand_over(&self.ticket)?;
+        self.ticket.wait()
+    }
+
+    /// As [`Sent::wait`], giving up after `timeout` with `Ok(None)`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Option<i64>> {
+        self.producer.hand_over(&self.ticket)?;
+        self.ticket.wait_timeout(timeout)
+    }
+
+    /// The record's ticket, detached from the producer so more records can be sent first.
+    pub fn into_ticket(self) -> Ticket {
+        self.ticket
     }
 }
 

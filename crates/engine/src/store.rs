@@ -73,6 +73,7 @@ impl Store {
         let topic = TopicName::new(name)?;
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(Error::InvalidConfig {
+                field: "partitions",
                 reason: format!("a topic needs 1 to {MAX_PARTITIONS} partitions, not {partitions}"),
             });
         }

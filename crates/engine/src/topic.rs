@@ -7,18 +7,27 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-
 /// Kafka's limit: 255 minus room for a partition suffix and a `.deleted`-style marker.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Why a string is not a topic name. Converts into [`Error::InvalidTopicName`](crate::Error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topic name {name:?}: {reason}")]
+pub struct InvalidTopicName {
+    /// The name as given (cut to a bounded length).
+    pub name: String,
+    /// The rule it breaks.
+    pub reason: &'static str,
+}
 
 /// A topic name that passed validation. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicName(Arc<str>);
 
 impl TopicName {
-    pub fn new(name: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidTopicName {
+    /// Validates `name` by Kafka's rules; the error says which one it breaks.
+    pub fn new(name: &str) -> Result<Self, InvalidTopicName> {
+        let invalid = |reason| InvalidTopicName {
             name: name.chars().take(MAX_TOPIC_NAME_LEN + 8).collect(),
             reason,
         };
@@ -42,8 +51,39 @@ impl TopicName {
         Ok(Self(name.into()))
     }
 
+    /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A topic name reads as the string it is.
+impl std::ops::Deref for TopicName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by topic name can be searched with a `&str` (hashing and ordering agree).
+impl std::borrow::Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TopicName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for TopicName {
+    type Error = InvalidTopicName;
+
+    fn try_from(name: &str) -> Result<Self, InvalidTopicName> {
+        Self::new(name)
     }
 }
 
@@ -62,11 +102,14 @@ impl fmt::Debug for TopicName {
 /// One partition of one topic: the unit of ordering and of storage.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
+    /// The topic.
     pub topic: TopicName,
+    /// The partition's number, from 0.
     pub partition: u32,
 }
 
 impl TopicPartition {
+    /// The partition `partition` of `topic`.
     pub fn new(topic: TopicName, partition: u32) -> Self {
         Self { topic, partition }
     }
@@ -98,6 +141,62 @@ impl fmt::Display for TopicPartition {
 impl fmt::Debug for TopicPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
+    }
+}
+
+/// A topic's 16-byte identity, random at creation and kept for the topic's life (Kafka's
+/// topic UUID: newer Produce and Fetch versions name topics by it). Two topics created under
+/// the same name at different times have different ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId([u8; 16]);
+
+impl TopicId {
+    /// The id made of these bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's bytes, in Kafka's wire order.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// A fresh random id from the operating system's generator. Never all zeros: Kafka
+    /// reserves the zero UUID for "no id".
+    pub(crate) fn random() -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut bytes = [0u8; 16];
+        loop {
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+            if bytes != [0; 16] {
+                return Ok(Self(bytes));
+            }
+        }
+    }
+
+    /// Parses the 32 lowercase or uppercase hex digits that [`fmt::Display`] writes.
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+}
+
+/// 32 lowercase hex digits.
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicId({self})")
     }
 }
 
@@ -133,10 +232,20 @@ mod tests {
             &"x".repeat(250),
         ] {
             assert!(
-                matches!(TopicName::new(name), Err(Error::InvalidTopicName { .. })),
+                matches!(TopicName::new(name), Err(InvalidTopicName { .. })),
                 "{name:?}"
             );
         }
+    }
+
+    #[test]
+    fn topic_ids_are_random_and_round_trip_through_hex() {
+        let a = TopicId::random().unwrap();
+        let b = TopicId::random().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(TopicId::from_hex(&a.to_string()), Some(a));
+        assert_eq!(TopicId::from_hex("zz"), None);
+        assert_eq!(TopicId::from_hex(&"g".repeat(32)), None);
     }
 
     #[test]

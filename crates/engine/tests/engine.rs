@@ -1,5 +1,5 @@
 //! The engine end to end: producers on several threads, shards, consumers, acks, back-pressure,
-//! shutdown and reopen. Runs on whichever backend the engine picks (`RILL_IO=sync` forces the
+//! shutdown and reopen. Runs on whichever backend the engine picks (`RILL_IO=sync`, read here, forces the
 //! portable one; CI runs this file both ways).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers fail loudly by design
@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rill_engine::Error;
-use rill_engine::consumer::{ConsumerConfig, Seek, StartFrom};
-use rill_engine::engine::{AckLevel, Engine, EngineConfig};
 use rill_engine::log::{FsyncPolicy, LogConfig};
-use rill_engine::producer::{ProducerConfig, ProducerRecord, TrySendError};
+use rill_engine::{AckLevel, Engine, EngineConfig};
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
+use rill_engine::{ProducerConfig, ProducerRecord, TrySendError};
+
+mod support;
 
 fn config(dir: &std::path::Path) -> EngineConfig {
     EngineConfig {
+        io: support::io_from_env(),
         shards: 2,
         pin_shards: false,
         log: LogConfig {
@@ -127,6 +130,7 @@ fn tickets_resolve_at_each_ack_level() {
                 producer
                     .send(ProducerRecord::new(None, &i.to_be_bytes()))
                     .unwrap()
+                    .into_ticket()
             })
             .collect();
         assert!(matches!(tickets[0].wait(), Err(Error::NotSubmitted { .. })));
@@ -171,7 +175,7 @@ fn a_full_ring_is_back_pressure_not_loss() {
     let mut tickets = Vec::new();
     let refused = loop {
         match producer.try_send(ProducerRecord::new(None, &value)) {
-            Ok(ticket) => tickets.push(ticket),
+            Ok(sent) => tickets.push(sent.into_ticket()),
             Err(TrySendError::WouldBlock(record)) => break record,
             Err(other) => panic!("{other}"),
         }
@@ -190,7 +194,12 @@ fn a_full_ring_is_back_pressure_not_loss() {
     for ticket in &tickets {
         let _ = ticket.wait_timeout(Duration::from_secs(10));
     }
-    tickets.push(producer.send(ProducerRecord::new(None, &value)).unwrap());
+    tickets.push(
+        producer
+            .send(ProducerRecord::new(None, &value))
+            .unwrap()
+            .into_ticket(),
+    );
     let _ = producer.flush();
     let delivered = tickets.iter().filter(|t| t.wait().is_ok()).count();
     let failed: Vec<Error> = tickets.iter().filter_map(|t| t.wait().err()).collect();

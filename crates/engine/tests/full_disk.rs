@@ -12,10 +12,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use rill_engine::Error;
-use rill_engine::consumer::{ConsumerConfig, StartFrom};
-use rill_engine::engine::{Engine, EngineConfig, IoMode};
 use rill_engine::log::LogConfig;
-use rill_engine::producer::{ProducerConfig, ProducerRecord};
+use rill_engine::{ConsumerConfig, StartFrom};
+use rill_engine::{Engine, EngineConfig, IoMode};
+use rill_engine::{ProducerConfig, ProducerRecord};
 
 /// A tmpfs of a fixed size, unmounted on drop.
 struct SmallDisk {
@@ -89,6 +89,7 @@ fn produce_until_full(engine: &Engine, first: u32) -> (u32, Error) {
                 producer
                     .send(ProducerRecord::new(None, &value(first + group * 50 + i)))
                     .unwrap()
+                    .into_ticket()
             })
             .collect();
         if let Err(error) = producer.flush() {

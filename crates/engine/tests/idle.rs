@@ -8,8 +8,8 @@
 use std::fs;
 use std::time::Duration;
 
-use rill_engine::engine::{Engine, EngineConfig};
-use rill_engine::producer::ProducerRecord;
+use rill_engine::ProducerRecord;
+use rill_engine::{Engine, EngineConfig};
 
 /// CPU ticks (user + system) of every thread of this process whose name starts with `prefix`.
 fn cpu_ticks_of_threads(prefix: &str) -> Option<u64> {
@@ -31,10 +31,13 @@ fn cpu_ticks_of_threads(prefix: &str) -> Option<u64> {
     found.then_some(total)
 }
 
+mod support;
+
 #[test]
 fn an_idle_engine_uses_no_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
+        io: support::io_from_env(),
         shards: 2,
         ..EngineConfig::new(dir.path())
     };

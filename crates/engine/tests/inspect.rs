@@ -6,11 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rill_engine::Error;
+use rill_engine::TopicPartition;
 use rill_engine::inspect::Inspector;
 use rill_engine::log::LogConfig;
 use rill_engine::record::{BatchBuilder, Compression, Limits};
 use rill_engine::store::Store;
-use rill_engine::topic::TopicPartition;
 
 fn config() -> LogConfig {
     LogConfig {

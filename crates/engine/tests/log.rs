@@ -11,7 +11,7 @@ use rill_engine::io::PortableIo;
 use rill_engine::log::{FsyncPolicy, LogConfig, PartitionLog};
 use rill_engine::record::{BatchBuilder, Compression, Limits, RecordError};
 use rill_engine::store::Store;
-use rill_engine::topic::{TopicName, TopicPartition};
+use rill_engine::{TopicName, TopicPartition};
 
 fn small_config() -> LogConfig {
     LogConfig {

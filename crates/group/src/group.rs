@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::{ConsumerConfig, StartFrom};
-use rill_engine::engine::Engine;
+use rill_engine::Engine;
+use rill_engine::{ConsumerConfig, StartFrom};
 
 use crate::assignor::{
     Assignment, AssignmentSpec, Assignor, MemberId, Topic, TopicPartition, UniformAssignor,
 };
 use crate::error::{GroupError, Result};
-use crate::member::Member;
 use crate::offsets::OffsetStore;
 use crate::ownership::{Fence, OwnershipTable};
 
@@ -94,10 +93,12 @@ pub trait RebalanceListener: Send {
 pub struct MemberConfig {
     /// Topics to consume; they must exist in the engine.
     pub topics: Vec<String>,
+    /// Called as partitions are revoked, assigned or lost; none by default.
     pub listener: Option<Box<dyn RebalanceListener>>,
 }
 
 impl MemberConfig {
+    /// Subscribes to `topics`, with no listener.
     pub fn new<S: Into<String>>(topics: impl IntoIterator<Item = S>) -> Self {
         Self {
             topics: topics.into_iter().map(Into::into).collect(),
@@ -105,6 +106,7 @@ impl MemberConfig {
         }
     }
 
+    /// Adds a listener for rebalance events.
     pub fn with_listener(mut self, listener: impl RebalanceListener + 'static) -> Self {
         self.listener = Some(Box::new(listener));
         self
@@ -275,6 +277,16 @@ impl Shared {
     }
 }
 
+/// A member just registered: everything a `Member` is made of.
+pub(crate) struct Joined {
+    pub shared: Arc<Shared>,
+    pub id: MemberId,
+    pub liveness: Arc<Liveness>,
+    pub consumers: BTreeMap<Topic, rill_engine::Consumer>,
+    pub tables: HashMap<Topic, Arc<OwnershipTable>>,
+    pub listener: Option<Box<dyn RebalanceListener>>,
+}
+
 /// Member ids are handed out below 2^32 so they fit the ownership word.
 pub(crate) fn raw_id(member: MemberId) -> u32 {
     member.0 as u32
@@ -286,15 +298,16 @@ pub(crate) fn raw_id(member: MemberId) -> u32 {
 /// Only one `Group` per group id should be open on an engine at a time: two would each
 /// believe they coordinate the group, and their commits would interleave in the offsets log.
 #[derive(Debug)]
-pub struct Group<'e> {
-    engine: &'e Engine,
+pub struct Group {
+    /// A clone of the caller's engine handle: the group keeps the engine open while it lives.
+    engine: Engine,
     shared: Arc<Shared>,
 }
 
-impl<'e> Group<'e> {
+impl Group {
     /// Opens group `group_id`: creates the offsets topic if missing and loads the group's
     /// committed offsets from it, so a restarted group resumes where it committed.
-    pub fn new(engine: &'e Engine, group_id: &str, config: GroupConfig) -> Result<Self> {
+    pub fn new(engine: &Engine, group_id: &str, config: GroupConfig) -> Result<Self> {
         let invalid = |reason: &str| GroupError::InvalidConfig {
             group: group_id.to_owned(),
             reason: reason.to_owned(),
@@ -307,7 +320,7 @@ impl<'e> Group<'e> {
         }
         let offsets = OffsetStore::open(engine, group_id, config.offsets_topic_partitions)?;
         Ok(Self {
-            engine,
+            engine: engine.clone(),
             shared: Arc::new(Shared {
                 group_id: group_id.to_owned(),
                 config,
@@ -329,14 +342,14 @@ impl<'e> Group<'e> {
         })
     }
 
+    /// The group's id.
     pub fn id(&self) -> &str {
         &self.shared.group_id
     }
 
-    /// Adds a member subscribed to `config.topics`. This bumps the group epoch; the member
-    /// takes its partitions on its first `poll` or `heartbeat`, as their previous owners let
-    /// them go.
-    pub fn join(&self, config: MemberConfig) -> Result<Member> {
+    /// Registers a new member subscribed to `config.topics` and bumps the group epoch; what
+    /// the member is made of. `Group::join` (in the member module) wraps it in a `Member`.
+    pub(crate) fn register(&self, config: MemberConfig) -> Result<Joined> {
         let group = &self.shared.group_id;
         let known: HashMap<String, u32> = self.engine.topics().into_iter().collect();
         let mut subscription = BTreeMap::new();
@@ -355,7 +368,10 @@ impl<'e> Group<'e> {
                     },
                 )
                 .map_err(|e| GroupError::engine(group, format!("consuming {topic:?}"), e))?;
-            subscription.insert(Topic::from(topic.as_str()), (partitions, consumer));
+            // The engine just opened a consumer of this name, so it is a valid topic name.
+            let name = Topic::new(topic)
+                .map_err(|e| GroupError::engine(group, format!("naming {topic:?}"), e.into()))?;
+            subscription.insert(name, (partitions, consumer));
         }
         let liveness = Arc::new(Liveness {
             last_seen: AtomicU64::new(self.shared.now_micros()),
@@ -391,14 +407,14 @@ impl<'e> Group<'e> {
         );
         self.shared.rebalance(&mut control);
         drop(control);
-        Ok(Member::new(
-            self.shared.clone(),
+        Ok(Joined {
+            shared: self.shared.clone(),
             id,
             liveness,
             consumers,
             tables,
-            config.listener,
-        ))
+            listener: config.listener,
+        })
     }
 
     /// The current group epoch.
@@ -444,9 +460,8 @@ impl<'e> Group<'e> {
 
     /// The group's committed offset for a partition (the next offset to read).
     pub fn committed(&self, topic: &str, partition: u32) -> Option<i64> {
-        self.shared
-            .offsets()
-            .committed(&Topic::from(topic), partition)
+        let topic = Topic::new(topic).ok()?;
+        self.shared.offsets().committed(&topic, partition)
     }
 
     /// Every committed offset of the group.

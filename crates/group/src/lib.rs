@@ -14,7 +14,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use rill_engine::engine::{Engine, EngineConfig};
+//! use rill_engine::{Engine, EngineConfig};
 //! use rill_group::{Group, GroupConfig, MemberConfig};
 //!
 //! let engine = Engine::open(EngineConfig::new("data"))?;
@@ -31,8 +31,14 @@
 //! # }
 //! ```
 //!
+//! Every public type is a root name of this crate (and of the facade `rill`); partitions are
+//! the engine's [`TopicPartition`]. How groups fit the engine is described in the project's
+//! design document, `docs/design.md` in the repository.
+//!
 //! Static membership (a member rejoining under a stable instance id without a rebalance) is
 //! not implemented.
+
+#![deny(missing_docs)]
 
 pub mod assignor;
 mod error;
@@ -49,4 +55,14 @@ pub use error::{GroupError, Result};
 pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
 pub use offsets::OFFSETS_TOPIC;
-pub use rill_engine::consumer::StartFrom;
+pub use rill_engine::StartFrom;
+
+// The handles' thread-safety is part of the API: a change that loses it must not compile.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Group>();
+    send_sync::<GroupError>();
+    send::<Member>();
+    send::<MemberPolled>();
+};

@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::{Consumer, Polled, Seek};
-use rill_engine::engine::Ticket;
-use rill_engine::record::Record;
+use rill_engine::Record;
+use rill_engine::Ticket;
+use rill_engine::{Consumer, Polled, Seek};
 
 use crate::assignor::{MemberId, Topic, TopicPartition};
 use crate::error::{GroupError, Result};
-use crate::group::{Liveness, RebalanceListener, Shared, raw_id};
+use crate::group::{Group, Joined, Liveness, MemberConfig, RebalanceListener, Shared, raw_id};
 use crate::ownership::{Claim, OwnershipTable, Take};
 
 /// One member of a [`Group`](crate::Group). Leaves the group when dropped.
@@ -56,6 +56,7 @@ pub struct MemberPolled {
 }
 
 impl MemberPolled {
+    /// Whether the poll returned no batch.
     pub fn is_empty(&self) -> bool {
         self.topics.iter().all(|(_, p)| p.is_empty())
     }
@@ -99,15 +100,27 @@ impl MemberPolled {
     }
 }
 
+/// Members are made here, where they are defined, so that the group module does not depend on
+/// the member module (which depends on it).
+impl Group {
+    /// Adds a member subscribed to `config.topics`. This bumps the group epoch; the member
+    /// takes its partitions on its first `poll` or `heartbeat`, as their previous owners let
+    /// them go.
+    pub fn join(&self, config: MemberConfig) -> Result<Member> {
+        self.register(config).map(Member::new)
+    }
+}
+
 impl Member {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        id: MemberId,
-        liveness: Arc<Liveness>,
-        consumers: BTreeMap<Topic, Consumer>,
-        tables: HashMap<Topic, Arc<OwnershipTable>>,
-        listener: Option<Box<dyn RebalanceListener>>,
-    ) -> Self {
+    fn new(joined: Joined) -> Self {
+        let Joined {
+            shared,
+            id,
+            liveness,
+            consumers,
+            tables,
+            listener,
+        } = joined;
         Self {
             shared,
             id,
@@ -123,6 +136,7 @@ impl Member {
         }
     }
 
+    /// The member's id within its group.
     pub fn id(&self) -> MemberId {
         self.id
     }

@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rill_engine::consumer::{ConsumerConfig, Seek, StartFrom};
-use rill_engine::engine::{AckLevel, Engine, Ticket};
-use rill_engine::producer::{Producer, ProducerConfig, ProducerRecord};
+use rill_engine::{AckLevel, Engine, Ticket};
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
+use rill_engine::{Producer, ProducerConfig, ProducerRecord};
 
 use crate::assignor::Topic;
 use crate::error::{GroupError, Result};
@@ -110,13 +110,17 @@ impl OffsetStore {
                 partition: Some(self.partition),
                 ..ProducerRecord::new(Some(&key), &value)
             };
-            let ticket = self.producer.send(record).map_err(|e| {
-                GroupError::engine(
-                    &self.group,
-                    format!("committing {topic}-{partition} to the offsets log"),
-                    e,
-                )
-            })?;
+            let ticket = self
+                .producer
+                .send(record)
+                .map_err(|e| {
+                    GroupError::engine(
+                        &self.group,
+                        format!("committing {topic}-{partition} to the offsets log"),
+                        e,
+                    )
+                })?
+                .into_ticket();
             self.committed.insert((topic.clone(), *partition), *offset);
             last = Some(ticket);
         }
@@ -165,7 +169,14 @@ fn load(engine: &Engine, group: &str, partition: u32) -> Result<HashMap<(Topic, 
                 };
                 match (decode_key(key), decode_value(value)) {
                     (Some((g, topic, p)), Some(offset)) if g == group.as_bytes() => {
-                        committed.insert((Topic::from(topic), p), offset);
+                        match Topic::new(topic) {
+                            Ok(topic) => {
+                                committed.insert((topic, p), offset);
+                            }
+                            Err(error) => log::warn!(
+                                "rill-group {group:?}: skipping a commit for an invalid topic name at {OFFSETS_TOPIC}-{partition}: {error}"
+                            ),
+                        }
                     }
                     (Some(_), Some(_)) => {}
                     _ => log::warn!(

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rill_engine::engine::{Engine, EngineConfig};
-use rill_engine::log::LogConfig;
-use rill_engine::producer::{ProducerConfig, ProducerRecord};
+use rill_engine::LogConfig;
+use rill_engine::{Engine, EngineConfig};
+use rill_engine::{ProducerConfig, ProducerRecord};
 use rill_group::{
     Group, GroupConfig, GroupError, Member, MemberConfig, MemberId, RebalanceListener, StartFrom,
     TopicPartition,
@@ -55,7 +55,7 @@ fn produce(engine: &Engine, topic: &str, partitions: u32, per_partition: u32) {
 }
 
 /// Heartbeats every member until the group has settled on its current target.
-fn settle(group: &Group<'_>, members: &mut [&mut Member]) {
+fn settle(group: &Group, members: &mut [&mut Member]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for m in members.iter_mut() {
@@ -118,7 +118,7 @@ fn poll_reads_owned_partitions_and_commit_resumes_a_successor() {
     assert_eq!(group.committed("t", 0), Some(10));
     assert_eq!(group.committed("t", 1), Some(10));
     // Rewind partition 0's commit; a successor must start exactly there.
-    a.commit_sync([(TopicPartition::new("t", 0), 4)]).unwrap();
+    a.commit_sync([(tp(0), 4)]).unwrap();
     drop(a);
     // Auto-commit on leave wrote the position (10) back over the rewind.
     assert_eq!(group.committed("t", 0), Some(10));
@@ -253,14 +253,10 @@ fn a_restarted_group_resumes_at_committed_offsets() {
         .unwrap();
         let mut m = group.join(MemberConfig::new(["t"])).unwrap();
         settle(&group, &mut [&mut m]);
-        m.commit_sync([
-            (TopicPartition::new("t", 0), 5),
-            (TopicPartition::new("t", 1), 17),
-            (TopicPartition::new("t", 2), 20),
-        ])
-        .unwrap();
+        m.commit_sync([(tp(0), 5), (tp(1), 17), (tp(2), 20)])
+            .unwrap();
         // Overwritten: the last value per key wins on reload.
-        m.commit_sync([(TopicPartition::new("t", 0), 6)]).unwrap();
+        m.commit_sync([(tp(0), 6)]).unwrap();
         // A second group's commits share the offsets topic and must not leak into "g".
         let other = Group::new(
             &engine,
@@ -273,7 +269,7 @@ fn a_restarted_group_resumes_at_committed_offsets() {
         .unwrap();
         let mut o = other.join(MemberConfig::new(["t"])).unwrap();
         settle(&other, &mut [&mut o]);
-        o.commit_sync([(TopicPartition::new("t", 0), 1)]).unwrap();
+        o.commit_sync([(tp(0), 1)]).unwrap();
         drop(o);
         drop(m);
         drop(other);
@@ -282,13 +278,8 @@ fn a_restarted_group_resumes_at_committed_offsets() {
     }
     let engine = engine(dir.path());
     let group = Group::new(&engine, "g", config()).unwrap();
-    let expected: BTreeMap<TopicPartition, i64> = [
-        (TopicPartition::new("t", 0), 6),
-        (TopicPartition::new("t", 1), 17),
-        (TopicPartition::new("t", 2), 20),
-    ]
-    .into_iter()
-    .collect();
+    let expected: BTreeMap<TopicPartition, i64> =
+        [(tp(0), 6), (tp(1), 17), (tp(2), 20)].into_iter().collect();
     assert_eq!(group.committed_offsets(), expected);
     let mut m = group.join(MemberConfig::new(["t"])).unwrap();
     let mut first: BTreeMap<u32, i64> = BTreeMap::new();
@@ -305,4 +296,9 @@ fn a_restarted_group_resumes_at_committed_offsets() {
     }
     assert_eq!(count, 17);
     assert_eq!(first, BTreeMap::from([(0, 6), (1, 17)]));
+}
+
+/// Partition `partition` of the tests' topic "t".
+fn tp(partition: u32) -> TopicPartition {
+    TopicPartition::new(rill_engine::TopicName::new("t").unwrap(), partition)
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rill_engine::consumer::Seek;
-use rill_engine::engine::{Engine, EngineConfig};
-use rill_engine::producer::{ProducerConfig, ProducerRecord};
+use rill_engine::Seek;
+use rill_engine::{Engine, EngineConfig};
+use rill_engine::{ProducerConfig, ProducerRecord};
 use rill_group::{
     Group, GroupConfig, GroupError, MemberConfig, MemberId, RebalanceListener, StartFrom,
     TopicPartition,
@@ -242,7 +242,7 @@ fn churning_members_deliver_everything_with_exclusive_ownership() {
 }
 
 /// Every partition committed up to its end once producers are done.
-fn drained(group: &Group<'_>) -> bool {
+fn drained(group: &Group) -> bool {
     let expected = u64::from(PRODUCERS * PER_PRODUCER);
     let committed: i64 = group.committed_offsets().values().sum();
     committed as u64 == expected

@@ -16,16 +16,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::figures::short;
 use crate::report::Report;
-use crate::summary::{self, PeerPair};
-
-/// One chart written by [`write_all`], for the summary to link.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChartFile {
-    /// The file name inside the results folder, e.g. `throughput.svg`.
-    pub file_name: String,
-    pub title: String,
-}
+use crate::summary::{self, ChartFile, PeerPair};
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
@@ -576,24 +569,6 @@ fn trim_zeros(text: String) -> String {
     }
 }
 
-/// A number for an axis or a bar: about three significant figures, no exponent.
-pub(crate) fn short(v: f64) -> String {
-    let magnitude = v.abs();
-    if !v.is_finite() {
-        "n/a".to_owned()
-    } else if magnitude >= 100.0 || magnitude == 0.0 {
-        format!("{v:.0}")
-    } else if magnitude >= 10.0 {
-        format!("{v:.1}")
-    } else if magnitude >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        // Enough decimals for three significant figures of a small value.
-        let decimals = (2 - magnitude.log10().floor() as i64).clamp(2, 9) as usize;
-        format!("{v:.decimals$}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,13 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn short_numbers() {
-        assert_eq!(short(1234.4), "1234");
-        assert_eq!(short(12.34), "12.3");
-        assert_eq!(short(1.234), "1.23");
-        assert_eq!(short(0.01234), "0.0123");
-        assert_eq!(short(0.0), "0");
-        assert_eq!(short(f64::NAN), "n/a");
+    fn axis_numbers() {
         assert_eq!(axis(0.5), "0.5");
         assert_eq!(axis(10.0), "10");
         assert_eq!(axis(1234.0), "1234");

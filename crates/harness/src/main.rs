@@ -9,6 +9,7 @@
 mod cache;
 mod ceiling;
 mod charts;
+mod figures;
 mod machine;
 mod measure;
 mod peers;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rill_engine::engine::{AckLevel, Engine, EngineConfig, IoMode};
 use rill_engine::log::FsyncPolicy;
+use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
 
 /// How much a scenario sends: a number of records, or as many as fit in a duration.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,23 +24,6 @@ pub enum Backend {
     Sync,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Ack {
-    Appended,
-    Written,
-    Durable,
-}
-
-impl From<Ack> for AckLevel {
-    fn from(ack: Ack) -> Self {
-        match ack {
-            Ack::Appended => AckLevel::Appended,
-            Ack::Written => AckLevel::Written,
-            Ack::Durable => AckLevel::Durable,
-        }
-    }
-}
-
 /// One scenario's settings, after the suite's defaults and the user's knobs.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -53,7 +36,7 @@ pub struct Spec {
     pub amount: Amount,
     /// Records per second across all producers, for the open-loop `rate` scenario.
     pub rate: u64,
-    pub ack: Ack,
+    pub ack: AckLevel,
     pub fsync: FsyncPolicy,
     pub backend: Backend,
     pub direct_io: bool,
@@ -73,7 +56,7 @@ impl Spec {
             consumers: 1,
             amount,
             rate: 100_000,
-            ack: Ack::Written,
+            ack: AckLevel::Written,
             fsync: FsyncPolicy::Never,
             backend: Backend::Uring,
             direct_io: true,
@@ -170,8 +153,9 @@ pub struct Knobs {
     /// Records per second for the open-loop `rate` scenario.
     #[arg(long, global = true)]
     pub rate: Option<u64>,
-    #[arg(long, global = true, value_enum)]
-    pub ack: Option<Ack>,
+    /// `appended`, `written` or `durable`: what a producer's ticket waits for.
+    #[arg(long, global = true)]
+    pub ack: Option<AckLevel>,
     /// `never`, `every-append`, or an interval in milliseconds such as `10ms`.
     #[arg(long, global = true, value_parser = parse_fsync)]
     pub fsync: Option<FsyncPolicy>,

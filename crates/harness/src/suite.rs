@@ -11,7 +11,8 @@ use crate::measure::Latency;
 use crate::peers::{self, PeerPhase, PeerWorkload};
 use crate::report::{Ceilings, Report, ScenarioReport};
 use crate::scenario::{self, Outcome};
-use crate::spec::{Ack, Amount, Knobs, Spec};
+use crate::spec::{Amount, Knobs, Spec};
+use rill_engine::AckLevel;
 
 /// One scenario family, for running a subcommand alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +189,7 @@ fn run_peers(
         let work = PeerWorkload {
             record_bytes: spec.record_bytes,
             records,
-            durable: spec.ack == Ack::Durable,
+            durable: spec.ack == AckLevel::Durable,
         };
         let runs: [(&str, PeerRun); 2] = [
             ("commitlog", peers::run_commitlog),

@@ -3,8 +3,17 @@
 
 use std::fmt::Write as _;
 
-use crate::charts::{ChartFile, short};
+use crate::figures::short;
 use crate::report::{Report, ScenarioReport};
+
+/// One chart written by [`charts::write_all`](crate::charts::write_all), for the summary to
+/// link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChartFile {
+    /// The file name inside the results folder, e.g. `throughput.svg`.
+    pub file_name: String,
+    pub title: String,
+}
 
 /// The headline table's header row, as it appears in the summary.
 pub const TABLE_HEADER: &str = "| scenario | record bytes | records/s | MB/s | % of disk ceiling \
@@ -28,7 +37,7 @@ fn rill_kind(name: &str) -> Option<Kind> {
     }
 }
 
-/// Peers are named "<engine> append <size>" or "<engine> read <size>": the operation is a
+/// Peers are named `"<engine> append <size>"` or `"<engine> read <size>"`: the operation is a
 /// word of the name (its last word, or the one before the size).
 fn peer_kind(name: &str) -> Option<Kind> {
     name.split_whitespace().find_map(|word| match word {

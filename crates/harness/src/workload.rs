@@ -145,7 +145,7 @@ impl Ledger {
         self.duplicates.load(Ordering::Relaxed)
     }
 
-    /// Records that were sent (`sent[p]` by producer `p`, sequence numbers 0..sent[p]) but
+    /// Records that were sent (`sent[p]` by producer `p`, sequence numbers `0..sent[p]`) but
     /// never delivered, plus values that were not ours at all (a corrupted record is lost).
     pub fn lost(&self, sent: &[u64]) -> u64 {
         let missing: u64 = self

@@ -19,6 +19,42 @@ pub enum AckLevel {
     Durable,
 }
 
+impl AckLevel {
+    /// Every level, weakest first.
+    pub const ALL: [AckLevel; 3] = [AckLevel::Appended, AckLevel::Written, AckLevel::Durable];
+
+    /// The level's name as rill's tools spell it: `appended`, `written` or `durable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AckLevel::Appended => "appended",
+            AckLevel::Written => "written",
+            AckLevel::Durable => "durable",
+        }
+    }
+}
+
+/// Writes [`AckLevel::name`].
+impl std::fmt::Display for AckLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Parses [`AckLevel::name`]: the one spelling rill's command-line tools accept.
+impl std::str::FromStr for AckLevel {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        AckLevel::ALL
+            .into_iter()
+            .find(|level| level.name() == text)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "ProducerConfig::ack",
+                reason: format!("{text:?} is not appended, written or durable"),
+            })
+    }
+}
+
 const PENDING: i64 = -1;
 const FAILED: i64 = -2;
 
@@ -94,7 +130,10 @@ impl BatchAck {
 ///
 /// Tickets of one partition resolve in offset order. A record still waiting in a producer's
 /// batch has no offset yet: [`Ticket::wait`] then fails with [`Error::NotSubmitted`] at once
-/// instead of waiting for a batch nobody will send; `Producer::flush` submits it.
+/// instead of waiting for a batch nobody will send; `Producer::flush` submits it, and
+/// [`Sent::wait`](crate::Sent::wait) hands it over itself.
+///
+/// A ticket is `Send` and `Sync`, and cheap to clone: any thread may wait on it.
 #[derive(Clone, Debug)]
 pub struct Ticket {
     ack: Arc<BatchAck>,
@@ -107,10 +146,16 @@ impl Ticket {
         Self { ack, index, level }
     }
 
+    /// Whether the record's batch has left the producer's open batch.
+    pub(crate) fn is_submitted(&self) -> bool {
+        self.ack.submitted.load(Ordering::Acquire)
+    }
+
     fn entry(&self) -> &PartitionEntry {
         &self.ack.partition
     }
 
+    /// The partition the record went to.
     pub fn partition(&self) -> u32 {
         self.entry().tp.partition
     }

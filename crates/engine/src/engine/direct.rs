@@ -19,6 +19,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::BatchAck;
+use crate::error::is_storage_full;
 use crate::io::aligned::{BLOCK, align_down, align_up};
 use crate::io::uring::{
     BufferRegistration, Completion, DirectAppender, FileSlot, PooledBuf, SyncOutcome, UringConfig,
@@ -31,10 +32,6 @@ use crate::recycle::BatchBuf;
 const STAGING_BUFFERS: u16 = 32;
 /// Registered file slots: one per partition a shard owns.
 const FILE_SLOTS: u32 = 4096;
-
-fn is_storage_full(error: &io::Error) -> bool {
-    error.raw_os_error() == Some(libc::ENOSPC) || error.kind() == io::ErrorKind::StorageFull
-}
 
 /// What a shard's partitions share: the ring and its buffer pool.
 pub(crate) struct DirectIo {

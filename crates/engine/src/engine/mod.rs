@@ -16,44 +16,72 @@
 mod ack;
 mod direct;
 mod notify;
+mod registry;
+// `ShardControl::hold` serves only the `unstable` test hook `Engine::hold_shards`.
+#[cfg_attr(not(feature = "unstable"), allow(dead_code))]
 mod shard;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub(crate) use ack::BatchAck;
 pub use ack::{AckLevel, Ticket};
 pub(crate) use notify::Notifier;
+pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
 pub(crate) use shard::{Request, ShardControl};
 
-use crate::error::{Error, Result};
-use crate::log::{LogConfig, LogReader};
+use crate::error::{Error, IoContext, Result};
+use crate::log::LogConfig;
 use crate::store::Store;
-use crate::topic::{TopicName, TopicPartition};
+use crate::topic::{TopicId, TopicName};
+use crate::topic_meta::{self, TopicMeta};
 
 /// Which I/O backend the shards write through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IoMode {
-    /// The best backend this machine allows.
+    /// The best backend this machine allows: io_uring where it can be set up, else the
+    /// portable one (said once in the log).
     #[default]
     Auto,
-    /// Portable `pwrite`/`fdatasync`, whatever the machine offers. `RILL_IO=sync` forces it.
+    /// Portable `pwrite`/`fdatasync`, whatever the machine offers.
     Sync,
 }
 
+/// Parses `auto` or `sync`, the spellings rill's tools accept (the library itself reads no
+/// environment variable; the `rill` tool and the tests map `RILL_IO` through this).
+impl std::str::FromStr for IoMode {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "auto" => Ok(IoMode::Auto),
+            "sync" => Ok(IoMode::Sync),
+            _ => Err(Error::InvalidConfig {
+                field: "EngineConfig::io",
+                reason: format!("{text:?} is neither \"auto\" nor \"sync\""),
+            }),
+        }
+    }
+}
+
+/// How an [`Engine`] runs: where its data lives, its threads, and the default configuration of
+/// its topics. Checked by [`Engine::open`], which names the field it refuses.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The data directory; created if missing, locked while the engine is open.
     pub data_dir: PathBuf,
     /// Shard threads; 0 means one per available core.
     pub shards: usize,
     /// Pin each shard to its own core.
     pub pin_shards: bool,
-    /// Configuration of topics opened from disk and of topics created without one.
+    /// Configuration of topics created without one of their own (and of topics found on disk
+    /// without a metadata file).
     pub log: LogConfig,
+    /// Which I/O backend to use.
     pub io: IoMode,
     /// Whether the io_uring backend writes segments with `O_DIRECT` (the default), or through
     /// the page cache. Both go through the same staging buffers and batched submissions; only
@@ -73,7 +101,11 @@ pub struct EngineConfig {
     pub retention_check_interval: Duration,
 }
 
+/// Longest `idle_spin` accepted: a shard spinning longer burns a core for nothing.
+const MAX_IDLE_SPIN: Duration = Duration::from_secs(1);
+
 impl EngineConfig {
+    /// The defaults for a data directory: one shard per core, pinned, io_uring where possible.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -86,66 +118,61 @@ impl EngineConfig {
             retention_check_interval: Duration::from_secs(60),
         }
     }
-}
 
-/// A partition as producers and consumers see it.
-#[derive(Debug)]
-pub(crate) struct PartitionEntry {
-    pub tp: TopicPartition,
-    pub reader: LogReader,
-    pub shard: Arc<ShardControl>,
-    /// Shared by the topic's partitions: consumers of several partitions wait on one.
-    pub notifier: Arc<Notifier>,
-}
-
-#[derive(Debug)]
-pub(crate) struct TopicEntry {
-    pub name: TopicName,
-    pub partitions: Vec<Arc<PartitionEntry>>,
-    pub notifier: Arc<Notifier>,
-    pub config: LogConfig,
-}
-
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub store: Store,
-    pub config: EngineConfig,
-    topics: RwLock<HashMap<TopicName, Arc<TopicEntry>>>,
-    shards: Vec<Arc<ShardControl>>,
-    closed: AtomicBool,
-    backend: &'static str,
-}
-
-impl Inner {
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    pub fn topic(&self, name: &str) -> Result<Arc<TopicEntry>> {
-        if self.is_closed() {
-            return Err(Error::EngineClosed);
+    /// Refuses values the engine cannot run with, naming the field; [`Engine::open`] calls it.
+    pub fn validate(&self) -> Result<()> {
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("EngineConfig::data_dir", "empty path".into());
         }
-        let name = TopicName::new(name)?;
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        topics.get(&name).cloned().ok_or(Error::UnknownTopic {
-            topic: name.to_string(),
-        })
+        if self.idle_spin > MAX_IDLE_SPIN {
+            return invalid(
+                "EngineConfig::idle_spin",
+                format!("{:?} exceeds {MAX_IDLE_SPIN:?}", self.idle_spin),
+            );
+        }
+        if self.retention_check_interval.is_zero() {
+            return invalid(
+                "EngineConfig::retention_check_interval",
+                "must be positive".into(),
+            );
+        }
+        self.log.validate()
     }
 }
 
 /// An open data directory and the shard threads that serve it.
 ///
-/// Dropping the engine shuts it down as [`Engine::shutdown`] does, logging any error.
-#[derive(Debug)]
+/// `Engine` is a cheap handle (two reference counts): clones share one engine, and it is `Send`
+/// and `Sync`, so threads and consumer groups each hold their own clone. Producers and
+/// consumers it makes fail with [`Error::EngineClosed`] once it has shut down.
+///
+/// The engine shuts down on [`Engine::shutdown`], or when its last clone drops (logging any
+/// error then).
+#[derive(Clone, Debug)]
 pub struct Engine {
+    /// Shared with every producer and consumer the engine makes (they are made in their own
+    /// modules, which reach the registry through this).
+    pub(crate) inner: Arc<Inner>,
+    threads: Arc<Threads>,
+}
+
+/// The shard threads, joined once: by `shutdown`, or when the last `Engine` clone drops.
+#[derive(Debug)]
+struct Threads {
     inner: Arc<Inner>,
-    threads: Vec<JoinHandle<()>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Engine {
     /// Opens the data directory (locking it), recovers every partition found in it, and starts
     /// the shard threads.
+    ///
+    /// The configuration is checked first ([`Error::InvalidConfig`] names the field); each
+    /// topic reopens with the configuration it was created with.
     pub fn open(config: EngineConfig) -> Result<Engine> {
+        config.validate()?;
         let store = Store::open(&config.data_dir, config.log.clone())?;
         let shard_count = match config.shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -165,39 +192,85 @@ impl Engine {
             threads.push(shard::spawn(control.clone(), core, &config, backend)?);
             shards.push(control);
         }
+        let inner = Arc::new(Inner {
+            store,
+            config,
+            topics: RwLock::new(HashMap::new()),
+            shards,
+            closed: AtomicBool::new(false),
+            backend,
+        });
         let engine = Engine {
-            inner: Arc::new(Inner {
-                store,
-                config,
-                topics: RwLock::new(HashMap::new()),
-                shards,
-                closed: AtomicBool::new(false),
-                backend,
+            threads: Arc::new(Threads {
+                inner: inner.clone(),
+                handles: Mutex::new(threads),
             }),
-            threads,
+            inner,
         };
-        for (topic, _) in engine.inner.store.topics()? {
-            let config = engine.inner.config.log.clone();
-            engine.load_topic(&topic, config)?;
+        for (topic, partitions) in engine.inner.store.topics()? {
+            let meta = engine.metadata(&topic, partitions, None)?;
+            engine.load_topic(&topic, meta)?;
         }
         Ok(engine)
     }
 
-    /// Creates a topic with the engine's default log configuration; see
-    /// [`Engine::create_topic_with`].
-    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        self.create_topic_with(name, partitions, self.inner.config.log.clone())
+    /// The topic's metadata from its file; a topic from before the file existed gets a fresh
+    /// id and `config`, written down so the id stays.
+    fn metadata(
+        &self,
+        topic: &TopicName,
+        partitions: u32,
+        config: Option<LogConfig>,
+    ) -> Result<TopicMeta> {
+        let root = self.inner.store.root();
+        if let Some(meta) = topic_meta::read(root, topic)? {
+            if meta.partitions != partitions {
+                return Err(Error::CorruptFile {
+                    path: topic_meta::path(root, topic),
+                    reason: format!(
+                        "records {} partitions, the directory holds {partitions}",
+                        meta.partitions
+                    ),
+                });
+            }
+            return Ok(meta);
+        }
+        let meta = TopicMeta {
+            id: TopicId::random().context("read random bytes", "/dev/urandom")?,
+            partitions,
+            config,
+        };
+        topic_meta::write(root, topic, &meta)?;
+        Ok(meta)
     }
 
-    /// Creates a topic, or does nothing if it exists with this many partitions.
+    /// Creates a topic that follows the engine's default configuration
+    /// ([`EngineConfig::log`], whatever it is at each open); see [`Engine::create_topic_with`].
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_as(name, partitions, None)
+    }
+
+    /// Creates a topic with its own configuration, or does nothing if it exists with this many
+    /// partitions (keeping the configuration it has).
     ///
-    /// `config` applies from now until the engine closes; a topic reopened from disk gets the
-    /// engine's default configuration.
+    /// The configuration is written to the topic's metadata file with a fresh random
+    /// [`TopicId`]; the topic reopens with both. [`Engine::alter_topic`] changes it.
     pub fn create_topic_with(&self, name: &str, partitions: u32, config: LogConfig) -> Result<()> {
+        self.create_topic_as(name, partitions, Some(config))
+    }
+
+    fn create_topic_as(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: Option<LogConfig>,
+    ) -> Result<()> {
         if self.inner.is_closed() {
             return Err(Error::EngineClosed);
         }
-        config.validate()?;
+        if let Some(config) = &config {
+            config.validate()?;
+        }
         let topic = self.inner.store.create_topic(name, partitions)?;
         let loaded = self
             .inner
@@ -206,9 +279,37 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(&topic);
         if !loaded {
-            self.load_topic(&topic, config)?;
+            let meta = self.metadata(&topic, partitions, config)?;
+            self.load_topic(&topic, meta)?;
         }
         Ok(())
+    }
+
+    /// Replaces a topic's own configuration (`None`: follow the engine's default), durably.
+    ///
+    /// The new configuration is checked first, and takes effect when the engine next opens the
+    /// data directory: partitions that are open keep the configuration they opened with.
+    pub fn alter_topic(&self, name: &str, config: Option<LogConfig>) -> Result<()> {
+        if let Some(config) = &config {
+            config.validate()?;
+        }
+        let topic = self.inner.topic(name)?;
+        let root = self.inner.store.root();
+        let meta = TopicMeta {
+            config,
+            ..self.metadata(&topic.name, topic.partitions.len() as u32, None)?
+        };
+        topic_meta::write(root, &topic.name, &meta)
+    }
+
+    /// The topic's id, random at creation and kept for its life.
+    pub fn topic_id(&self, name: &str) -> Result<TopicId> {
+        Ok(self.inner.topic(name)?.id)
+    }
+
+    /// The configuration the topic's partitions run with now.
+    pub fn topic_config(&self, name: &str) -> Result<LogConfig> {
+        Ok(self.inner.topic(name)?.config.clone())
     }
 
     /// Names and partition counts of every topic.
@@ -231,90 +332,29 @@ impl Engine {
         self.inner.backend
     }
 
+    /// How many shard threads serve the data directory.
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
     }
 
     /// Stops (`true`) or resumes (`false`) the shards' draining of their rings, so tests can
-    /// fill rings and observe back-pressure. Not for production use.
-    #[doc(hidden)]
+    /// fill rings and observe back-pressure. A test hook, only with the `unstable` feature.
+    #[cfg(feature = "unstable")]
     pub fn hold_shards(&self, held: bool) {
         for shard in &self.inner.shards {
             shard.hold(held);
         }
     }
 
-    /// A producer for `topic` with the default configuration.
-    pub fn producer(&self, topic: &str) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(
-            self.inner.clone(),
-            self.inner.topic(topic)?,
-            Default::default(),
-        )
-    }
-
-    pub fn producer_with(
-        &self,
-        topic: &str,
-        config: crate::producer::ProducerConfig,
-    ) -> Result<crate::producer::Producer> {
-        crate::producer::Producer::new(self.inner.clone(), self.inner.topic(topic)?, config)
-    }
-
-    /// A consumer of `topic`; assign it partitions before polling.
-    pub fn consumer(&self, topic: &str) -> Result<crate::consumer::Consumer> {
-        crate::consumer::Consumer::new(self.inner.topic(topic)?, Default::default())
-    }
-
-    pub fn consumer_with(
-        &self,
-        topic: &str,
-        config: crate::consumer::ConsumerConfig,
-    ) -> Result<crate::consumer::Consumer> {
-        crate::consumer::Consumer::new(self.inner.topic(topic)?, config)
-    }
-
     /// Stops accepting sends, lets every shard append what its rings hold, syncs, and closes
-    /// every partition cleanly (so the next open needs no recovery scan).
-    pub fn shutdown(mut self) -> Result<()> {
-        self.shutdown_inner()
+    /// every partition cleanly (so the next open needs no recovery scan). Other clones of the
+    /// engine see it closed.
+    pub fn shutdown(self) -> Result<()> {
+        self.threads.shutdown()
     }
 
-    fn shutdown_inner(&mut self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        for shard in &self.inner.shards {
-            shard.request_shutdown();
-        }
-        let mut first_error = None;
-        for thread in self.threads.drain(..) {
-            if thread.join().is_err() && first_error.is_none() {
-                first_error = Some(Error::Invariant {
-                    what: "a shard thread panicked".into(),
-                });
-            }
-        }
-        for shard in &self.inner.shards {
-            if let Some(error) = shard.take_close_error()
-                && first_error.is_none()
-            {
-                first_error = Some(error);
-            }
-        }
-        for topic in self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            topic.notifier.notify();
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn load_topic(&self, topic: &TopicName, config: LogConfig) -> Result<()> {
+    fn load_topic(&self, topic: &TopicName, meta: TopicMeta) -> Result<()> {
+        let config = meta.config.unwrap_or_else(|| self.inner.config.log.clone());
         let count = self.inner.store.partitions(topic)?;
         let notifier = Arc::new(Notifier::default());
         let mut partitions = Vec::with_capacity(count as usize);
@@ -339,6 +379,7 @@ impl Engine {
             partitions.push(entry);
         }
         let entry = Arc::new(TopicEntry {
+            id: meta.id,
             name: topic.clone(),
             partitions,
             notifier,
@@ -353,9 +394,47 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Threads {
+    fn shutdown(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        for shard in &self.inner.shards {
+            shard.request_shutdown();
+        }
+        let handles =
+            std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut first_error = None;
+        for thread in handles {
+            if thread.join().is_err() && first_error.is_none() {
+                first_error = Some(Error::Invariant {
+                    what: "a shard thread panicked".into(),
+                });
+            }
+        }
+        for shard in &self.inner.shards {
+            if let Some(error) = shard.take_close_error()
+                && first_error.is_none()
+            {
+                first_error = Some(error);
+            }
+        }
+        for topic in self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            topic.notifier.notify();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Threads {
     fn drop(&mut self) {
-        if let Err(error) = self.shutdown_inner() {
+        if let Err(error) = self.shutdown() {
             log::error!("engine shutdown on drop: {error}");
         }
     }

@@ -144,8 +144,7 @@ pub(crate) const PORTABLE: &str = "portable";
 
 /// Names the backend the engine will use, logging once why when it is not the best one.
 pub(crate) fn choose_backend(mode: IoMode, max_batch_bytes: usize) -> &'static str {
-    let forced = std::env::var("RILL_IO").is_ok_and(|v| v == "sync");
-    if forced || mode == IoMode::Sync {
+    if mode == IoMode::Sync {
         log::info!("rill: portable I/O backend (pwrite/fdatasync) forced by configuration");
         return PORTABLE;
     }

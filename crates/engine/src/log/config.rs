@@ -19,6 +19,9 @@ pub enum FsyncPolicy {
     EveryAppend,
 }
 
+/// How a topic's partition logs behave: segment sizes, retention, durability, visibility and
+/// limits. A topic created with its own keeps it across restarts (see
+/// [`Engine::create_topic_with`](crate::Engine::create_topic_with)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     /// A segment rolls when the next batch would take it past this many bytes.
@@ -31,12 +34,15 @@ pub struct LogConfig {
     pub retention_age: Option<Duration>,
     /// Bytes of log between two sparse index entries (Kafka's `index.interval.bytes`).
     pub index_interval_bytes: u64,
+    /// When appended bytes are synced (a producer waiting for
+    /// [`AckLevel::Durable`](crate::AckLevel::Durable) gets a sync whatever this says).
     pub fsync: FsyncPolicy,
     /// Which watermark bounds what consumers see.
     pub visibility: Visibility,
     /// Bytes of the newest batches kept in memory for consumers at the tail (with the io_uring
     /// backend, whose O_DIRECT writes leave nothing in the page cache); 0 turns it off.
     pub tail_bytes: usize,
+    /// Largest batch accepted, and largest a compressed batch may expand to.
     pub limits: Limits,
 }
 
@@ -44,23 +50,51 @@ impl LogConfig {
     /// Segment files address positions with u32 in their indexes, as Kafka's do.
     pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 
+    /// Checks each field and the combinations that cannot work; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |reason: String| Err(Error::InvalidConfig { reason });
+        let invalid =
+            |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
         if self.segment_bytes > Self::MAX_SEGMENT_BYTES {
-            return invalid(format!(
-                "segment_bytes {} exceeds {}",
-                self.segment_bytes,
-                Self::MAX_SEGMENT_BYTES
-            ));
+            return invalid(
+                "LogConfig::segment_bytes",
+                format!("{} exceeds {}", self.segment_bytes, Self::MAX_SEGMENT_BYTES),
+            );
         }
         if self.segment_bytes < self.limits.max_batch_bytes as u64 {
-            return invalid(format!(
-                "segment_bytes {} is smaller than max_batch_bytes {}: a largest batch would not fit",
-                self.segment_bytes, self.limits.max_batch_bytes
-            ));
+            return invalid(
+                "LogConfig::segment_bytes",
+                format!(
+                    "{} is smaller than limits.max_batch_bytes {}: a largest batch would not fit",
+                    self.segment_bytes, self.limits.max_batch_bytes
+                ),
+            );
         }
         if self.index_interval_bytes == 0 {
-            return invalid("index_interval_bytes must be positive".into());
+            return invalid("LogConfig::index_interval_bytes", "must be positive".into());
+        }
+        if self.limits.max_batch_bytes <= crate::record::HEADER_LEN {
+            return invalid(
+                "LogConfig::limits.max_batch_bytes",
+                format!(
+                    "{} leaves no room for a record after the {}-byte batch header",
+                    self.limits.max_batch_bytes,
+                    crate::record::HEADER_LEN
+                ),
+            );
+        }
+        if self.fsync == FsyncPolicy::Interval(Duration::ZERO) {
+            return invalid(
+                "LogConfig::fsync",
+                "an interval of zero is EveryAppend; say so".into(),
+            );
+        }
+        if self.visibility == Visibility::Durable && self.fsync == FsyncPolicy::Never {
+            return invalid(
+                "LogConfig::visibility",
+                "Durable visibility on a log whose fsync policy is Never: consumers would see \
+                 nothing until the engine closes; choose an Interval or EveryAppend fsync"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -17,7 +17,10 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Kafka's default `max.message.bytes`: 1 MiB.
     pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
+    /// 64 MiB: room for a well-compressed maximal batch, and a bound on what a hostile one
+    /// can make the reader allocate.
     pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 }
 

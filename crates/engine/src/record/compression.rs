@@ -9,17 +9,21 @@ use super::error::RecordError;
 /// Compression codec of a batch's records section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Compression {
+    /// Records stored as they are.
     #[default]
     None,
+    /// gzip (RFC 1952).
     Gzip,
     /// Snappy in the xerial framing that Kafka's Java client writes; raw snappy is also read.
     Snappy,
     /// The LZ4 frame format.
     Lz4,
+    /// Zstandard.
     Zstd,
 }
 
 impl Compression {
+    /// Every codec, in id order.
     pub const ALL: [Compression; 5] = [
         Compression::None,
         Compression::Gzip,
@@ -28,6 +32,7 @@ impl Compression {
         Compression::Zstd,
     ];
 
+    /// The codec's id in a batch's attributes (bits 0..2).
     pub fn id(self) -> u8 {
         match self {
             Compression::None => 0,
@@ -38,6 +43,7 @@ impl Compression {
         }
     }
 
+    /// The codec with this attributes id; [`RecordError::UnknownCompression`] for others.
     pub fn from_id(id: u8) -> Result<Self, RecordError> {
         Ok(match id {
             0 => Compression::None,
@@ -49,6 +55,7 @@ impl Compression {
         })
     }
 
+    /// The codec's name as Kafka's configuration spells it (`none`, `gzip`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",

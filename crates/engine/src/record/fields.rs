@@ -6,11 +6,14 @@ use super::varint::{get_varint, get_varlong};
 /// A record header: a name (a UTF-8 string in Kafka, kept as bytes here) and a nullable value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header<'a> {
+    /// The header's name.
     pub key: &'a [u8],
+    /// The header's value; `None` is Kafka's null.
     pub value: Option<&'a [u8]>,
 }
 
 impl<'a> Header<'a> {
+    /// A header named `key` with `value`.
     pub fn new(key: &'a [u8], value: Option<&'a [u8]>) -> Self {
         Self { key, value }
     }
@@ -20,14 +23,20 @@ impl<'a> Header<'a> {
 /// batch, its decompressed payload): nothing is copied.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
+    /// The record's offset in its partition.
     pub offset: i64,
+    /// Milliseconds since the Unix epoch: the producer's create time, or the log append time
+    /// when the batch says so.
     pub timestamp: i64,
+    /// The key; `None` is Kafka's null.
     pub key: Option<&'a [u8]>,
+    /// The value; `None` is Kafka's null (a tombstone).
     pub value: Option<&'a [u8]>,
     headers: Headers<'a>,
 }
 
 impl<'a> Record<'a> {
+    /// The record's headers, in order.
     pub fn headers(&self) -> Headers<'a> {
         self.headers
     }
@@ -41,10 +50,12 @@ pub struct Headers<'a> {
 }
 
 impl<'a> Headers<'a> {
+    /// Headers not yet iterated.
     pub fn len(&self) -> usize {
         self.remaining as usize
     }
 
+    /// Whether every header has been iterated (or there were none).
     pub fn is_empty(&self) -> bool {
         self.remaining == 0
     }

@@ -37,7 +37,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
 
 mod range;
 mod round_robin;
@@ -47,9 +46,13 @@ pub use range::RangeAssignor;
 pub use round_robin::RoundRobinAssignor;
 pub use uniform::UniformAssignor;
 
-/// A topic name. Shared rather than owned so that the thousands of [`TopicPartition`]s of an
-/// assignment do not each copy the name.
-pub type Topic = Arc<str>;
+/// A topic name, validated and cheap to clone (shared, so the thousands of
+/// [`TopicPartition`]s of an assignment do not each copy the name).
+pub type Topic = rill_engine::TopicName;
+
+/// One partition of one topic: the engine's type, so a group's assignments and commits use
+/// the same [`TopicPartition`] as producers and consumers.
+pub use rill_engine::TopicPartition;
 
 /// Identifies a member within its group.
 ///
@@ -61,31 +64,6 @@ pub struct MemberId(pub u64);
 impl fmt::Display for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "member-{}", self.0)
-    }
-}
-
-/// One partition of one topic. Orders by topic name, then partition number.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TopicPartition {
-    /// The topic's name.
-    pub topic: Topic,
-    /// The partition index within the topic, `0..partition_count`.
-    pub partition: u32,
-}
-
-impl TopicPartition {
-    /// Creates a topic-partition; `topic` may be a `&str`, `String` or an existing [`Topic`].
-    pub fn new(topic: impl Into<Topic>, partition: u32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
     }
 }
 
@@ -245,7 +223,7 @@ pub(crate) mod testkit {
     }
 
     pub fn topic(name: &str) -> Topic {
-        Topic::from(name)
+        Topic::new(name).unwrap()
     }
 
     /// Members `ids`, all subscribed to every topic in `topics`.

@@ -59,7 +59,7 @@ mod tests {
 
     fn tps(list: &[(&str, u32)]) -> BTreeSet<TopicPartition> {
         list.iter()
-            .map(|&(t, p)| TopicPartition::new(t, p))
+            .map(|&(t, p)| TopicPartition::new(crate::assignor::Topic::new(t).unwrap(), p))
             .collect()
     }
 

@@ -2,7 +2,7 @@
 //! use one for this. Keys are big-endian offsets in one keyspace, so key order is log order.
 //!
 //! Configuration, and why it is fair:
-//! - one write batch (`OwnedWriteBatch`) per [`BATCH_BYTES`] of records, the store's batched,
+//! - one write batch (`OwnedWriteBatch`) per [`BATCH_BYTES`](super::BATCH_BYTES) of records, the store's batched,
 //!   atomic write;
 //! - durable: each batch commits with `PersistMode::SyncData` (an `fdatasync` of the journal,
 //!   as rill syncs with `fdatasync`); not durable: batches go to the OS (the default), and the

@@ -9,15 +9,16 @@ use std::time::Instant;
 
 use super::send::Timing;
 use super::{Outcome, Window, last_finished, merged, named, plans, records_in_log, send_all};
-use crate::spec::{Ack, Spec};
+use crate::spec::Spec;
 use crate::workload::Clock;
+use rill_engine::AckLevel;
 
 /// Records each producer sends before waiting for them to be durable.
 pub const WINDOW_RECORDS: usize = 16;
 
 pub fn durable(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
     let spec = Spec {
-        ack: Ack::Durable,
+        ack: AckLevel::Durable,
         ..spec.clone()
     };
     let engine = spec.open_engine(dir)?;

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use rill_engine::consumer::{ConsumerConfig, Seek, StartFrom};
-use rill_engine::engine::Engine;
-use rill_engine::producer::ProducerConfig;
+use rill_engine::Engine;
+use rill_engine::ProducerConfig;
+use rill_engine::{ConsumerConfig, Seek, StartFrom};
 
 use crate::measure::{Latency, Meter, PeakRss, Progress, process_cpu_time};
 use crate::report::{ScenarioReport, TimelinePoint};
@@ -136,7 +136,7 @@ pub fn producer_config(spec: &Spec) -> ProducerConfig {
     ProducerConfig {
         batch_bytes: spec.batch_bytes,
         linger: spec.linger,
-        ack: spec.ack.into(),
+        ack: spec.ack,
         ..ProducerConfig::default()
     }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rill_engine::consumer::Consumer;
+use rill_engine::Consumer;
 
 use crate::measure::{Latency, Progress};
 use crate::workload::{Clock, Ledger, Tally};

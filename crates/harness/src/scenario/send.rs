@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rill_engine::engine::Ticket;
-use rill_engine::producer::{Producer, ProducerRecord};
+use rill_engine::Ticket;
+use rill_engine::{Producer, ProducerRecord};
 
 use crate::measure::{Latency, Progress};
 use crate::workload::{Clock, Payload};
@@ -112,7 +112,8 @@ pub fn run(
         let sent_at = timed.then(Instant::now).filter(|at| *at >= warm_from);
         let ticket = producer
             .send(ProducerRecord::new(None, payload.stamp(seq, stamp)))
-            .with_context(|| format!("producer {} send #{seq}", plan.producer_id))?;
+            .with_context(|| format!("producer {} send #{seq}", plan.producer_id))?
+            .into_ticket();
         match plan.timing {
             Timing::Ack { .. } => {
                 if let Some(sent_at) = sent_at {

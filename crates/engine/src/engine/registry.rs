@@ -1,0 +1,60 @@
+//! The registry of an open engine: its topics and their partitions, as producers, consumers
+//! and shards reach them. Control path: looked up when a handle is made, not per record.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::{EngineConfig, Notifier, ShardControl};
+use crate::error::{Error, Result};
+use crate::log::{LogConfig, LogReader};
+use crate::store::Store;
+use crate::topic::{TopicId, TopicName, TopicPartition};
+
+/// A partition as producers and consumers see it.
+#[derive(Debug)]
+pub(crate) struct PartitionEntry {
+    pub tp: TopicPartition,
+    pub reader: LogReader,
+    pub shard: Arc<ShardControl>,
+    /// Shared by the topic's partitions: consumers of several partitions wait on one.
+    pub notifier: Arc<Notifier>,
+}
+
+/// A topic: its identity, partitions and the configuration they run with.
+#[derive(Debug)]
+pub(crate) struct TopicEntry {
+    pub id: TopicId,
+    pub name: TopicName,
+    pub partitions: Vec<Arc<PartitionEntry>>,
+    pub notifier: Arc<Notifier>,
+    pub config: LogConfig,
+}
+
+/// What every handle of one engine shares: the data directory, the topics, the shards.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Store,
+    pub config: EngineConfig,
+    pub(super) topics: RwLock<HashMap<TopicName, Arc<TopicEntry>>>,
+    pub(super) shards: Vec<Arc<ShardControl>>,
+    pub(super) closed: AtomicBool,
+    pub(super) backend: &'static str,
+}
+
+impl Inner {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<TopicEntry>> {
+        if self.is_closed() {
+            return Err(Error::EngineClosed);
+        }
+        let name = TopicName::new(name)?;
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        topics.get(&name).cloned().ok_or(Error::UnknownTopic {
+            topic: name.to_string(),
+        })
+    }
+}
