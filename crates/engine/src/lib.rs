@@ -31,8 +31,8 @@ pub(crate) mod sync;
 mod time;
 pub mod topic;
 
-pub use error::{Error, Result};
 pub use engine::{AckLevel, Engine, EngineConfig};
+pub use error::{Error, Result};
 pub use log::{LogConfig, LogSlice};
 pub use raw::{RawAppender, RawPartition, RawTicket};
 pub use record::RecordError;

@@ -247,12 +247,13 @@ impl Engine {
     /// One partition of a topic, for raw reads and appends.
     pub fn raw_partition(&self, topic: &str, partition: u32) -> Result<RawPartition> {
         let entry = self.inner().topic(topic)?;
-        let found = entry
-            .partitions
-            .get(partition as usize)
-            .ok_or_else(|| Error::UnknownPartition {
-                partition: TopicPartition::new(entry.name.clone(), partition),
-            })?;
+        let found =
+            entry
+                .partitions
+                .get(partition as usize)
+                .ok_or_else(|| Error::UnknownPartition {
+                    partition: TopicPartition::new(entry.name.clone(), partition),
+                })?;
         Ok(RawPartition {
             entry: found.clone(),
             config: entry.config.clone(),
