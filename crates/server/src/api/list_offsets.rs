@@ -34,7 +34,8 @@ pub fn handle(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1)
-                        .with_leader_epoch(0);
+                        // The field exists from v4; the encoder refuses a value it cannot send.
+                        .with_leader_epoch(if cx.version >= 4 { 0 } else { -1 });
                     let found = u32::try_from(p.partition_index)
                         .map_err(|_| ResponseError::UnknownTopicOrPartition.code())
                         .and_then(|i| {
