@@ -8,6 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rill_engine::engine::{Engine, EngineConfig};
 
+/// Requests from untrusted peers can make the wire codec ask for huge allocations up front;
+/// this allocator reserves those lazily instead of aborting (see `rill_server::alloc`).
+#[global_allocator]
+static ALLOC: rill_server::ReserveLazily = rill_server::ReserveLazily;
+
 mod consume;
 mod dump;
 mod inspect;

@@ -40,9 +40,11 @@
 //! is read. A request that does not decode, or asks for an API or version not served, closes
 //! that connection with a log line naming the peer; other connections are not affected.
 //! `kafka-protocol` sizes arrays from the count the peer sends before decoding any element, so
-//! a small frame can make it reserve address space far beyond the frame (not memory: the pages
-//! are touched only as elements decode, and decoding stops where the frame ends).
+//! a small frame can ask for a huge allocation; a process serving untrusted peers installs
+//! [`ReserveLazily`] as its global allocator (`rill serve` does), which turns that into a
+//! reservation of address space that is released as soon as the decoder fails.
 
+pub mod alloc;
 mod api;
 pub mod broker;
 mod codes;
@@ -55,6 +57,7 @@ pub mod response;
 mod server;
 pub mod versions;
 
+pub use alloc::ReserveLazily;
 pub use broker::{Broker, Pending, Session};
 pub use config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT, ServerConfig};
 pub use error::{ConnectionError, Error};
