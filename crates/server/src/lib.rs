@@ -47,6 +47,7 @@
 pub mod alloc;
 mod api;
 pub mod broker;
+pub mod client;
 mod codes;
 mod config;
 mod connection;
