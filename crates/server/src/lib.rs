@@ -53,6 +53,9 @@ mod config;
 mod connection;
 mod error;
 mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod holder;
 pub mod response;
 mod server;
