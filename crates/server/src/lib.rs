@@ -13,7 +13,7 @@
 //!
 //! # Runtime: a thread pair per connection, blocking I/O
 //!
-//! Each connection has a reading thread and a writing thread (see [`connection`]). The engine
+//! Each connection has a reading thread and a writing thread (see the `connection` module). The engine
 //! already owns the disk I/O on its pinned shards; what the network side does per request is
 //! decode, hand batches to a ring, wait on the engine's watermark notifier (a condition
 //! variable) and write. Those waits are blocking by design, so an async runtime would have to
