@@ -8,10 +8,18 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rill_engine::{Engine, EngineConfig, IoMode};
 
+/// Requests from untrusted peers can make the wire codec ask for huge allocations up front;
+/// this allocator reserves those lazily instead of aborting (see `rill_server::alloc`).
+#[global_allocator]
+static ALLOC: rill_server::ReserveLazily = rill_server::ReserveLazily;
+
 mod consume;
 mod dump;
 mod inspect;
+mod logger;
 mod produce;
+mod remote;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,7 +48,10 @@ enum Command {
     /// when everything is sound.
     Verify(inspect::DirArgs),
     /// List topics and partitions with their first and next offsets and sizes.
-    Topics(inspect::DirArgs),
+    Topics(inspect::TopicsArgs),
+    /// Serve a data directory to Kafka clients over Kafka's wire protocol, until SIGINT or
+    /// SIGTERM (then every partition is synced and closed cleanly).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +62,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::run(args),
         Command::Verify(args) => inspect::verify(args),
         Command::Topics(args) => inspect::topics(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,7 +92,24 @@ fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
         pin_shards: false,
         ..EngineConfig::new(dir)
     })
-    .with_context(|| format!("cannot open {}", dir.display()))
+    .map_err(|error| explain_lock(dir, error))
+}
+
+/// A directory locked by `rill serve` is not an error to report bare: it says which server
+/// holds it and where Kafka clients (and this tool, with `--bootstrap`) can reach it.
+fn explain_lock(dir: &Path, error: rill_engine::Error) -> anyhow::Error {
+    if matches!(error, rill_engine::Error::DirectoryLocked { .. })
+        && let Some(holder) = rill_server::holder::read(dir)
+    {
+        return anyhow::anyhow!(
+            "{} is held by a running `rill serve` (pid {}); reach it with --bootstrap {} \
+             (or stop it to use the directory directly)",
+            dir.display(),
+            holder.pid,
+            holder.advertise
+        );
+    }
+    anyhow::Error::new(error).context(format!("cannot open {}", dir.display()))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -80,6 +80,7 @@ pub mod store;
 mod store;
 
 mod lock;
+mod raw;
 mod recycle;
 pub(crate) mod sync;
 mod time;
@@ -88,9 +89,10 @@ pub use consumer::{Consumer, ConsumerConfig, Polled, PolledSlice, Seek, StartFro
 pub use engine::Ticket;
 pub use engine::{AckLevel, Engine, EngineConfig, IoMode};
 pub use error::{Error, Result};
-pub use log::{FsyncPolicy, LogConfig, Visibility};
+pub use log::{FsyncPolicy, LogConfig, LogSlice, Visibility};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};
+pub use raw::{RawAppender, RawPartition, RawTicket};
 pub use record::{Compression, Header, Headers, Limits, Record, RecordError};
 pub use topic::{InvalidTopicName, MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
 
