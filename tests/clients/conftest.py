@@ -79,6 +79,9 @@ class Broker:
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            # Its own process group: a Ctrl-C aimed at pytest does not stop the broker under the
+            # test's feet; teardown stops it.
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._drain, args=(self.proc,), daemon=True)
         self._reader.start()
@@ -190,4 +193,4 @@ def topic_name(request) -> str:
     """A topic name unique to the test (Kafka's rules: letters, digits, '.', '_', '-')."""
     name = request.node.name
     cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
-    return cleaned[:200]
+    return cleaned.strip("-")[:200]
