@@ -8,10 +8,17 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rill_engine::engine::{Engine, EngineConfig};
 
+/// Requests from untrusted peers can make the wire codec ask for huge allocations up front;
+/// this allocator reserves those lazily instead of aborting (see `rill_server::alloc`).
+#[global_allocator]
+static ALLOC: rill_server::ReserveLazily = rill_server::ReserveLazily;
+
 mod consume;
 mod dump;
 mod inspect;
+mod logger;
 mod produce;
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +48,9 @@ enum Command {
     Verify(inspect::DirArgs),
     /// List topics and partitions with their first and next offsets and sizes.
     Topics(inspect::DirArgs),
+    /// Serve a data directory to Kafka clients over Kafka's wire protocol, until SIGINT or
+    /// SIGTERM (then every partition is synced and closed cleanly).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,7 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::run(args),
         Command::Verify(args) => inspect::verify(args),
         Command::Topics(args) => inspect::topics(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

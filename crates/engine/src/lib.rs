@@ -7,6 +7,7 @@
 //! - [`ring`]: the bounded lock-free SPSC ring between producers and shards.
 //! - [`partitioner`]: which partition a record goes to, as Kafka's clients choose.
 //! - [`io`]: the I/O backends the log writes through.
+//! - [`raw`]: whole client-encoded batches in and out, for the Kafka wire front end.
 //! - [`inspect`]: read-only checks of a data directory (`rill verify`, `rill topics`).
 
 pub mod consumer;
@@ -21,6 +22,7 @@ mod lock;
 pub mod log;
 pub mod partitioner;
 pub mod producer;
+pub mod raw;
 pub mod record;
 mod recycle;
 pub mod ring;
@@ -29,4 +31,8 @@ pub(crate) mod sync;
 mod time;
 pub mod topic;
 
+pub use engine::{AckLevel, Engine, EngineConfig};
 pub use error::{Error, Result};
+pub use log::{LogConfig, LogSlice};
+pub use raw::{RawAppender, RawPartition, RawTicket};
+pub use record::RecordError;

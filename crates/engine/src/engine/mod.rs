@@ -143,6 +143,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The state shared with handles; the raw path (`crate::raw`) builds its handles on it.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Opens the data directory (locking it), recovers every partition found in it, and starts
     /// the shard threads.
     pub fn open(config: EngineConfig) -> Result<Engine> {

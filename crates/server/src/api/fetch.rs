@@ -1,0 +1,222 @@
+//! Fetch: whole batches from an offset, long-polled on the watermarks.
+//!
+//! - A fetch at an offset inside a batch returns that whole batch; the client skips the
+//!   records before its offset (cutting batches made some consumers hang).
+//! - The response holds at most `max_bytes`, each partition at most its `partition_max_bytes`,
+//!   except that the first batch found is returned whole however large, as Kafka does, so a
+//!   consumer always progresses.
+//! - With less than `min_bytes` available, the fetch waits for data until `max_wait_ms`,
+//!   parked on the engine's watermark notifier (no polling loop).
+//! - Batches are not copied into the response: they are spliced from the segment maps or the
+//!   in-memory tail into a vectored write (see `response`).
+//! - Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send full requests.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use rill_engine::{LogSlice, RawPartition};
+
+use crate::broker::{Broker, Context, Pending};
+use crate::codes::code_of;
+use crate::error::ConnectionError;
+use crate::response::{Encoded, encode};
+
+/// A fetch to be answered on the connection's writing thread.
+#[derive(Debug)]
+pub struct Waiting {
+    cx: Context,
+    request: FetchRequest,
+    deadline: Instant,
+}
+
+pub fn handle(broker: &Broker, cx: Context, request: FetchRequest) -> Pending {
+    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0))
+        .min(broker.config.max_fetch_wait);
+    Pending::Fetch(Waiting {
+        cx,
+        request,
+        deadline: Instant::now() + wait,
+    })
+}
+
+/// One requested partition and what was found for it.
+struct Slot {
+    partition: Option<RawPartition>,
+    fetch_offset: i64,
+    max_bytes: usize,
+    error: i16,
+    records: Option<LogSlice>,
+}
+
+impl Waiting {
+    /// Reads, waits for data if there is less than `min_bytes`, reads again, and encodes.
+    pub fn finish(self, broker: &Broker) -> Result<Encoded, ConnectionError> {
+        let Waiting {
+            cx,
+            request,
+            deadline,
+        } = self;
+        if request.session_id != 0 {
+            // An incremental fetch of a session this server never created.
+            let response = FetchResponse::default()
+                .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+            return encode(cx.correlation_id, cx.version, &response, &[]);
+        }
+        let mut slots: Vec<Vec<Slot>> = request
+            .topics
+            .iter()
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        slot(
+                            broker,
+                            topic.topic.0.as_str(),
+                            p.partition,
+                            p.fetch_offset,
+                            p.partition_max_bytes,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+        let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+        loop {
+            let found = read_all(&mut slots, max_bytes);
+            let errors = slots.iter().flatten().any(|s| s.error != 0);
+            if found >= min_bytes.max(1) || errors || Instant::now() >= deadline {
+                break;
+            }
+            let waits: Vec<(RawPartition, i64)> = slots
+                .iter()
+                .flatten()
+                .filter_map(|s| Some((s.partition.clone()?, s.fetch_offset.max(high(s)))))
+                .collect();
+            if waits.is_empty() || !broker.engine.wait_for_data(&waits, deadline) {
+                read_all(&mut slots, max_bytes);
+                break;
+            }
+        }
+        let isolation_committed = request.isolation_level == 1;
+        let mut borrowed = Vec::new();
+        let responses = request
+            .topics
+            .iter()
+            .zip(slots)
+            .map(|(topic, slots)| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .zip(slots)
+                    .map(|(p, slot)| {
+                        partition_data(p.partition, slot, isolation_committed, &mut borrowed)
+                    })
+                    .collect();
+                FetchableTopicResponse::default()
+                    .with_topic(topic.topic.clone())
+                    .with_topic_id(topic.topic_id)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        let response = FetchResponse::default().with_responses(responses);
+        encode(cx.correlation_id, cx.version, &response, &borrowed)
+    }
+}
+
+fn slot(broker: &Broker, topic: &str, partition: i32, fetch_offset: i64, max_bytes: i32) -> Slot {
+    let found = u32::try_from(partition)
+        .map_err(|_| ResponseError::UnknownTopicOrPartition.code())
+        .and_then(|index| {
+            broker
+                .engine
+                .raw_partition(topic, index)
+                .map_err(|e| code_of(&e))
+        });
+    let (partition, error) = match found {
+        Ok(partition) => (Some(partition), 0),
+        Err(code) => (None, code),
+    };
+    Slot {
+        partition,
+        fetch_offset,
+        max_bytes: usize::try_from(max_bytes).unwrap_or(0),
+        error,
+        records: None,
+    }
+}
+
+fn high(slot: &Slot) -> i64 {
+    slot.partition
+        .as_ref()
+        .map_or(0, RawPartition::high_watermark)
+}
+
+/// Reads every partition within the response budget; returns the bytes found.
+fn read_all(slots: &mut [Vec<Slot>], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for slot in slots.iter_mut().flatten() {
+        slot.records = None;
+        let Some(partition) = &slot.partition else {
+            continue;
+        };
+        if slot.error != 0 {
+            continue;
+        }
+        let budget = slot.max_bytes.min(max_bytes.saturating_sub(total));
+        if budget == 0 && total > 0 {
+            continue;
+        }
+        match partition.read(slot.fetch_offset, budget.max(1)) {
+            Ok(records) if records.is_empty() => {}
+            // Past the budget: only the first batch of the whole response may exceed it.
+            Ok(records) if total > 0 && records.bytes().len() > budget => {}
+            Ok(records) => {
+                total += records.bytes().len();
+                slot.records = Some(records);
+            }
+            Err(error) => slot.error = code_of(&error),
+        }
+    }
+    total
+}
+
+fn partition_data(
+    index: i32,
+    slot: Slot,
+    isolation_committed: bool,
+    borrowed: &mut Vec<Bytes>,
+) -> PartitionData {
+    let (high_watermark, log_start) = slot
+        .partition
+        .as_ref()
+        .map_or((-1, -1), |p| (p.high_watermark(), p.start_offset()));
+    let records = slot.records.map_or_else(Bytes::new, |slice| {
+        let bytes = Bytes::from_owner(SliceBytes(slice));
+        borrowed.push(bytes.clone());
+        bytes
+    });
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(slot.error)
+        .with_high_watermark(high_watermark)
+        // No transactions: everything below the high watermark is stable.
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log_start)
+        .with_aborted_transactions(isolation_committed.then(Vec::new))
+        .with_preferred_read_replica((-1).into())
+        .with_records(Some(records))
+}
+
+/// A slice of the log as the owner of `Bytes`, so batches travel without a copy.
+struct SliceBytes(LogSlice);
+
+impl AsRef<[u8]> for SliceBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}

@@ -1,0 +1,160 @@
+//! CreateTopics and DeleteTopics.
+//!
+//! Topics are created with the engine's default log configuration: per-topic settings are not
+//! persisted by the engine yet, so a request that sets any is refused (INVALID_CONFIG) rather
+//! than honoured until the next restart. The engine cannot delete a topic yet: DeleteTopics
+//! answers TOPIC_DELETION_DISABLED, as a Kafka broker with `delete.topic.enable=false` does.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+
+use super::text;
+use crate::broker::{Broker, Context, Session, respond};
+use crate::codes::code_of;
+use crate::error::ConnectionError;
+use crate::response::Encoded;
+
+pub fn create(
+    broker: &Broker,
+    session: &Session,
+    cx: Context,
+    request: CreateTopicsRequest,
+) -> Result<Encoded, ConnectionError> {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.clone();
+            let result = CreatableTopicResult::default()
+                .with_name(name)
+                .with_num_partitions(-1)
+                .with_replication_factor(-1);
+            match create_one(broker, &topic, request.validate_only) {
+                Ok(partitions) => {
+                    if !request.validate_only {
+                        log::info!(
+                            "{} created topic {:?} with {partitions} partitions",
+                            session.peer,
+                            topic.name.0.as_str()
+                        );
+                    }
+                    result
+                        .with_num_partitions(partitions as i32)
+                        .with_replication_factor(1)
+                }
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(text(message))),
+            }
+        })
+        .collect();
+    respond(cx, &CreateTopicsResponse::default().with_topics(topics))
+}
+
+/// Checks and (unless only validating) creates one topic; returns its partition count.
+fn create_one(
+    broker: &Broker,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<u32, (i16, String)> {
+    let name = topic.name.0.as_str();
+    let partitions = match topic.num_partitions {
+        -1 => broker.config.default_partitions,
+        n if n >= 1 && n as u32 <= broker.config.max_partitions => n as u32,
+        n => {
+            return Err((
+                ResponseError::InvalidPartitions.code(),
+                format!(
+                    "{n} partitions: 1 to {} allowed",
+                    broker.config.max_partitions
+                ),
+            ));
+        }
+    };
+    if !matches!(topic.replication_factor, -1 | 1) {
+        return Err((
+            ResponseError::InvalidReplicationFactor.code(),
+            format!(
+                "replication factor {}: this broker is the only one",
+                topic.replication_factor
+            ),
+        ));
+    }
+    if !topic.assignments.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            "manual replica assignment is not supported".into(),
+        ));
+    }
+    if let Some(config) = topic.configs.first() {
+        return Err((
+            ResponseError::InvalidConfig.code(),
+            format!(
+                "{}: per-topic configuration is not supported yet",
+                config.name.as_str()
+            ),
+        ));
+    }
+    if broker
+        .engine
+        .topics()
+        .iter()
+        .any(|(existing, _)| existing == name)
+    {
+        return Err((
+            ResponseError::TopicAlreadyExists.code(),
+            format!("topic {name:?} already exists"),
+        ));
+    }
+    if validate_only {
+        rill_engine::topic::TopicName::new(name).map_err(|e| (code_of(&e), e.to_string()))?;
+        return Ok(partitions);
+    }
+    broker
+        .engine
+        .create_topic(name, partitions)
+        .map_err(|e| (code_of(&e), e.to_string()))?;
+    Ok(partitions)
+}
+
+pub fn delete(
+    broker: &Broker,
+    cx: Context,
+    request: DeleteTopicsRequest,
+) -> Result<Encoded, ConnectionError> {
+    let responses = request
+        .topic_names
+        .into_iter()
+        .map(|name| {
+            let exists = broker
+                .engine
+                .topics()
+                .iter()
+                .any(|(t, _)| t == name.0.as_str());
+            let (code, message) = if exists {
+                (
+                    ResponseError::TopicDeletionDisabled.code(),
+                    "rill cannot delete topics yet",
+                )
+            } else {
+                (
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    "no such topic",
+                )
+            };
+            DeletableTopicResult::default()
+                .with_name(Some(name))
+                .with_error_code(code)
+                .with_error_message(Some(text(message)))
+        })
+        .collect();
+    respond(
+        cx,
+        &DeleteTopicsResponse::default().with_responses(responses),
+    )
+}

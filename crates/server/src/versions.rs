@@ -1,0 +1,60 @@
+//! The APIs this server answers, at exactly the versions it implements.
+//!
+//! The ranges start at the oldest version the codec (`kafka-protocol`, from Kafka 4's schemas)
+//! knows and end at the newest whose fields this server fills in. Versions that name topics
+//! by id only (Produce 13, Fetch 13+, DeleteTopics 6) are left out: topics have no persisted
+//! ids yet, and a made-up id would break clients that cache it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api key, min version, max version), sorted by key.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served range of `api_key`, if it is served at all.
+pub fn range_of(api_key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED
+        .iter()
+        .copied()
+        .find(|(key, _, _)| *key as i16 == api_key)
+}
+
+/// Whether `version` of `api_key` is served.
+pub fn is_supported(api_key: i16, version: i16) -> bool {
+    range_of(api_key).is_some_and(|(_, min, max)| (min..=max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiKey;
+
+    #[test]
+    fn every_range_is_within_what_the_codec_knows() {
+        for (key, min, max) in SUPPORTED {
+            let known = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(
+                known.min <= *min && *max <= known.max,
+                "{key:?}: {min}..={max} vs {known}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_id_versions_are_not_advertised() {
+        assert!(!is_supported(ApiKey::Produce as i16, 13));
+        assert!(!is_supported(ApiKey::Fetch as i16, 13));
+        assert!(is_supported(ApiKey::Fetch as i16, 12));
+        assert!(!is_supported(ApiKey::FindCoordinator as i16, 0));
+    }
+}
