@@ -110,7 +110,7 @@ def test_sigkill_during_acks_all_loses_nothing_acknowledged(broker, kill_broker,
     assert killed_at is not None, f"only {len(acked)} acknowledgements in 20 s"
     left = raw.flush(15)
     assert left == 0, f"{left} records without a delivery report"
-    acked_at_kill = len(acked)
+    acknowledged = len(acked)
     assert failed > 0, "no delivery failed: the kill did not interrupt production"
     del raw
 
@@ -122,9 +122,10 @@ def test_sigkill_during_acks_all_loses_nothing_acknowledged(broker, kill_broker,
         got = consumer.poll_until(sum(ends.values()), timeout_s=30)
     finally:
         consumer.close()
+    print(f"sent {sent}, acknowledged {acknowledged}, failed {failed}, stored after restart {ends}")
     stored = {(c.partition, c.offset): c.value for c in got}
     missing = [(v, at) for v, at in acked.items() if stored.get(at) != v]
     assert not missing, (
-        f"{len(missing)} of {acked_at_kill} acknowledged records are missing or different after "
+        f"{len(missing)} of {acknowledged} acknowledged records are missing or different after "
         f"the restart, e.g. {missing[:3]}; stored per partition {ends}"
     )

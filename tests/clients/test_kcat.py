@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from clients import Record, all_delivered, consume_all, create_topic, produce
+from clients import CODEC_IDS, Record, all_delivered, consume_all, create_topic, produce
+from segments import stored_batches
 
 KCAT = shutil.which("kcat")
 pytestmark = pytest.mark.skipif(
@@ -62,6 +63,9 @@ def test_kcat_produce_then_python_consumes(broker, topic_name):
     got = consume_all("kafka-python", broker.bootstrap, topic_name, [0, 1], len(lines))
     assert [(c.partition, c.offset) for c in got] == [(1, i) for i in range(len(lines))]
     assert [f"{c.key.decode()}:{c.value.decode()}" for c in got] == lines
+    # kcat compressed its batches, and they were stored as it sent them.
+    batches = stored_batches(broker.data_dir, topic_name, 1)
+    assert {b.codec for b in batches} == {CODEC_IDS["lz4"]}, f"stored {batches}"
 
 
 def test_python_produce_then_kcat_consumes(broker, topic_name):
