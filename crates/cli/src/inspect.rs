@@ -92,5 +92,5 @@ pub fn topics(args: &DirArgs) -> anyhow::Result<()> {
 
 fn open(args: &DirArgs) -> anyhow::Result<Inspector> {
     Inspector::open(&args.dir, Limits::default())
-        .with_context(|| format!("cannot open {}", args.dir.display()))
+        .map_err(|error| crate::explain_lock(&args.dir, error))
 }

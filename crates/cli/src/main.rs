@@ -4,7 +4,6 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rill_engine::engine::{Engine, EngineConfig};
 
@@ -85,7 +84,24 @@ fn open_engine(dir: &Path) -> anyhow::Result<Engine> {
         pin_shards: false,
         ..EngineConfig::new(dir)
     })
-    .with_context(|| format!("cannot open {}", dir.display()))
+    .map_err(|error| explain_lock(dir, error))
+}
+
+/// A directory locked by `rill serve` is not an error to report bare: it says which server
+/// holds it and where Kafka clients (and this tool, with `--bootstrap`) can reach it.
+fn explain_lock(dir: &Path, error: rill_engine::Error) -> anyhow::Error {
+    if matches!(error, rill_engine::Error::DirectoryLocked { .. })
+        && let Some(holder) = rill_server::holder::read(dir)
+    {
+        return anyhow::anyhow!(
+            "{} is held by a running `rill serve` (pid {}); it serves Kafka clients at {} \
+             (stop it to use the directory directly)",
+            dir.display(),
+            holder.pid,
+            holder.advertise
+        );
+    }
+    anyhow::Error::new(error).context(format!("cannot open {}", dir.display()))
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

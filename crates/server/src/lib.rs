@@ -47,11 +47,15 @@
 pub mod alloc;
 mod api;
 pub mod broker;
+pub mod client;
 mod codes;
 mod config;
 mod connection;
 mod error;
 mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod holder;
 pub mod response;
 mod server;

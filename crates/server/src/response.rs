@@ -77,17 +77,52 @@ impl Encoded {
     }
 }
 
-/// Encodes `header` and `body` at `version`; any of `borrowed` that the encoder writes is
-/// spliced, not copied (see the module documentation).
+/// Borrowed bytes that a message field holds: the encoder sees `field`, the socket gets
+/// `parts` in its place, which together are exactly as long.
+///
+/// One part is its own field. Several parts (batches from separate buffers, such as the
+/// in-memory tail's chunks) stand behind a placeholder of their total length from
+/// [`placeholder`]: the encoder only needs its length and address, and never reads it.
+#[derive(Clone, Debug)]
+pub struct Splice {
+    pub field: Bytes,
+    pub parts: Vec<Bytes>,
+}
+
+impl Splice {
+    /// A field made of `parts`, laid end to end; `None` if they are too long to stand behind
+    /// one placeholder.
+    pub fn of(parts: Vec<Bytes>) -> Option<Splice> {
+        let field = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => placeholder(parts.iter().map(Bytes::len).sum())?,
+        };
+        Some(Splice { field, parts })
+    }
+}
+
+/// Longest placeholder: the most bytes of several parts one field may hold.
+pub const MAX_PLACEHOLDER: usize = 64 * 1024 * 1024;
+
+/// A field-sized stand-in whose bytes nobody reads. It views one zeroed allocation made once;
+/// its pages are never written, so they cost address space, not memory.
+fn placeholder(len: usize) -> Option<Bytes> {
+    static ZEROS: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    let zeros = ZEROS.get_or_init(|| Bytes::from(vec![0u8; MAX_PLACEHOLDER]));
+    (len <= zeros.len()).then(|| zeros.slice(..len))
+}
+
+/// Encodes `header` and `body` at `version`; the fields of `borrowed` that the encoder writes
+/// are spliced, not copied (see the module documentation).
 pub fn encode<T: Encodable + HeaderVersion>(
     correlation_id: i32,
     version: i16,
     body: &T,
-    borrowed: &[Bytes],
+    borrowed: &[Splice],
 ) -> Result<Encoded, ConnectionError> {
     let mut buf = SpliceBuf {
         out: Encoded::default(),
-        expected: borrowed.iter().filter(|b| !b.is_empty()).peekable(),
+        expected: borrowed.iter().filter(|s| !s.field.is_empty()).peekable(),
     };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let failed = |e: anyhow::Error| ConnectionError::Encode {
@@ -102,7 +137,7 @@ pub fn encode<T: Encodable + HeaderVersion>(
 
 /// The output buffer of [`encode`]: a `BytesMut` that splices, rather than copies, the
 /// expected borrowed batches.
-struct SpliceBuf<'a, I: Iterator<Item = &'a Bytes>> {
+struct SpliceBuf<'a, I: Iterator<Item = &'a Splice>> {
     out: Encoded,
     expected: std::iter::Peekable<I>,
 }
@@ -110,7 +145,7 @@ struct SpliceBuf<'a, I: Iterator<Item = &'a Bytes>> {
 // SAFETY: every method that hands out or advances over uninitialised memory delegates to the
 // inner `BytesMut`, whose own `BufMut` implementation upholds the trait's contract;
 // `put_slice` either delegates too or writes nothing to the buffer.
-unsafe impl<'a, I: Iterator<Item = &'a Bytes>> BufMut for SpliceBuf<'a, I> {
+unsafe impl<'a, I: Iterator<Item = &'a Splice>> BufMut for SpliceBuf<'a, I> {
     fn remaining_mut(&self) -> usize {
         self.out.head.remaining_mut()
     }
@@ -129,16 +164,19 @@ unsafe impl<'a, I: Iterator<Item = &'a Bytes>> BufMut for SpliceBuf<'a, I> {
         let next = self
             .expected
             .peek()
-            .is_some_and(|b| b.as_ptr() == src.as_ptr() && b.len() == src.len());
-        if next && let Some(bytes) = self.expected.next() {
-            self.out.splices.push((self.out.head.len(), bytes.clone()));
+            .is_some_and(|s| s.field.as_ptr() == src.as_ptr() && s.field.len() == src.len());
+        if next && let Some(splice) = self.expected.next() {
+            let at = self.out.head.len();
+            for part in &splice.parts {
+                self.out.splices.push((at, part.clone()));
+            }
         } else {
             self.out.head.put_slice(src);
         }
     }
 }
 
-impl<'a, I: Iterator<Item = &'a Bytes>> ByteBufMut for SpliceBuf<'a, I> {
+impl<'a, I: Iterator<Item = &'a Splice>> ByteBufMut for SpliceBuf<'a, I> {
     fn offset(&self) -> usize {
         self.out.head.len()
     }
@@ -171,7 +209,8 @@ mod tests {
                     PartitionData::default().with_records(Some(batch.clone())),
                 ]),
         ]);
-        let spliced = encode(9, 11, &response, std::slice::from_ref(&batch)).unwrap();
+        let splice = Splice::of(vec![batch.clone()]).unwrap();
+        let spliced = encode(9, 11, &response, &[splice]).unwrap();
         assert_eq!(spliced.splices.len(), 1);
         assert!(spliced.head.len() < 300, "the batch is not in the buffer");
         let plain = encode(9, 11, &response, &[]).unwrap();
@@ -188,5 +227,39 @@ mod tests {
             back.responses[0].partitions[0].records.as_ref(),
             Some(&batch)
         );
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+
+    #[test]
+    fn several_parts_are_sent_in_place_of_their_placeholder() {
+        let parts = vec![Bytes::from(vec![1u8; 10]), Bytes::from(vec![2u8; 5])];
+        let splice = Splice::of(parts).unwrap();
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![
+                    PartitionData::default().with_records(Some(splice.field.clone())),
+                    PartitionData::default().with_partition_index(1),
+                ]),
+        ]);
+        let encoded = encode(1, 12, &response, &[splice]).unwrap();
+        let mut body = Bytes::from(encoded.to_vec());
+        ResponseHeader::decode(&mut body, 1).unwrap();
+        let back = FetchResponse::decode(&mut body, 12).unwrap();
+        let records = back.responses[0].partitions[0].records.clone().unwrap();
+        assert_eq!(
+            &records[..],
+            &[[1u8; 10].as_slice(), [2u8; 5].as_slice()].concat()[..]
+        );
+        assert!(Splice::of(vec![Bytes::new(); 2]).is_some());
     }
 }

@@ -22,7 +22,7 @@ use rill_engine::{LogSlice, RawPartition};
 use crate::broker::{Broker, Context, Pending};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
-use crate::response::{Encoded, encode};
+use crate::response::{Encoded, MAX_PLACEHOLDER, Splice, encode};
 
 /// A fetch to be answered on the connection's writing thread.
 #[derive(Debug)]
@@ -48,7 +48,8 @@ struct Slot {
     fetch_offset: i64,
     max_bytes: usize,
     error: i16,
-    records: Option<LogSlice>,
+    /// Consecutive runs of whole batches, in offset order.
+    records: Vec<LogSlice>,
 }
 
 impl Waiting {
@@ -146,7 +147,7 @@ fn slot(broker: &Broker, topic: &str, partition: i32, fetch_offset: i64, max_byt
         fetch_offset,
         max_bytes: usize::try_from(max_bytes).unwrap_or(0),
         error,
-        records: None,
+        records: Vec::new(),
     }
 }
 
@@ -160,46 +161,78 @@ fn high(slot: &Slot) -> i64 {
 fn read_all(slots: &mut [Vec<Slot>], max_bytes: usize) -> usize {
     let mut total = 0usize;
     for slot in slots.iter_mut().flatten() {
-        slot.records = None;
-        let Some(partition) = &slot.partition else {
-            continue;
-        };
-        if slot.error != 0 {
-            continue;
-        }
-        let budget = slot.max_bytes.min(max_bytes.saturating_sub(total));
-        if budget == 0 && total > 0 {
-            continue;
-        }
-        match partition.read(slot.fetch_offset, budget.max(1)) {
-            Ok(records) if records.is_empty() => {}
-            // Past the budget: only the first batch of the whole response may exceed it.
-            Ok(records) if total > 0 && records.bytes().len() > budget => {}
-            Ok(records) => {
-                total += records.bytes().len();
-                slot.records = Some(records);
-            }
-            Err(error) => slot.error = code_of(&error),
+        slot.records.clear();
+        if slot.error == 0 {
+            total += read_partition(slot, max_bytes.saturating_sub(total), total == 0);
         }
     }
     total
+}
+
+/// Reads runs of batches from one partition until its budget, the response's, or the high
+/// watermark; returns the bytes read. A read gives one run (one segment's worth, or one
+/// in-memory batch), so a partition's answer may take several.
+fn read_partition(slot: &mut Slot, response_left: usize, first_in_response: bool) -> usize {
+    let Some(partition) = &slot.partition else {
+        return 0;
+    };
+    let mut left = slot.max_bytes.min(response_left).min(MAX_PLACEHOLDER);
+    let mut offset = slot.fetch_offset;
+    let mut taken = 0;
+    loop {
+        // Only the response's very first batch may exceed the budget, so a consumer facing
+        // a batch larger than its limits still progresses (as with Kafka).
+        let may_exceed = first_in_response && taken == 0;
+        if left == 0 && !may_exceed {
+            break;
+        }
+        match partition.read(offset, left.max(1)) {
+            Ok(run) if run.is_empty() => break,
+            Ok(run) if run.bytes().len() > left && !may_exceed => break,
+            Ok(run) => {
+                let len = run.bytes().len();
+                taken += len;
+                left = left.saturating_sub(len);
+                offset = run.next_offset();
+                slot.records.push(run);
+            }
+            Err(error) => {
+                // Later runs failing (retention removed a segment meanwhile) end the answer;
+                // an unreadable first position is the partition's error.
+                if taken == 0 {
+                    slot.error = code_of(&error);
+                }
+                break;
+            }
+        }
+    }
+    taken
 }
 
 fn partition_data(
     index: i32,
     slot: Slot,
     isolation_committed: bool,
-    borrowed: &mut Vec<Bytes>,
+    borrowed: &mut Vec<Splice>,
 ) -> PartitionData {
     let (high_watermark, log_start) = slot
         .partition
         .as_ref()
         .map_or((-1, -1), |p| (p.high_watermark(), p.start_offset()));
-    let records = slot.records.map_or_else(Bytes::new, |slice| {
-        let bytes = Bytes::from_owner(SliceBytes(slice));
-        borrowed.push(bytes.clone());
-        bytes
-    });
+    let parts: Vec<Bytes> = slot
+        .records
+        .into_iter()
+        .map(|run| Bytes::from_owner(SliceBytes(run)))
+        .collect();
+    // `read_partition` keeps a partition within one placeholder, so `of` always succeeds.
+    let records = match Splice::of(parts) {
+        Some(splice) => {
+            let field = splice.field.clone();
+            borrowed.push(splice);
+            field
+        }
+        None => Bytes::new(),
+    };
     PartitionData::default()
         .with_partition_index(index)
         .with_error_code(slot.error)
