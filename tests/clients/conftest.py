@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 15.0
 READY_MARKER = "listening on"
+# Seconds from spawning `rill serve` to its ready line, for every start in the session.
+STARTUPS: list[float] = []
 
 
 def rill_binary() -> Path:
@@ -100,6 +102,7 @@ class Broker:
                     f"{self.log_tail()}"
                 )
         self.startup_seconds.append(time.monotonic() - began)
+        STARTUPS.append(self.startup_seconds[-1])
 
     def _drain(self, proc: subprocess.Popen[str]) -> None:
         # Reading until EOF also keeps the pipe from filling and blocking the server.
@@ -194,3 +197,13 @@ def topic_name(request) -> str:
     name = request.node.name
     cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
     return cleaned.strip("-")[:200]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if STARTUPS:
+        ordered = sorted(STARTUPS)
+        terminalreporter.write_line(
+            f"rill serve: {len(ordered)} starts, ready line after median "
+            f"{ordered[len(ordered) // 2] * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms "
+            "(spawn to line, through a pipe)"
+        )
