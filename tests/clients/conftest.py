@@ -39,20 +39,22 @@ def rill_binary() -> Path:
     return path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A port the kernel just handed out on loopback; the broker binds it right after."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 class Broker:
     """One `rill serve` process over a data directory that outlives restarts."""
 
-    def __init__(self, binary: Path, data_dir: Path, port: int):
+    def __init__(self, binary: Path, data_dir: Path, port: int, host: str = "127.0.0.1"):
         self.binary = binary
         self.data_dir = data_dir
         self.port = port
+        self.host = host
         self.proc: subprocess.Popen[str] | None = None
         # Every line the server printed, over all its runs: attached to failures.
         self.log: list[str] = []
@@ -62,7 +64,8 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log[-lines:]) or "(the server printed nothing)"
@@ -163,10 +166,8 @@ class Broker:
         self._forget()
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    """A running broker on a fresh data directory; stopped with SIGTERM (exit 0) afterwards."""
-    server = Broker(rill_binary(), tmp_path / "data", free_port())
+def running(server: Broker):
+    """Starts `server` for a test and stops it after with SIGTERM, which must exit 0."""
     server.start()
     try:
         yield server
@@ -177,6 +178,22 @@ def broker(tmp_path: Path):
             server.stop()
     finally:
         server.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A running broker on a fresh data directory and a free port on 127.0.0.1."""
+    yield from running(Broker(rill_binary(), tmp_path / "data", free_port()))
+
+
+@pytest.fixture
+def broker_v6(tmp_path: Path):
+    """A running broker listening on IPv6 loopback only, so clients must use what it advertises."""
+    try:
+        port = free_port("::1")
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    yield from running(Broker(rill_binary(), tmp_path / "data", port, host="::1"))
 
 
 @pytest.fixture
