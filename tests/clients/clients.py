@@ -386,6 +386,9 @@ class ConfluentProducer:
 
     def close(self) -> None:
         self._producer.flush(5)
+        # Dropping the last reference destroys the librdkafka handle now; one kept alive by a
+        # failed test's traceback would go on reconnecting (and logging) after its broker is gone.
+        self._producer = None
 
 
 class ConfluentConsumer:
@@ -451,6 +454,7 @@ class ConfluentConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+        self._consumer = None  # destroys the handle now, as ConfluentProducer.close does
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,10 +500,13 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 1, config: dict |
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient(confluent_common(bootstrap))
-    # One broker, so one replica.
-    new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
-    futures = admin.create_topics([new], request_timeout=REQUEST_TIMEOUT_MS / 1000)
-    futures[topic].result(timeout=REQUEST_TIMEOUT_MS / 1000 + 2)
+    try:
+        # One broker, so one replica.
+        new = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})
+        futures = admin.create_topics([new], request_timeout=REQUEST_TIMEOUT_MS / 1000)
+        futures[topic].result(timeout=REQUEST_TIMEOUT_MS / 1000 + 2)
+    finally:
+        del admin  # no handle outlives the call, even through a traceback
 
 
 def all_delivered(results: list[Delivered | Failed]) -> list[Delivered]:
