@@ -25,8 +25,15 @@ pub struct ConsumeArgs {
     /// A rill data directory.
     pub dir: PathBuf,
 
-    /// The topic to read; every partition is read.
-    pub topic: String,
+    /// The topic to read; every partition is read. With `--bootstrap`, the only positional
+    /// argument: `rill consume --bootstrap HOST:PORT TOPIC`.
+    #[arg(required_unless_present = "bootstrap")]
+    pub topic: Option<String>,
+
+    /// Read from a Kafka broker (`rill serve`, or any Kafka) at HOST:PORT instead of opening a
+    /// data directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap: Option<String>,
 
     /// Start at the first record kept instead of the end of the log.
     #[arg(long)]
@@ -37,8 +44,29 @@ pub struct ConsumeArgs {
     pub follow: bool,
 }
 
+impl ConsumeArgs {
+    /// The topic: the second positional argument, or with `--bootstrap` the only one.
+    pub fn topic(&self) -> &str {
+        match &self.topic {
+            Some(topic) => topic,
+            None => self.dir.to_str().unwrap_or_default(),
+        }
+    }
+}
+
 pub fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
-    TopicName::new(&args.topic)?;
+    if let Some(bootstrap) = &args.bootstrap {
+        TopicName::new(args.topic())?;
+        interrupt::catch().context("cannot handle interrupts")?;
+        return crate::remote::consume(
+            bootstrap,
+            args.topic(),
+            args.from_beginning,
+            args.follow,
+            &interrupt::requested,
+        );
+    }
+    TopicName::new(args.topic())?;
     // Opening the engine creates a missing directory; a reader must not leave an empty data
     // directory behind because of a typo.
     if !args.dir.is_dir() {
@@ -63,13 +91,13 @@ fn consume(engine: &Engine, args: &ConsumeArgs) -> anyhow::Result<()> {
     } else {
         StartFrom::Latest
     };
-    let mut consumer = assigned(engine, &args.topic, start)?;
+    let mut consumer = assigned(engine, args.topic(), start)?;
     // No other process can append while this one holds the directory, so the end seen now is
     // the end of the log.
     let ends = if args.follow {
         None
     } else {
-        let latest = assigned(engine, &args.topic, StartFrom::Latest)?;
+        let latest = assigned(engine, args.topic(), StartFrom::Latest)?;
         Some(positions(&latest))
     };
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());

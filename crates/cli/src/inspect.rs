@@ -63,9 +63,26 @@ pub fn verify(args: &DirArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// A rill data directory.
+    #[arg(required_unless_present = "bootstrap")]
+    pub dir: Option<PathBuf>,
+
+    /// Ask a Kafka broker (`rill serve`, or any Kafka) at HOST:PORT instead of opening a data
+    /// directory (sizes are then not known).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "dir")]
+    pub bootstrap: Option<String>,
+}
+
 /// Lists topics and partitions with their offsets and sizes.
-pub fn topics(args: &DirArgs) -> anyhow::Result<()> {
-    let inspector = open(args)?;
+pub fn topics(args: &TopicsArgs) -> anyhow::Result<()> {
+    let dir = match (&args.bootstrap, &args.dir) {
+        (Some(bootstrap), _) => return crate::remote::topics(bootstrap),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => anyhow::bail!("a data directory or --bootstrap is needed"),
+    };
+    let inspector = open(&DirArgs { dir })?;
     let mut out = io::stdout().lock();
     writeln!(
         out,

@@ -17,6 +17,7 @@ mod dump;
 mod inspect;
 mod logger;
 mod produce;
+mod remote;
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -46,7 +47,7 @@ enum Command {
     /// when everything is sound.
     Verify(inspect::DirArgs),
     /// List topics and partitions with their first and next offsets and sizes.
-    Topics(inspect::DirArgs),
+    Topics(inspect::TopicsArgs),
     /// Serve a data directory to Kafka clients over Kafka's wire protocol, until SIGINT or
     /// SIGTERM (then every partition is synced and closed cleanly).
     Serve(serve::ServeArgs),
@@ -94,8 +95,8 @@ fn explain_lock(dir: &Path, error: rill_engine::Error) -> anyhow::Error {
         && let Some(holder) = rill_server::holder::read(dir)
     {
         return anyhow::anyhow!(
-            "{} is held by a running `rill serve` (pid {}); it serves Kafka clients at {} \
-             (stop it to use the directory directly)",
+            "{} is held by a running `rill serve` (pid {}); reach it with --bootstrap {} \
+             (or stop it to use the directory directly)",
             dir.display(),
             holder.pid,
             holder.advertise

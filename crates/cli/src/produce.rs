@@ -22,8 +22,15 @@ pub struct ProduceArgs {
     /// A rill data directory; created if missing.
     pub dir: PathBuf,
 
-    /// The topic to append to; created if missing.
-    pub topic: String,
+    /// The topic to append to; created if missing. With `--bootstrap`, the only positional
+    /// argument: `rill produce --bootstrap HOST:PORT TOPIC`.
+    #[arg(required_unless_present = "bootstrap")]
+    pub topic: Option<String>,
+
+    /// Send to a Kafka broker (`rill serve`, or any Kafka) at HOST:PORT instead of opening a
+    /// data directory.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bootstrap: Option<String>,
 
     /// Partitions of the topic when it is created [default: 1]. Given for a topic that exists
     /// with another count, it is refused.
@@ -64,10 +71,31 @@ impl From<Ack> for AckLevel {
     }
 }
 
+impl ProduceArgs {
+    /// The topic: the second positional argument, or with `--bootstrap` the only one.
+    pub fn topic(&self) -> &str {
+        match &self.topic {
+            Some(topic) => topic,
+            None => self.dir.to_str().unwrap_or_default(),
+        }
+    }
+}
+
 pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
+    if let Some(bootstrap) = &args.bootstrap {
+        TopicName::new(args.topic())?;
+        let options = crate::remote::ProduceOptions {
+            topic: args.topic(),
+            partitions: args.partitions,
+            key_sep: args.key_sep.as_deref().map(str::as_bytes),
+            durable: matches!(args.ack, Ack::Durable),
+            print_offsets: args.print_offsets,
+        };
+        return crate::remote::produce(bootstrap, &options);
+    }
     // Checked before the engine opens, and so before DIR is created: a bad name leaves nothing
     // behind on disk.
-    TopicName::new(&args.topic)?;
+    TopicName::new(args.topic())?;
     let engine = crate::open_engine(&args.dir)?;
     let produced = produce(&engine, args);
     // Even after a failure: records already sent are still appended, and the directory is left
@@ -82,12 +110,12 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<()> {
 fn produce(engine: &Engine, args: &ProduceArgs) -> anyhow::Result<()> {
     // Without `--partitions`, an existing topic is taken as it is: appending to a topic should
     // not require remembering how it was created.
-    let exists = engine.topics().iter().any(|(name, _)| *name == args.topic);
+    let exists = engine.topics().iter().any(|(name, _)| name == args.topic());
     if args.partitions.is_some() || !exists {
-        engine.create_topic(&args.topic, args.partitions.unwrap_or(1))?;
+        engine.create_topic(args.topic(), args.partitions.unwrap_or(1))?;
     }
     let mut producer = engine.producer_with(
-        &args.topic,
+        args.topic(),
         ProducerConfig {
             ack: args.ack.into(),
             ..ProducerConfig::default()

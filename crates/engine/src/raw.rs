@@ -280,12 +280,18 @@ impl Engine {
     }
 
     /// Waits until some partition of `waits` has its high watermark past the given offset, or
-    /// `deadline` passes, or the engine closes; returns whether data arrived.
+    /// `deadline` passes, or the engine closes, or `cancelled` says so; returns whether data
+    /// arrived.
     ///
     /// Parks on the first partition's topic notifier, so with every partition in one topic
-    /// (the common fetch) a write wakes the waiter at once; a write to another topic is seen
-    /// at the notifier's next bounded nap (at most 100 ms). Never spins.
-    pub fn wait_for_data(&self, waits: &[(RawPartition, i64)], deadline: Instant) -> bool {
+    /// (the common fetch) a write wakes the waiter at once; a write to another topic, and a
+    /// cancellation, are seen at the notifier's next bounded nap (at most 100 ms). Never spins.
+    pub fn wait_for_data(
+        &self,
+        waits: &[(RawPartition, i64)],
+        deadline: Instant,
+        cancelled: impl Fn() -> bool,
+    ) -> bool {
         let arrived = || {
             waits
                 .iter()
@@ -294,7 +300,7 @@ impl Engine {
         let Some((first, _)) = waits.first() else {
             return false;
         };
-        let closed = || self.inner().is_closed() || !first.entry.shard.is_alive();
+        let closed = || self.inner().is_closed() || !first.entry.shard.is_alive() || cancelled();
         first
             .entry
             .notifier

@@ -34,6 +34,8 @@ pub struct Broker {
     pub(crate) cluster_id: String,
     /// Host and port clients are told to use.
     pub(crate) advertised: (String, i32),
+    /// Set when the server stops: long polls end at once instead of holding the stop up.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One connection's state: its peer and its own appender (its own rings to the shards).
@@ -79,7 +81,18 @@ impl Broker {
             config,
             cluster_id,
             advertised,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends waiting fetches (within the engine's 100 ms nap) and keeps new ones from waiting.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The engine this broker serves.

@@ -121,6 +121,7 @@ impl Server {
     /// the engine down (every partition synced and marked clean).
     pub fn shutdown(self) -> Result<(), Error> {
         self.live.stopping.store(true, Ordering::Release);
+        self.broker.stop();
         for addr in &self.local {
             // Wakes the accept loop, which then sees `stopping`.
             let _ = TcpStream::connect_timeout(&wake_addr(*addr), Duration::from_secs(1));

@@ -426,3 +426,29 @@ fn acks_zero_gets_no_response_but_is_written() {
     let response = client.send(12, &fetch_request("fire", 0, 2_000)).unwrap();
     assert_eq!(batches_of(&response), vec![(0, 1)]);
 }
+
+#[test]
+fn shutdown_ends_long_polls_and_closes_the_engine_cleanly() {
+    let mut running = start();
+    let mut consumer = client(&running);
+    create(&mut consumer, "idle");
+    let waiting = std::thread::spawn(move || {
+        let started = Instant::now();
+        let _ = consumer.send(12, &fetch_request("idle", 0, 60_000));
+        started.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    running.server.take().unwrap().shutdown().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(waiting.join().unwrap() < Duration::from_secs(5));
+    // A clean stop leaves the directory unlocked and without the server's note.
+    assert!(rill_server::holder::read(running._dir.path()).is_none());
+    let engine = rill_engine::Engine::open(EngineConfig::new(running._dir.path())).unwrap();
+    assert_eq!(engine.topics(), vec![("idle".to_owned(), 1)]);
+    engine.shutdown().unwrap();
+}

@@ -90,7 +90,11 @@ impl Waiting {
         loop {
             let found = read_all(&mut slots, max_bytes);
             let errors = slots.iter().flatten().any(|s| s.error != 0);
-            if found >= min_bytes.max(1) || errors || Instant::now() >= deadline {
+            if found >= min_bytes.max(1)
+                || errors
+                || broker.is_stopping()
+                || Instant::now() >= deadline
+            {
                 break;
             }
             let waits: Vec<(RawPartition, i64)> = slots
@@ -98,7 +102,11 @@ impl Waiting {
                 .flatten()
                 .filter_map(|s| Some((s.partition.clone()?, s.fetch_offset.max(high(s)))))
                 .collect();
-            if waits.is_empty() || !broker.engine.wait_for_data(&waits, deadline) {
+            if waits.is_empty()
+                || !broker
+                    .engine
+                    .wait_for_data(&waits, deadline, || broker.is_stopping())
+            {
                 read_all(&mut slots, max_bytes);
                 break;
             }
