@@ -32,6 +32,18 @@ def test_produce_and_consume(broker, topic_name, client, codec):
         assert [c.offset for c in got] == list(range(COUNT)), consumer
         assert [(c.key, c.value) for c in got] == [(r.key, r.value) for r in records], consumer
 
+    # From the middle of a (compressed) batch: the broker sends the whole batch, the client skips
+    # the records before the offset it asked for.
+    middle = COUNT // 2 + 1
+    consumer = CLIENTS[client].consumer(broker.bootstrap, topic_name, [0])
+    try:
+        consumer.seek(0, middle)
+        got = consumer.poll_until(COUNT - middle)
+    finally:
+        consumer.close()
+    assert [c.offset for c in got] == list(range(middle, COUNT))
+    assert [c.value for c in got] == [r.value for r in records[middle:]]
+
     # The client's batches are on disk as it built them: its codec, and smaller than the values.
     batches = stored_batches(broker.data_dir, topic_name, 0)
     assert sum(b.records for b in batches) == COUNT
