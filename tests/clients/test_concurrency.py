@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import threading
 
-from clients import ConfluentProducer, KafkaPythonProducer, Record, all_delivered, consume_all, create_topic
+from clients import (
+    ConfluentProducer,
+    KafkaPythonProducer,
+    Record,
+    all_delivered,
+    consume_all,
+    create_topic,
+)
 
 PER_PRODUCER = 1500
 
@@ -21,8 +28,12 @@ def test_concurrent_producers_on_one_partition(broker, topic_name):
         try:
             producer = makers[index](broker.bootstrap, codec="gzip" if index == 1 else "none")
             try:
-                records = [Record(b"p%d-%06d" % (index, i), partition=0) for i in range(PER_PRODUCER)]
-                results[index] = list(zip(records, all_delivered(producer.send_all(topic_name, records))))
+                records = [
+                    Record(b"p%d-%06d" % (index, i), partition=0) for i in range(PER_PRODUCER)
+                ]
+                results[index] = list(
+                    zip(records, all_delivered(producer.send_all(topic_name, records)))
+                )
             finally:
                 producer.close()
         except BaseException as e:  # reported by the main thread
@@ -41,6 +52,8 @@ def test_concurrent_producers_on_one_partition(broker, topic_name):
     assert [c.offset for c in got] == list(range(total)), "offsets are not dense"
     at = {c.offset: c.value for c in got}
     for index, pairs in results.items():
-        assert all(at[d.offset] == r.value for r, d in pairs), f"producer {index}: an offset holds another record"
+        assert all(at[d.offset] == r.value for r, d in pairs), (
+            f"producer {index}: an offset holds another record"
+        )
         offsets = [d.offset for _, d in pairs]
         assert offsets == sorted(offsets), f"producer {index}: its records were reordered"

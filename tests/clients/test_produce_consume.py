@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from clients import CLIENTS, CODEC_IDS, CODECS, Record, all_delivered, consume_all, create_topic, produce
+from clients import (
+    CLIENTS,
+    CODEC_IDS,
+    CODECS,
+    Record,
+    all_delivered,
+    consume_all,
+    create_topic,
+    produce,
+)
 from segments import stored_batches
 
 COUNT = 300
@@ -20,7 +29,9 @@ def compressible_value(i: int) -> bytes:
 @pytest.mark.parametrize("client", list(CLIENTS))
 def test_produce_and_consume(broker, topic_name, client, codec):
     create_topic(broker.bootstrap, topic_name, partitions=1)
-    records = [Record(compressible_value(i), key=f"k{i % 7}".encode(), partition=0) for i in range(COUNT)]
+    records = [
+        Record(compressible_value(i), key=f"k{i % 7}".encode(), partition=0) for i in range(COUNT)
+    ]
 
     delivered = all_delivered(produce(client, broker.bootstrap, topic_name, records, codec=codec))
     assert [d.offset for d in delivered] == list(range(COUNT)), "offsets are not dense from 0"
