@@ -21,7 +21,7 @@ mod shard;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -71,6 +71,10 @@ pub struct EngineConfig {
     pub idle_spin: Duration,
     /// How often shards enforce retention.
     pub retention_check_interval: Duration,
+    /// The storage the partitions write through; `None` is the real one. Tests put the
+    /// storage simulator here.
+    #[doc(hidden)]
+    pub storage: Option<Arc<dyn crate::io::Storage>>,
 }
 
 impl EngineConfig {
@@ -84,6 +88,7 @@ impl EngineConfig {
             direct_io: true,
             idle_spin: Duration::from_micros(50),
             retention_check_interval: Duration::from_secs(60),
+            storage: None,
         }
     }
 }
@@ -111,6 +116,9 @@ pub(crate) struct Inner {
     pub store: Store,
     pub config: EngineConfig,
     topics: RwLock<HashMap<TopicName, Arc<TopicEntry>>>,
+    /// Serializes topic creation, so two threads creating one new topic do not both open its
+    /// partitions.
+    creating: Mutex<()>,
     shards: Vec<Arc<ShardControl>>,
     closed: AtomicBool,
     backend: &'static str,
@@ -157,12 +165,24 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let mut shards = Vec::with_capacity(shard_count);
+        let mut shards: Vec<Arc<ShardControl>> = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         for id in 0..shard_count {
             let control = Arc::new(ShardControl::new(id));
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            threads.push(shard::spawn(control.clone(), core, &config, backend)?);
+            match shard::spawn(control.clone(), core, &config, backend) {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    // The shards already started own nothing yet; stop them, not leak them.
+                    for started in &shards {
+                        started.request_shutdown();
+                    }
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(error);
+                }
+            }
             shards.push(control);
         }
         let engine = Engine {
@@ -170,6 +190,7 @@ impl Engine {
                 store,
                 config,
                 topics: RwLock::new(HashMap::new()),
+                creating: Mutex::new(()),
                 shards,
                 closed: AtomicBool::new(false),
                 backend,
@@ -198,6 +219,11 @@ impl Engine {
             return Err(Error::EngineClosed);
         }
         config.validate()?;
+        let _creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let topic = self.inner.store.create_topic(name, partitions)?;
         let loaded = self
             .inner
@@ -317,16 +343,25 @@ impl Engine {
     fn load_topic(&self, topic: &TopicName, config: LogConfig) -> Result<()> {
         let count = self.inner.store.partitions(topic)?;
         let notifier = Arc::new(Notifier::default());
-        let mut partitions = Vec::with_capacity(count as usize);
+        // Every partition is opened before any is handed to a shard: if one fails, dropping
+        // the opened logs releases their locks, instead of shards holding them until restart.
+        let mut logs = Vec::with_capacity(count as usize);
         for partition in 0..count {
             // The log's own backend writes partitions on the portable path and syncs all of
             // them; with io_uring the shard writes staged batches itself (engine::direct).
-            let log = self.inner.store.open_partition_with(
+            let backend = match &self.inner.config.storage {
+                Some(storage) => storage.backend(),
+                None => Box::new(crate::io::PortableIo),
+            };
+            logs.push(self.inner.store.open_partition_with(
                 topic,
                 partition,
                 config.clone(),
-                Box::new(crate::io::PortableIo),
-            )?;
+                backend,
+            )?);
+        }
+        let mut partitions = Vec::with_capacity(count as usize);
+        for (partition, log) in (0..count).zip(logs) {
             let shard =
                 self.inner.shards[shard_of(topic, partition, self.inner.shards.len())].clone();
             let entry = Arc::new(PartitionEntry {

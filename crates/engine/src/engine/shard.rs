@@ -16,6 +16,7 @@ use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
+use crate::io::Storage;
 use crate::log::{Origin, PartitionLog};
 use crate::recycle::BatchBuf;
 use crate::ring;
@@ -149,7 +150,7 @@ pub(crate) fn choose_backend(mode: IoMode, max_batch_bytes: usize) -> &'static s
         log::info!("rill: portable I/O backend (pwrite/fdatasync) forced by configuration");
         return PORTABLE;
     }
-    match DirectIo::probe(max_batch_bytes) {
+    match DirectIo::probe(max_batch_bytes, None) {
         Ok(_) => URING,
         Err(why) => {
             log::warn!("rill: {why}; using the portable I/O backend (pwrite/fdatasync)");
@@ -176,7 +177,11 @@ struct Shard {
     /// Open segments with O_DIRECT for io_uring writes (else through the page cache).
     direct_io: bool,
     max_batch_bytes: usize,
+    /// The storage simulator of tests, if any.
+    storage: Option<Arc<dyn Storage>>,
     scratch: Vec<Request>,
+    /// Acks of the batches appended in the current portable pass, failed if its sync fails.
+    pass_acks: Vec<Arc<BatchAck>>,
     idle_spin: Duration,
     retention_interval: Duration,
     next_retention: Instant,
@@ -197,7 +202,9 @@ pub(crate) fn spawn(
         use_uring: backend == URING,
         direct_io: config.direct_io,
         max_batch_bytes: config.log.limits.max_batch_bytes,
+        storage: config.storage.clone(),
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
+        pass_acks: Vec::new(),
         idle_spin: config.idle_spin,
         retention_interval: config.retention_check_interval,
         next_retention: Instant::now() + config.retention_check_interval,
@@ -220,7 +227,7 @@ impl Shard {
         self.control.waker.bind_current_thread();
         if self.use_uring {
             // The ring is made on the shard's own thread: it is this thread's alone.
-            match DirectIo::probe(self.max_batch_bytes) {
+            match DirectIo::probe(self.max_batch_bytes, self.storage.clone()) {
                 Ok(direct) => self.direct = Some(direct),
                 Err(why) => log::warn!(
                     "rill: shard {}: {why}; writing with the portable backend",
@@ -350,9 +357,10 @@ impl Shard {
         {
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut()
-                    && let Err(error) = io.queue(direct)
+                    && io.queue(direct, &mut owned.log).is_err()
                 {
-                    log::error!("rill: {}: queueing a write failed: {error}", owned.entry.tp);
+                    // The partition stopped and its batches failed with the reason.
+                    owned.entry.notifier.notify();
                 }
             }
             if let Err(error) = direct.submit() {
@@ -366,16 +374,20 @@ impl Shard {
     }
 
     /// Appends through the log's own (portable) backend, one sync per pass.
+    ///
+    /// A failed sync fails every batch of the pass with the partition's poison: a record that
+    /// waits for durability then fails, one that waits for less still resolves (it got there).
     fn drain_portable(&mut self, index: usize) -> usize {
         let Shard {
             partitions,
             scratch,
+            pass_acks,
             ..
         } = self;
         let owned = &mut partitions[index];
         let mut handled = 0;
-        let mut appended = 0;
         let mut wants_sync = false;
+        pass_acks.clear();
         for input in &mut owned.inputs {
             input.pop_into(scratch, MAX_BATCHES_PER_RING);
             for mut request in scratch.drain(..) {
@@ -383,9 +395,9 @@ impl Shard {
                     Ok(info) => {
                         request.ack.appended(info.base_offset);
                         wants_sync |= request.sync;
-                        appended += 1;
+                        pass_acks.push(request.ack);
                     }
-                    Err(error) => fail_request(&request, &error),
+                    Err(error) => request.ack.fail_with(&error),
                 }
                 handled += 1;
             }
@@ -393,7 +405,7 @@ impl Shard {
         owned
             .inputs
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
-        if appended > 0 {
+        if !pass_acks.is_empty() {
             // One sync for every batch of the pass: group commit.
             let synced = if wants_sync {
                 owned.log.flush()
@@ -401,8 +413,13 @@ impl Shard {
                 owned.log.sync_if_due().map(|_| ())
             };
             if let Err(error) = synced {
-                log::error!("rill: {}: sync failed: {error}", owned.entry.tp);
+                for ack in pass_acks.drain(..) {
+                    ack.fail_with(&error);
+                }
             }
+            pass_acks.clear();
+        }
+        if handled > 0 {
             owned.entry.notifier.notify();
         }
         handled
@@ -421,7 +438,7 @@ impl Shard {
                 handled += 1;
                 let len = request.batch.len();
                 if let Err(error) = self.make_room(index, len) {
-                    fail_request(&request, &error);
+                    request.ack.fail_with(&error);
                     continue;
                 }
                 let owned = &mut self.partitions[index];
@@ -442,20 +459,31 @@ impl Shard {
                         ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;
                         if !io.stage(batch, end, ack.clone(), sync || always_sync) {
-                            // make_room guaranteed space; losing it means a bug, so fail loudly
-                            // and forget the staged batch rather than publish a hole.
-                            ack.fail("staging buffer had no room".into());
-                            owned.log.abort_staged();
+                            // make_room guaranteed space; losing it is a bug. The batch has
+                            // its offset but no bytes anywhere, so the partition stops: its
+                            // offset is never handed out again and nothing after it published.
+                            let error = owned.log.poison_with(
+                                "stage batch",
+                                owned.log.active_path().to_owned(),
+                                &std::io::Error::other("the staging buffer had no room"),
+                            );
+                            ack.fail_with(&error);
+                            io.fail_all(&error);
                         }
                     }
-                    Err(error) => fail_as(&ack, &error),
+                    Err(error) => ack.fail_with(&error),
                 }
             }
         }
         self.scratch = requests;
-        self.partitions[index]
+        let owned = &mut self.partitions[index];
+        owned
             .inputs
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
+        if handled > 0 {
+            // Offsets were assigned (appended acks) or batches refused: waiters look now.
+            owned.entry.notifier.notify();
+        }
         handled
     }
 
@@ -503,10 +531,13 @@ impl Shard {
             // wait for one to come back.
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut() {
-                    let _ = io.queue(direct);
+                    // A refusal stops that partition and fails its batches; this one waits on.
+                    let _ = io.queue(direct, &mut owned.log);
                 }
             }
-            let _ = direct.submit();
+            if let Err(error) = direct.submit() {
+                log::error!("rill: io_uring submit failed: {error}");
+            }
             self.wait_for_completion();
         }
         Err(Error::Invariant {
@@ -549,12 +580,11 @@ impl Shard {
 
     /// Queues the partition's open buffer (if no write of it is in flight) and submits.
     fn send_open_buffer(&mut self, index: usize) -> Result<()> {
-        let (Some(direct), Some(io)) = (self.direct.as_mut(), self.partitions[index].io.as_mut())
-        else {
+        let owned = &mut self.partitions[index];
+        let (Some(direct), Some(io)) = (self.direct.as_mut(), owned.io.as_mut()) else {
             return Ok(());
         };
-        io.queue(direct)
-            .map_err(|e| Error::io("queue write", "io_uring", e))?;
+        io.queue(direct, &mut owned.log)?;
         direct
             .submit()
             .map_err(|e| Error::io("submit", "io_uring", e))?;
@@ -593,8 +623,8 @@ impl Shard {
             let Some(io) = owned.io.as_mut() else {
                 continue;
             };
-            if let Some(reason) = io.complete(direct, &mut owned.log, &done) {
-                log::error!("rill: {}: {reason}", owned.entry.tp);
+            if let Some(error) = io.complete(direct, &mut owned.log, &done) {
+                log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
             }
             owned.entry.notifier.notify();
         }
@@ -676,17 +706,6 @@ impl Shard {
             entry.notifier.notify();
         }
     }
-}
-
-fn fail_request(request: &Request, error: &Error) {
-    fail_as(&request.ack, error);
-}
-
-fn fail_as(ack: &BatchAck, error: &Error) {
-    ack.fail_as(
-        error.to_string(),
-        matches!(error, Error::StorageFull { .. }),
-    );
 }
 
 fn has_input(partitions: &[Owned]) -> bool {
