@@ -405,3 +405,82 @@ impl PartitionIo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::engine::{AckLevel, Notifier, PartitionEntry, ShardControl, Ticket};
+    use crate::error::Error;
+    use crate::io::PortableIo;
+    use crate::log::{LogConfig, Origin};
+    use crate::record::{BatchBuilder, Compression};
+    use crate::recycle::Recycler;
+    use crate::topic::{TopicName, TopicPartition};
+
+    /// A write whose O_DIRECT plan fails gives its buffer back to the pool and fails its
+    /// tickets with the partition's poison; before, the buffer was dropped (the pool shrank
+    /// for good) and the tickets never resolved.
+    #[test]
+    fn a_failed_plan_keeps_the_pool_and_fails_its_tickets() {
+        let Ok(mut direct) = DirectIo::probe(64 * 1024, None) else {
+            eprintln!("skipped: io_uring is not available here");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+        let mut log = PartitionLog::open(
+            dir.path(),
+            tp.clone(),
+            LogConfig::default(),
+            Box::new(PortableIo),
+        )
+        .unwrap();
+        let entry = Arc::new(PartitionEntry {
+            tp,
+            reader: log.reader(),
+            shard: Arc::new(ShardControl::new(0)),
+            notifier: Arc::new(Notifier::default()),
+        });
+        let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
+        // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.
+        io.appender = Some(DirectAppender::new(10, &[1; 10]).unwrap());
+        let pool = direct.writer.free_buffers();
+        assert!(io.start_buffer(&mut direct));
+
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(1, None, Some(b"v"), &[]).unwrap();
+        let mut batch = builder.build().unwrap();
+        let staged = log.stage(&mut batch, Origin::Builder).unwrap();
+        let ack = BatchAck::new(entry);
+        ack.appended(staged.base_offset);
+        ack.mark_submitted();
+        let end = staged.position + staged.len;
+        let batch = BatchBuf::new(batch, Recycler::new(1));
+        assert!(io.stage(batch, end, ack.clone(), true));
+
+        // The appender no longer matches the buffer's tail: planning the write fails.
+        io.appender = Some(DirectAppender::new(20, &[2; 20]).unwrap());
+        let refused = io.queue(&mut direct, &mut log);
+        assert!(
+            matches!(refused, Err(Error::PartitionFailed { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(direct.writer.free_buffers(), pool, "the buffer went back");
+        let ticket = Ticket::new(ack, 0, AckLevel::Written);
+        assert!(matches!(ticket.poll(), Err(Error::PartitionFailed { .. })));
+        assert!(log.poison().is_some(), "the partition stopped");
+        let mut next = builder_batch();
+        assert!(
+            log.stage(&mut next, Origin::Builder).is_err(),
+            "and takes nothing more"
+        );
+    }
+
+    fn builder_batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(2, None, Some(b"w"), &[]).unwrap();
+        builder.build().unwrap()
+    }
+}

@@ -402,3 +402,36 @@ fn shard_of(topic: &TopicName, partition: u32, shards: usize) -> usize {
     let start = crate::partitioner::murmur2(topic.as_str().as_bytes()) as u32 as usize;
     (start.wrapping_add(partition as usize)) % shards.max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Instant;
+
+    use super::*;
+
+    /// If starting shard k fails, the shards 0..k that did start are stopped, not left
+    /// running (and holding their partitions) until the process exits.
+    #[test]
+    fn a_failed_shard_start_stops_the_shards_started_before() {
+        let dir = tempfile::tempdir().unwrap();
+        shard::start_hook::fail_at(2);
+        let opened = Engine::open(EngineConfig {
+            shards: 3,
+            pin_shards: false,
+            ..EngineConfig::new(dir.path())
+        });
+        assert!(matches!(opened, Err(Error::ShardStart { shard: 2, .. })));
+        let started = shard::start_hook::started();
+        assert_eq!(started.len(), 2, "shards 0 and 1 started");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while started.iter().any(|s| s.strong_count() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            started.iter().all(|s| s.strong_count() == 0),
+            "the shards started before the failure are still running"
+        );
+    }
+}

@@ -194,6 +194,10 @@ pub(crate) fn spawn(
     backend: &'static str,
 ) -> Result<JoinHandle<()>> {
     let id = control.id;
+    #[cfg(test)]
+    if let Some(error) = start_hook::check(&control) {
+        return Err(error);
+    }
     let mut shard = Shard {
         control,
         partitions: Vec::new(),
@@ -712,4 +716,40 @@ fn has_input(partitions: &[Owned]) -> bool {
     partitions
         .iter()
         .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+}
+
+/// Lets unit tests make starting a given shard fail, and see which shards were started.
+#[cfg(test)]
+pub(crate) mod start_hook {
+    use std::cell::{Cell, RefCell};
+    use std::sync::{Arc, Weak};
+
+    use super::ShardControl;
+    use crate::error::Error;
+
+    thread_local! {
+        static FAIL_AT: Cell<Option<usize>> = const { Cell::new(None) };
+        static STARTED: RefCell<Vec<Weak<ShardControl>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Starting shard `id` fails (on this thread) from now on.
+    pub fn fail_at(id: usize) {
+        FAIL_AT.with(|f| f.set(Some(id)));
+    }
+
+    /// The shards started on this thread, alive or not.
+    pub fn started() -> Vec<Weak<ShardControl>> {
+        STARTED.with(|s| s.borrow().clone())
+    }
+
+    pub(super) fn check(control: &Arc<ShardControl>) -> Option<Error> {
+        if FAIL_AT.with(Cell::get) == Some(control.id) {
+            return Some(Error::ShardStart {
+                shard: control.id,
+                source: std::io::Error::other("start refused by the test"),
+            });
+        }
+        STARTED.with(|s| s.borrow_mut().push(Arc::downgrade(control)));
+        None
+    }
 }

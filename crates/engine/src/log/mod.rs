@@ -640,6 +640,49 @@ mod tests {
         builder.build().unwrap()
     }
 
+    /// Staged batches are never forgotten while something else may still write them: undoing
+    /// staging is allowed only for exactly the batches whose writes failed; anything else
+    /// stops the partition, and no offset is handed out twice.
+    #[test]
+    fn staged_offsets_are_never_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            0
+        );
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            2
+        );
+        // One write failed for lack of space, but two batches are staged: the other may be in
+        // flight, so its offsets must not be reused.
+        let refused = log.discard_failed_writes(1);
+        assert!(
+            matches!(refused, Err(Error::PartitionFailed { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(log.next_offset(), 4, "no offset taken back");
+        assert!(log.stage(&mut batch(), Origin::Builder).is_err());
+        assert_eq!(log.complete_through(u64::MAX, true, &mut Vec::new()), 0);
+        assert_eq!(log.durable_offset(), 0, "nothing published after the stop");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.stage(&mut batch(), Origin::Builder).unwrap();
+        log.discard_failed_writes(1).unwrap();
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            0
+        );
+    }
+
     /// Outside bytes get the CRC check; the builder's own bytes get every other check.
     #[test]
     fn only_the_crc_depends_on_where_a_batch_comes_from() {
