@@ -141,32 +141,39 @@ impl Ticket {
     /// The record's offset, once assigned (whatever the ack level); `None` once its batch
     /// failed without the record reaching its level.
     pub fn offset(&self) -> Option<i64> {
-        let offset = self.ack.base()? + i64::from(self.index);
-        match self.ack.failure() {
-            Some(_) if !self.reached(offset) => None,
-            _ => Some(offset),
-        }
+        self.poll()
+            .ok()
+            .flatten()
+            .or_else(|| match self.ack.failure() {
+                None => Some(self.ack.base()? + i64::from(self.index)),
+                Some(_) => None,
+            })
     }
 
     /// The offset if the record has reached the ack level, `None` if not yet.
     ///
-    /// A record that reached its level before its batch failed (written, then a sync failed)
-    /// still resolves at the levels it reached: the failure speaks for what it did not reach.
+    /// A record that reached its level before its partition stopped (written, then a sync
+    /// failed) still resolves at the level it reached: a stopped partition never hands its
+    /// offsets out again, so its watermarks speak only for this record. Any other failure is
+    /// final: the offsets of a batch refused for lack of space are assigned again, and the
+    /// watermark passing them then says nothing about this record.
     pub fn poll(&self) -> Result<Option<i64>> {
-        if let Some(base) = self.ack.base() {
-            let offset = base + i64::from(self.index);
-            if self.reached(offset) {
-                return Ok(Some(offset));
-            }
-        }
+        // The watermark first, the failure after: a failure that made the offsets reusable was
+        // stored before any reuse was published, so seeing the one means seeing the other.
+        let reached = self
+            .ack
+            .base()
+            .map(|base| base + i64::from(self.index))
+            .filter(|&offset| self.reached(offset));
         let tp = &self.entry().tp;
-        match self.ack.failure() {
-            None => Ok(None),
-            Some(Failure::StorageFull) => Err(Error::StorageFull {
+        match (self.ack.failure(), reached) {
+            (None | Some(Failure::Poisoned(_)), Some(offset)) => Ok(Some(offset)),
+            (None, None) => Ok(None),
+            (Some(Failure::StorageFull), _) => Err(Error::StorageFull {
                 path: tp.dir_name().into(),
             }),
-            Some(Failure::Poisoned(poison)) => Err(poison.error(tp)),
-            Some(Failure::Reason(reason)) => Err(Error::ProduceFailed {
+            (Some(Failure::Poisoned(poison)), None) => Err(poison.error(tp)),
+            (Some(Failure::Reason(reason)), _) => Err(Error::ProduceFailed {
                 partition: tp.clone(),
                 reason: reason.clone(),
             }),

@@ -66,8 +66,8 @@ impl DirectIo {
         let mut writer = UringWriter::probe(config)?;
         if let Some(storage) = &storage {
             let storage = storage.clone();
-            writer.set_result_filter(Box::new(move |is_sync, res| {
-                storage.uring_result(is_sync, res)
+            writer.set_result_filter(Box::new(move |token, is_sync, res| {
+                storage.uring_result(token, is_sync, res)
             }));
         }
         if let Some(reason) = writer.registration_error() {

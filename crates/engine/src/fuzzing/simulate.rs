@@ -261,7 +261,14 @@ impl Run {
 
     /// Sends `count` records to each of `partitions`, then waits (bounded) on every ticket.
     fn produce(&mut self, partitions: &[u32], count: usize, level: AckLevel) -> Result<(), String> {
+        let mut values = Vec::new();
+        for _ in 0..count {
+            for &partition in partitions {
+                values.push((partition, self.value()));
+            }
+        }
         let mut sent = Vec::new();
+        let mut refused = Vec::new();
         {
             let engine = self.engine()?;
             let config = ProducerConfig {
@@ -274,12 +281,9 @@ impl Run {
             let mut producer = engine
                 .producer_with(TOPIC, config)
                 .map_err(|e| format!("producer: {e}"))?;
-            let mut values = Vec::new();
-            for _ in 0..count {
-                for &partition in partitions {
-                    values.push((partition, self.value()));
-                }
-            }
+            // The shard takes the step's batches all at once, so how they group into writes
+            // does not depend on thread timing: a seed replays the same operations.
+            engine.hold_shards(true);
             for (partition, value) in values {
                 let record = ProducerRecord {
                     partition: Some(partition),
@@ -287,14 +291,16 @@ impl Run {
                 };
                 match producer.send(record) {
                     Ok(ticket) => sent.push((partition, value, ticket)),
-                    Err(error) => {
-                        check_typed(&error)?;
-                        self.outcome.failed_tickets += 1;
-                    }
+                    Err(error) => refused.push(error),
                 }
             }
             // Dropping hands every open batch over without waiting; the waits below are bounded.
             drop(producer);
+            engine.hold_shards(false);
+        }
+        for error in refused {
+            check_typed(&error)?;
+            self.outcome.failed_tickets += 1;
         }
         for (partition, value, ticket) in sent {
             match ticket.wait_timeout(TICKET_BOUND) {
@@ -308,10 +314,19 @@ impl Run {
                     } else {
                         self.outcome.acked_written += 1;
                     }
+                    let label = label_of(&value);
                     let previous =
                         self.acked[partition as usize].insert(offset, Acked { value, durable });
-                    if previous.is_some() {
-                        return Err(format!("offset {partition}/{offset} acknowledged twice"));
+                    if let Some(previous) = previous {
+                        return Err(format!(
+                            "offset {partition}/{offset} acknowledged twice: to {} ({}), then to {label} ({level:?})",
+                            label_of(&previous.value),
+                            if previous.durable {
+                                "durable"
+                            } else {
+                                "written"
+                            },
+                        ));
                     }
                 }
                 Ok(None) => {
@@ -415,6 +430,12 @@ impl Run {
     }
 }
 
+/// A record's value as a message names it: its seed and sequence number.
+fn label_of(value: &[u8]) -> String {
+    let end = value.iter().rposition(|&b| b == b'/').unwrap_or(0);
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
 /// Every failure a ticket or send reports must be one of the engine's typed errors for a
 /// failed write, never an internal one.
 fn check_typed(error: &Error) -> Result<(), String> {
@@ -492,11 +513,11 @@ fn read_all(engine: &Engine) -> Result<Contents, String> {
 }
 
 /// Where a schedule's data lives: a RAM disk when there is one (syncs of the engine's own
-/// metadata files then cost nothing), except for one io_uring schedule in four, which runs on
+/// metadata files then cost nothing), except for one io_uring schedule in sixteen, which runs on
 /// the temporary directory's file system so that `O_DIRECT` (refused by tmpfs) is covered.
 fn scratch_dir(seed: u64, backend: SimBackend) -> ScratchDir {
     let shm = Path::new("/dev/shm");
-    let direct_io_run = backend == SimBackend::Uring && seed % 4 == 3;
+    let direct_io_run = backend == SimBackend::Uring && seed % 16 == 3;
     if !direct_io_run && shm.is_dir() {
         ScratchDir::new_in(shm)
     } else {

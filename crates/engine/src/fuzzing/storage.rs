@@ -20,7 +20,7 @@
 //! What it does not model: metadata operations outside the backend (creating, truncating and
 //! sealing segments, index and checkpoint files) are taken as durable when they return.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -135,10 +135,15 @@ impl FileModel {
 
 #[derive(Debug)]
 struct State {
+    seed: u64,
+    /// Tears sectors at a crash.
     rng: SimRng,
+    /// One stream of fault decisions per partition and path, so that the decisions of one
+    /// partition do not depend on how its operations interleave with another's.
+    streams: HashMap<String, SimRng>,
     rates: FaultRates,
     crashed: bool,
-    files: HashMap<PathBuf, FileModel>,
+    files: BTreeMap<PathBuf, FileModel>,
     counts: FaultCounts,
     /// Syncs seen so far (both paths), for scripted faults.
     syncs: u64,
@@ -156,10 +161,12 @@ impl SimStorage {
     pub fn new(seed: u64, rates: FaultRates) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
+                seed,
                 rng: SimRng::new(seed),
+                streams: HashMap::new(),
                 rates,
                 crashed: false,
-                files: HashMap::new(),
+                files: BTreeMap::new(),
                 counts: FaultCounts::default(),
                 syncs: 0,
                 fail_sync: None,
@@ -238,6 +245,31 @@ impl SimStorage {
     }
 }
 
+impl State {
+    /// The decision stream named `key`, taken out (put it back with [`State::put`]).
+    fn take(&mut self, key: &str) -> SimRng {
+        self.streams.remove(key).unwrap_or_else(|| {
+            let mut hash = self.seed;
+            for byte in key.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            SimRng::new(hash)
+        })
+    }
+
+    fn put(&mut self, key: String, rng: SimRng) {
+        self.streams.insert(key, rng);
+    }
+}
+
+/// The decision stream of a file: its partition directory's name.
+fn stream_of(path: &Path) -> String {
+    path.parent().and_then(Path::file_name).map_or_else(
+        || path.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
 /// Zeroes `from..to` of `file`, within its length.
 fn zero(file: &File, from: u64, to: u64, length: u64) -> io::Result<()> {
     let to = to.min(length);
@@ -273,20 +305,22 @@ struct SimBackend {
 impl IoBackend for SimBackend {
     fn write_all_at(&mut self, file: &File, position: u64, bytes: &[u8]) -> io::Result<()> {
         let path = path_of(file)?;
+        let key = stream_of(&path);
         let (fault, slow) = {
             let mut state = self.sim.state();
             if state.crashed {
                 return Err(errno(libc::EIO));
             }
             let rates = state.rates;
-            let slow = state.rng.chance(rates.slow);
-            let fault = if state.rng.chance(rates.write_enospc) {
+            let mut rng = state.take(&key);
+            let slow = rng.chance(rates.slow);
+            let fault = if rng.chance(rates.write_enospc) {
                 state.counts.write_enospc += 1;
                 Some(libc::ENOSPC)
-            } else if state.rng.chance(rates.write_eio) {
+            } else if rng.chance(rates.write_eio) {
                 state.counts.write_eio += 1;
                 Some(libc::EIO)
-            } else if state.rng.chance(rates.torn_write) && bytes.len() > 1 {
+            } else if rng.chance(rates.torn_write) && bytes.len() > 1 {
                 state.counts.torn_write += 1;
                 Some(0)
             } else {
@@ -296,9 +330,10 @@ impl IoBackend for SimBackend {
                 state.counts.slow += 1;
             }
             let prefix = match fault {
-                Some(0) => 1 + state.rng.below(bytes.len() as u64 - 1) as usize,
+                Some(0) => 1 + rng.below(bytes.len() as u64 - 1) as usize,
                 _ => bytes.len(),
             };
+            state.put(key, rng);
             let model = state
                 .files
                 .entry(path)
@@ -322,14 +357,16 @@ impl IoBackend for SimBackend {
 
     fn sync_data(&mut self, file: &File) -> io::Result<()> {
         let path = path_of(file)?;
+        let key = stream_of(&path);
         let (result, slow) = {
             let mut state = self.sim.state();
             if state.crashed {
                 return Err(errno(libc::EIO));
             }
-            let fault = decide_sync(&mut state);
-            let slow_rate = state.rates.slow;
-            let slow = state.rng.chance(slow_rate);
+            let mut rng = state.take(&key);
+            let fault = decide_sync(&mut state, &mut rng);
+            let slow = rng.chance(state.rates.slow);
+            state.put(key, rng);
             if slow {
                 state.counts.slow += 1;
             }
@@ -352,7 +389,7 @@ impl IoBackend for SimBackend {
 }
 
 /// Whether this sync fails, and with what: a scripted fault first, then the rates.
-fn decide_sync(state: &mut State) -> Option<i32> {
+fn decide_sync(state: &mut State, rng: &mut SimRng) -> Option<i32> {
     state.syncs += 1;
     if let Some((at, code)) = state.fail_sync
         && at == state.syncs
@@ -362,9 +399,9 @@ fn decide_sync(state: &mut State) -> Option<i32> {
         return Some(code);
     }
     let rates = state.rates;
-    let code = if state.rng.chance(rates.sync_enospc) {
+    let code = if rng.chance(rates.sync_enospc) {
         libc::ENOSPC
-    } else if state.rng.chance(rates.sync_eio) {
+    } else if rng.chance(rates.sync_eio) {
         libc::EIO
     } else {
         return None;
@@ -386,37 +423,39 @@ impl Storage for Arc<SimStorage> {
         Box::new(SimBackend { sim: self.clone() })
     }
 
-    fn uring_result(&self, is_sync: bool, res: i32) -> i32 {
+    fn uring_result(&self, token: u64, is_sync: bool, res: i32) -> i32 {
+        let key = format!("uring-{token}-{}", if is_sync { "sync" } else { "write" });
         let (res, slow) = {
             let mut state = self.state();
             if state.crashed {
                 return -libc::EIO;
             }
-            let slow_rate = state.rates.slow;
-            let slow = state.rng.chance(slow_rate);
+            let rates = state.rates;
+            let mut rng = state.take(&key);
+            let slow = rng.chance(rates.slow);
             if slow {
                 state.counts.slow += 1;
             }
-            let rates = state.rates;
             let res = if is_sync {
                 match res {
-                    0 => decide_sync(&mut state).map_or(0, |code| -code),
+                    0 => decide_sync(&mut state, &mut rng).map_or(0, |code| -code),
                     other => other,
                 }
             } else if res <= 0 {
                 res
-            } else if state.rng.chance(rates.write_enospc) {
+            } else if rng.chance(rates.write_enospc) {
                 state.counts.write_enospc += 1;
                 -libc::ENOSPC
-            } else if state.rng.chance(rates.write_eio) {
+            } else if rng.chance(rates.write_eio) {
                 state.counts.write_eio += 1;
                 -libc::EIO
-            } else if res > 1 && state.rng.chance(rates.short_write) {
+            } else if res > 1 && rng.chance(rates.short_write) {
                 state.counts.short_write += 1;
-                1 + state.rng.below(res as u64 - 1) as i32
+                1 + rng.below(res as u64 - 1) as i32
             } else {
                 res
             };
+            state.put(key, rng);
             (res, slow)
         };
         maybe_slow(slow);

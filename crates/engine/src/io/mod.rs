@@ -43,9 +43,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The backend of one partition's log (the portable path).
     fn backend(&self) -> Box<dyn IoBackend>;
 
-    /// The result of one io_uring completion (`is_sync` for a linked fdatasync), as the
-    /// writer's state machine will consume it: the kernel's `res`, or an injected one.
-    fn uring_result(&self, is_sync: bool, res: i32) -> i32;
+    /// The result of one io_uring completion of the write queued with `token` (`is_sync` for
+    /// its linked fdatasync), as the writer's state machine will consume it: the kernel's
+    /// `res`, or an injected one.
+    fn uring_result(&self, token: u64, is_sync: bool, res: i32) -> i32;
 
     /// A write of `path` whose completion the io_uring pipeline consumed; it carried the
     /// log's bytes `logical` (before any block padding).

@@ -547,10 +547,10 @@ pub struct UringWriter {
     filter: Option<ResultFilter>,
 }
 
-/// Rewrites the result of a CQE (`is_sync` for the linked fdatasync's) before an operation
-/// consumes it: how the storage simulator of tests injects errors and short writes into
-/// exactly the path real kernel answers take.
-pub type ResultFilter = Box<dyn FnMut(bool, i32) -> i32 + Send>;
+/// Rewrites the result of a CQE (of the write queued with `token`; `is_sync` for its linked
+/// fdatasync) before the operation consumes it: how the storage simulator of tests injects
+/// errors and short writes into exactly the path real kernel answers take.
+pub type ResultFilter = Box<dyn FnMut(u64, bool, i32) -> i32 + Send>;
 
 impl fmt::Debug for UringWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -961,7 +961,14 @@ impl UringWriter {
         for cqe in self.ring.completion() {
             let user_data = cqe.user_data();
             let res = match self.filter.as_mut() {
-                Some(filter) => filter(user_data & KIND_SYNC != 0, cqe.result()),
+                Some(filter) => {
+                    let token = usize::try_from(user_data >> 1)
+                        .ok()
+                        .and_then(|i| self.ops.ops.get(i))
+                        .and_then(Option::as_ref)
+                        .map_or(u64::MAX, |op| op.token);
+                    filter(token, user_data & KIND_SYNC != 0, cqe.result())
+                }
                 None => cqe.result(),
             };
             if self.ops.complete(user_data, res, out) {
