@@ -102,17 +102,14 @@ fn failed_sync_round(io: IoMode, errno: i32) {
     for ticket in &failed {
         let error = resolve(ticket).expect_err("a record whose sync failed was acknowledged");
         match &error {
-            Error::PartitionFailed {
-                partition,
-                first,
-                end,
-                source,
-                ..
-            } => {
-                assert_eq!(partition.to_string(), "t-0");
-                assert_eq!(*first, 10, "nothing after the last good sync is durable");
-                assert_eq!(*end, 20);
-                assert_eq!(source.raw_os_error(), Some(errno), "{error}");
+            Error::PartitionFailed(failure) => {
+                assert_eq!(failure.partition.to_string(), "t-0");
+                assert_eq!(
+                    failure.first, 10,
+                    "nothing after the last good sync is durable"
+                );
+                assert_eq!(failure.end, 20);
+                assert_eq!(failure.source.raw_os_error(), Some(errno), "{error}");
             }
             other => panic!("expected PartitionFailed, got {other:?}"),
         }
@@ -126,14 +123,7 @@ fn failed_sync_round(io: IoMode, errno: i32) {
         for ticket in send(&engine, 20, 5, level) {
             let error = resolve(&ticket).expect_err("a stopped partition took a write");
             assert!(
-                matches!(
-                    error,
-                    Error::PartitionFailed {
-                        first: 10,
-                        end: 20,
-                        ..
-                    }
-                ),
+                matches!(&error, Error::PartitionFailed(f) if (f.first, f.end) == (10, 20)),
                 "{error:?}"
             );
         }

@@ -81,7 +81,7 @@ impl BatchAck {
     pub fn fail_with(&self, error: &Error) {
         let failure = match error {
             Error::StorageFull { .. } => Failure::StorageFull,
-            Error::PartitionFailed { .. } => match self.partition.reader.poison() {
+            Error::PartitionFailed(_) => match self.partition.reader.poison() {
                 Some(poison) => Failure::Poisoned(poison.clone()),
                 None => Failure::Reason(error.to_string()),
             },

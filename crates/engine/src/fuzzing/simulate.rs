@@ -441,7 +441,7 @@ fn label_of(value: &[u8]) -> String {
 fn check_typed(error: &Error) -> Result<(), String> {
     match error {
         Error::Invariant { .. } => Err(format!("an internal error reached a ticket: {error}")),
-        Error::PartitionFailed { source, .. } if source.raw_os_error().is_none() => Err(format!(
+        Error::PartitionFailed(failure) if failure.source.raw_os_error().is_none() => Err(format!(
             "a stopped partition's error names no OS error: {error}"
         )),
         _ => Ok(()),

@@ -525,7 +525,7 @@ impl PartitionLog {
 
     /// [`PartitionLog::poison_with`] for an engine error (its I/O source, or its message).
     fn poison_error(&mut self, op: &'static str, path: PathBuf, error: Error) -> Error {
-        if let Error::PartitionFailed { .. } = error {
+        if let Error::PartitionFailed(_) = error {
             return error;
         }
         let source = match error {
@@ -663,7 +663,7 @@ mod tests {
         // flight, so its offsets must not be reused.
         let refused = log.discard_failed_writes(1);
         assert!(
-            matches!(refused, Err(Error::PartitionFailed { .. })),
+            matches!(refused, Err(Error::PartitionFailed(_))),
             "{refused:?}"
         );
         assert_eq!(log.next_offset(), 4, "no offset taken back");

@@ -12,7 +12,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::error::Error;
+use crate::error::{Error, PartitionFailure};
 use crate::topic::TopicPartition;
 
 /// The first failure that stopped a partition; every later refusal repeats it.
@@ -54,14 +54,14 @@ impl Poison {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::new(self.kind, self.message.clone()),
         };
-        Error::PartitionFailed {
+        Error::PartitionFailed(Box::new(PartitionFailure {
             partition: partition.clone(),
             op: self.op,
             path: self.path.clone(),
             first: self.first,
             end: self.end,
             source,
-        }
+        }))
     }
 
     /// The OS error number, when the failure came from a system call.
