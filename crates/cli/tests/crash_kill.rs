@@ -4,7 +4,7 @@
 //! dense, and that nothing corrupt is returned. Iterations alternate the io_uring and portable
 //! backends and reuse a directory for several kills, so recovery also runs on recovered logs.
 //!
-//! `CRASH_ITERATIONS` (default 50) and `CRASH_SEED` change the run; a failure prints its seed.
+//! `CRASH_ITERATIONS` (default 100) and `CRASH_SEED` change the run; a failure prints its seed.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -180,7 +180,7 @@ fn every_durable_ack_survives_sigkill() {
     let iterations: u64 = std::env::var("CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(100);
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

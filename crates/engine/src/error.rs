@@ -211,6 +211,34 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    // Fail-stop of the write path (see `log::Poison`).
+    /// A write or sync of the partition failed for a reason other than a retryable full disk;
+    /// the partition takes no writes until it is recovered. Boxed: it names a lot, and every
+    /// `Result` of the engine carries its size.
+    #[error(transparent)]
+    PartitionFailed(Box<PartitionFailure>),
+}
+
+/// Why a partition stopped taking writes: which operation on which file failed, and how.
+///
+/// Offsets from `first` on may not be durable (after a failed sync the kernel may have dropped
+/// the pages it covered), so the partition refuses writes until recovery runs on it (reopening
+/// the engine). Consumers still read what was visible.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{partition}: {op} {path} failed: {source}; offsets {first}..{end} are not durable and the partition takes no writes until it is recovered (reopen the engine)"
+)]
+pub struct PartitionFailure {
+    pub partition: TopicPartition,
+    pub op: &'static str,
+    pub path: PathBuf,
+    /// The durable watermark when the failure happened: nothing from here on is durable.
+    pub first: i64,
+    /// The next offset the log would have assigned.
+    pub end: i64,
+    #[source]
+    pub source: io::Error,
 }
 
 impl From<InvalidTopicName> for Error {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::PartitionEntry;
 use crate::error::{Error, Result};
+use crate::log::Poison;
 
 /// How far a record must get before its ticket resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -56,9 +57,9 @@ impl std::str::FromStr for AckLevel {
 }
 
 const PENDING: i64 = -1;
-const FAILED: i64 = -2;
 
-/// The shared fate of one batch: pending, appended at a base offset, or failed.
+/// The shared fate of one batch: pending, appended at a base offset, failed, or appended and
+/// then failed (its write or its sync failed after it got its offset).
 ///
 /// It also names the batch's partition, so a [`Ticket`] needs no reference of its own: a
 /// ticket is made per record, and cloning the partition's `Arc` per record was a quarter of a
@@ -66,24 +67,31 @@ const FAILED: i64 = -2;
 /// shard and the consumers read.
 #[derive(Debug)]
 pub(crate) struct BatchAck {
+    /// The base offset once appended, else `PENDING`.
     state: AtomicI64,
+    /// Set (after `failure`) when the batch failed; a record that already reached its ack
+    /// level before that still resolves.
+    failed: AtomicBool,
     submitted: AtomicBool,
     failure: OnceLock<Failure>,
     partition: Arc<PartitionEntry>,
 }
 
-/// Why a batch failed; a full disk is told apart because callers handle it differently (free
-/// space and send again, no restart).
+/// Why a batch failed. A full disk is told apart because callers handle it differently (free
+/// space and send again, no restart), and a stopped partition because every ticket must name
+/// the I/O error and the offsets it cost.
 #[derive(Debug)]
-struct Failure {
-    reason: String,
-    storage_full: bool,
+enum Failure {
+    Reason(String),
+    StorageFull,
+    Poisoned(Poison),
 }
 
 impl BatchAck {
     pub fn new(partition: Arc<PartitionEntry>) -> Arc<Self> {
         Arc::new(Self {
             state: AtomicI64::new(PENDING),
+            failed: AtomicBool::new(false),
             submitted: AtomicBool::new(false),
             failure: OnceLock::new(),
             partition,
@@ -101,27 +109,42 @@ impl BatchAck {
     }
 
     pub fn fail(&self, reason: String) {
-        self.fail_as(reason, false);
+        self.set_failure(Failure::Reason(reason));
     }
 
-    /// Fails the batch; `storage_full` when the disk ran out of space.
-    pub fn fail_as(&self, reason: String, storage_full: bool) {
-        let _ = self.failure.set(Failure {
-            reason,
-            storage_full,
-        });
-        self.state.store(FAILED, Ordering::Release);
-    }
-
-    fn base_offset(&self) -> Option<std::result::Result<i64, &Failure>> {
-        const UNKNOWN: &Failure = &Failure {
-            reason: String::new(),
-            storage_full: false,
+    /// Fails the batch with `error`, keeping what a ticket needs to report it typed: a full
+    /// disk, or the poison of a stopped partition.
+    pub fn fail_with(&self, error: &Error) {
+        let failure = match error {
+            Error::StorageFull { .. } => Failure::StorageFull,
+            Error::PartitionFailed(_) => match self.partition.reader.poison() {
+                Some(poison) => Failure::Poisoned(poison.clone()),
+                None => Failure::Reason(error.to_string()),
+            },
+            other => Failure::Reason(other.to_string()),
         };
+        self.set_failure(failure);
+    }
+
+    fn set_failure(&self, failure: Failure) {
+        let _ = self.failure.set(failure);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// The base offset, if the batch was appended.
+    fn base(&self) -> Option<i64> {
         match self.state.load(Ordering::Acquire) {
             PENDING => None,
-            FAILED => Some(Err(self.failure.get().unwrap_or(UNKNOWN))),
-            base => Some(Ok(base)),
+            base => Some(base),
+        }
+    }
+
+    /// Why the batch failed, if it did.
+    fn failure(&self) -> Option<&Failure> {
+        if self.failed.load(Ordering::Acquire) {
+            self.failure.get()
+        } else {
+            None
         }
     }
 }
@@ -160,38 +183,55 @@ impl Ticket {
         self.entry().tp.partition
     }
 
-    /// The record's offset, once assigned (whatever the ack level).
+    /// The record's offset, once assigned (whatever the ack level); `None` once its batch
+    /// failed without the record reaching its level.
     pub fn offset(&self) -> Option<i64> {
-        match self.ack.base_offset() {
-            Some(Ok(base)) => Some(base + i64::from(self.index)),
-            _ => None,
-        }
+        self.poll()
+            .ok()
+            .flatten()
+            .or_else(|| match self.ack.failure() {
+                None => Some(self.ack.base()? + i64::from(self.index)),
+                Some(_) => None,
+            })
     }
 
     /// The offset if the record has reached the ack level, `None` if not yet.
+    ///
+    /// A record that reached its level before its partition stopped (written, then a sync
+    /// failed) still resolves at the level it reached: a stopped partition never hands its
+    /// offsets out again, so its watermarks speak only for this record. Any other failure is
+    /// final: the offsets of a batch refused for lack of space are assigned again, and the
+    /// watermark passing them then says nothing about this record.
     pub fn poll(&self) -> Result<Option<i64>> {
-        let offset = match self.ack.base_offset() {
-            None => return Ok(None),
-            Some(Err(failure)) if failure.storage_full => {
-                return Err(Error::StorageFull {
-                    path: self.entry().tp.dir_name().into(),
-                });
-            }
-            Some(Err(failure)) => {
-                return Err(Error::ProduceFailed {
-                    partition: self.entry().tp.clone(),
-                    reason: failure.reason.clone(),
-                });
-            }
-            Some(Ok(base)) => base + i64::from(self.index),
-        };
+        // The watermark first, the failure after: a failure that made the offsets reusable was
+        // stored before any reuse was published, so seeing the one means seeing the other.
+        let reached = self
+            .ack
+            .base()
+            .map(|base| base + i64::from(self.index))
+            .filter(|&offset| self.reached(offset));
+        let tp = &self.entry().tp;
+        match (self.ack.failure(), reached) {
+            (None | Some(Failure::Poisoned(_)), Some(offset)) => Ok(Some(offset)),
+            (None, None) => Ok(None),
+            (Some(Failure::StorageFull), _) => Err(Error::StorageFull {
+                path: tp.dir_name().into(),
+            }),
+            (Some(Failure::Poisoned(poison)), None) => Err(poison.error(tp)),
+            (Some(Failure::Reason(reason)), _) => Err(Error::ProduceFailed {
+                partition: tp.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    fn reached(&self, offset: i64) -> bool {
         let reader = &self.entry().reader;
-        let reached = match self.level {
+        match self.level {
             AckLevel::Appended => true,
             AckLevel::Written => reader.written_offset() > offset,
             AckLevel::Durable => reader.durable_offset() > offset,
-        };
-        Ok(reached.then_some(offset))
+        }
     }
 
     /// Waits until the record reaches the ack level and returns its offset.

@@ -10,8 +10,13 @@
 //!
 //! Completion order is the kernel's; publication order is the log's: a completed write
 //! publishes exactly the batches it carried (offsets were assigned at staging), and with its
-//! linked fdatasync it also moves the durable watermark. A failed write fails the batches it
-//! carried and those staged after them, and the log forgets them, so its offsets stay dense.
+//! linked fdatasync it also moves the durable watermark.
+//!
+//! Failures are fail-stop: a write or sync that fails for any reason but a full disk on the
+//! write poisons the partition's log, and every batch in flight or staged fails with that
+//! poison; nothing is forgotten and no offset is handed out twice. A write refused for lack of
+//! space fails the batches it and the open buffer carried, and the log undoes their staging
+//! (nothing else is in flight then), so writes resume once space is freed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,7 +24,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::BatchAck;
-use crate::error::is_storage_full;
+use crate::error::{Error, is_storage_full};
+use crate::io::Storage;
 use crate::io::aligned::{BLOCK, align_down, align_up};
 use crate::io::uring::{
     BufferRegistration, Completion, DirectAppender, FileSlot, PooledBuf, SyncOutcome, UringConfig,
@@ -37,11 +43,17 @@ const FILE_SLOTS: u32 = 4096;
 pub(crate) struct DirectIo {
     writer: UringWriter,
     completions: Vec<Completion>,
+    /// The storage simulator of tests, told of every completion the pipeline consumes.
+    storage: Option<Arc<dyn Storage>>,
 }
 
 impl DirectIo {
-    /// Sets up a ring whose buffers hold the largest batch plus a re-written tail block.
-    pub fn probe(max_batch_bytes: usize) -> Result<Self, UringUnavailable> {
+    /// Sets up a ring whose buffers hold the largest batch plus a re-written tail block. With
+    /// `storage` (tests), every completion result passes through it before it is consumed.
+    pub fn probe(
+        max_batch_bytes: usize,
+        storage: Option<Arc<dyn Storage>>,
+    ) -> Result<Self, UringUnavailable> {
         let buffer_size =
             usize::try_from(align_up((max_batch_bytes + BLOCK) as u64)).unwrap_or(usize::MAX);
         let config = UringConfig {
@@ -51,7 +63,13 @@ impl DirectIo {
             files: FILE_SLOTS,
             registration: BufferRegistration::Prefer,
         };
-        let writer = UringWriter::probe(config)?;
+        let mut writer = UringWriter::probe(config)?;
+        if let Some(storage) = &storage {
+            let storage = storage.clone();
+            writer.set_result_filter(Box::new(move |token, is_sync, res| {
+                storage.uring_result(token, is_sync, res)
+            }));
+        }
         if let Some(reason) = writer.registration_error() {
             log::info!(
                 "rill: io_uring buffers not registered ({reason}); using unregistered writes"
@@ -60,6 +78,7 @@ impl DirectIo {
         Ok(Self {
             writer,
             completions: Vec::with_capacity(STAGING_BUFFERS as usize * 2),
+            storage,
         })
     }
 
@@ -221,28 +240,46 @@ impl PartitionIo {
     }
 
     /// Queues the open buffer as a write, unless one is already in flight.
-    pub fn queue(&mut self, io: &mut DirectIo) -> io::Result<bool> {
+    ///
+    /// A write that cannot be planned or queued stops the partition: its buffer goes back to
+    /// the pool and every batch it carried fails with the poison, which is returned.
+    pub fn queue(&mut self, io: &mut DirectIo, log: &mut PartitionLog) -> Result<bool, Error> {
         if self.in_flight.is_some() || self.buffer_acks.is_empty() {
             return Ok(false);
         }
         let Some(mut buffer) = self.buffer.take() else {
             return Ok(false);
         };
-        let (position, end) = match self.appender.as_mut() {
-            Some(appender) => {
-                let plan = appender.seal(&mut buffer).map_err(io::Error::other)?;
-                (plan.position, plan.end)
-            }
-            None => (self.buffer_position, self.buffer_end),
+        let planned = match self.appender.as_mut() {
+            Some(appender) => appender
+                .seal(&mut buffer)
+                .map(|plan| (plan.position, plan.end))
+                .map_err(|e| ("plan O_DIRECT write", io::Error::other(e))),
+            None => Ok((self.buffer_position, self.buffer_end)),
         };
-        if let Err(refused) =
-            io.writer
+        let refused = match planned {
+            Ok((position, end)) => io
+                .writer
                 .queue_write(self.slot, position, buffer, self.buffer_sync, self.token)
-        {
-            let reason = refused.to_string();
-            let _ = io.writer.give_back(refused.into_buf());
-            return Err(io::Error::other(reason));
-        }
+                .map(|()| end)
+                .map_err(|refused| {
+                    let reason = io::Error::other(refused.to_string());
+                    let _ = io.writer.give_back(refused.into_buf());
+                    ("queue write", reason)
+                }),
+            Err(failure) => {
+                let _ = io.writer.give_back(buffer);
+                Err(failure)
+            }
+        };
+        let end = match refused {
+            Ok(end) => end,
+            Err((op, reason)) => {
+                let error = log.poison_with(op, log.active_path().to_owned(), &reason);
+                self.fail_all(&error);
+                return Err(error);
+            }
+        };
         self.in_flight = Some(InFlight {
             end,
             acks: std::mem::replace(&mut self.buffer_acks, std::mem::take(&mut self.spare_acks)),
@@ -262,40 +299,68 @@ impl PartitionIo {
         io: &mut DirectIo,
         log: &mut PartitionLog,
         done: &Completion,
-    ) -> Option<String> {
-        let in_flight = self.in_flight.take()?;
-        let synced = matches!(done.sync, SyncOutcome::Synced);
-        let failure = match (&done.result, &done.sync) {
-            (Err(error), _) => Some((format!("write failed: {error}"), is_storage_full(error))),
-            (Ok(_), SyncOutcome::Failed(error)) => {
-                Some((format!("sync failed: {error}"), is_storage_full(error)))
-            }
-            _ => None,
-        };
+    ) -> Option<Error> {
         let InFlight {
             end,
             mut acks,
             mut batches,
-        } = in_flight;
-        let Some((reason, storage_full)) = failure else {
-            log.complete_through(end, synced, &mut batches);
-            self.keep_spares(acks, batches);
-            return None;
-        };
-        for ack in acks.iter().chain(&self.buffer_acks) {
-            ack.fail_as(reason.clone(), storage_full);
+        } = self.in_flight.take()?;
+        if let Some(storage) = &io.storage {
+            storage.uring_completed(log.active_path(), log.published_size()..end, done);
         }
+        let path = log.active_path().to_owned();
+        let stopped = log.poison().map(|poison| poison.error(log.partition()));
+        let error = match (&done.result, &done.sync, stopped) {
+            // Stopped meanwhile (a failure elsewhere on the path): this write's batches can
+            // never be published, so they fail with the partition.
+            (_, _, Some(stopped)) => stopped,
+            (Err(error), _, None) if is_storage_full(error) => Error::io(
+                "write segment",
+                path,
+                io::Error::from_raw_os_error(libc::ENOSPC),
+            ),
+            (Err(error), _, None) => log.poison_with("write segment", path, error),
+            (Ok(_), SyncOutcome::Failed(error), None) => {
+                log.poison_with("sync segment", path, error)
+            }
+            (Ok(_), _, None) => {
+                let synced = matches!(done.sync, SyncOutcome::Synced);
+                log.complete_through(end, synced, &mut batches);
+                self.keep_spares(acks, batches);
+                return None;
+            }
+        };
+        for ack in &acks {
+            ack.fail_with(&error);
+        }
+        let failed = acks.len() + self.buffer_acks.len();
+        self.fail_all(&error);
         acks.clear();
         batches.clear();
         self.keep_spares(acks, batches);
-        self.buffer_acks.clear();
-        self.buffer_batches.clear();
         if let Some(buffer) = self.buffer.take() {
             let _ = io.writer.give_back(buffer);
         }
-        log.abort_staged();
-        self.reset(log);
-        Some(reason)
+        if log.poison().is_none() {
+            // Out of space: nothing of this log is in flight any more and every staged batch
+            // just failed, so their staging can be undone and writes resume once space is freed.
+            let resumed = log
+                .discard_failed_writes(failed)
+                .and_then(|()| self.reset(log));
+            if let Err(error) = resumed {
+                return Some(error);
+            }
+        }
+        Some(error)
+    }
+
+    /// Fails every batch of the open buffer with `error` and empties it.
+    pub fn fail_all(&mut self, error: &Error) {
+        for ack in self.buffer_acks.drain(..) {
+            ack.fail_with(error);
+        }
+        self.buffer_batches.clear();
+        self.buffer_sync = false;
     }
 
     /// Keeps a completed write's emptied lists for the next write.
@@ -306,15 +371,28 @@ impl PartitionIo {
         self.spare_batches = batches;
     }
 
-    /// Starts planning again from what the log has published (after a failure).
-    fn reset(&mut self, log: &PartitionLog) {
+    /// Starts planning again from what the log has published (after a write ran out of
+    /// space). An O_DIRECT file whose tail cannot be planned stops the partition: without an
+    /// appender every later write would be refused as misaligned.
+    fn reset(&mut self, log: &mut PartitionLog) -> Result<(), Error> {
         let end = log.published_size();
         self.buffer_position = end;
         self.buffer_end = end;
         if self.appender.is_some() {
             let tail = log.active_bytes_from(align_down(end));
-            self.appender = DirectAppender::new(end, tail).ok();
+            match DirectAppender::new(end, tail) {
+                Ok(appender) => self.appender = Some(appender),
+                Err(error) => {
+                    let path = log.active_path().to_owned();
+                    return Err(log.poison_with(
+                        "plan O_DIRECT write",
+                        path,
+                        &io::Error::other(error),
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 
     /// Releases the ring's resources for this partition (its segment rolled or it closes).
@@ -325,5 +403,84 @@ impl PartitionIo {
         if let Err(error) = io.writer.unregister_file(self.slot) {
             log::warn!("rill: unregistering a segment from io_uring failed: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::engine::{AckLevel, Notifier, PartitionEntry, ShardControl, Ticket};
+    use crate::error::Error;
+    use crate::io::PortableIo;
+    use crate::log::{LogConfig, Origin};
+    use crate::record::{BatchBuilder, Compression};
+    use crate::recycle::Recycler;
+    use crate::topic::{TopicName, TopicPartition};
+
+    /// A write whose O_DIRECT plan fails gives its buffer back to the pool and fails its
+    /// tickets with the partition's poison; before, the buffer was dropped (the pool shrank
+    /// for good) and the tickets never resolved.
+    #[test]
+    fn a_failed_plan_keeps_the_pool_and_fails_its_tickets() {
+        let Ok(mut direct) = DirectIo::probe(64 * 1024, None) else {
+            eprintln!("skipped: io_uring is not available here");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+        let mut log = PartitionLog::open(
+            dir.path(),
+            tp.clone(),
+            LogConfig::default(),
+            Box::new(PortableIo),
+        )
+        .unwrap();
+        let entry = Arc::new(PartitionEntry {
+            tp,
+            reader: log.reader(),
+            shard: Arc::new(ShardControl::new(0)),
+            notifier: Arc::new(Notifier::default()),
+        });
+        let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
+        // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.
+        io.appender = Some(DirectAppender::new(10, &[1; 10]).unwrap());
+        let pool = direct.writer.free_buffers();
+        assert!(io.start_buffer(&mut direct));
+
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(1, None, Some(b"v"), &[]).unwrap();
+        let mut batch = builder.build().unwrap();
+        let staged = log.stage(&mut batch, Origin::Builder).unwrap();
+        let ack = BatchAck::new(entry);
+        ack.appended(staged.base_offset);
+        ack.mark_submitted();
+        let end = staged.position + staged.len;
+        let batch = BatchBuf::new(batch, Recycler::new(1));
+        assert!(io.stage(batch, end, ack.clone(), true));
+
+        // The appender no longer matches the buffer's tail: planning the write fails.
+        io.appender = Some(DirectAppender::new(20, &[2; 20]).unwrap());
+        let refused = io.queue(&mut direct, &mut log);
+        assert!(
+            matches!(refused, Err(Error::PartitionFailed(_))),
+            "{refused:?}"
+        );
+        assert_eq!(direct.writer.free_buffers(), pool, "the buffer went back");
+        let ticket = Ticket::new(ack, 0, AckLevel::Written);
+        assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
+        assert!(log.poison().is_some(), "the partition stopped");
+        let mut next = builder_batch();
+        assert!(
+            log.stage(&mut next, Origin::Builder).is_err(),
+            "and takes nothing more"
+        );
+    }
+
+    fn builder_batch() -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(2, None, Some(b"w"), &[]).unwrap();
+        builder.build().unwrap()
     }
 }

@@ -99,6 +99,10 @@ pub struct EngineConfig {
     pub idle_spin: Duration,
     /// How often shards enforce retention.
     pub retention_check_interval: Duration,
+    /// The storage the partitions write through; `None` is the real one. Tests put the
+    /// storage simulator here.
+    #[doc(hidden)]
+    pub storage: Option<Arc<dyn crate::io::Storage>>,
 }
 
 /// Longest `idle_spin` accepted: a shard spinning longer burns a core for nothing.
@@ -116,6 +120,7 @@ impl EngineConfig {
             direct_io: true,
             idle_spin: Duration::from_micros(50),
             retention_check_interval: Duration::from_secs(60),
+            storage: None,
         }
     }
 
@@ -184,18 +189,31 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let mut shards = Vec::with_capacity(shard_count);
+        let mut shards: Vec<Arc<ShardControl>> = Vec::with_capacity(shard_count);
         let mut threads = Vec::with_capacity(shard_count);
         for id in 0..shard_count {
             let control = Arc::new(ShardControl::new(id));
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
-            threads.push(shard::spawn(control.clone(), core, &config, backend)?);
+            match shard::spawn(control.clone(), core, &config, backend) {
+                Ok(thread) => threads.push(thread),
+                Err(error) => {
+                    // The shards already started own nothing yet; stop them, not leak them.
+                    for started in &shards {
+                        started.request_shutdown();
+                    }
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(error);
+                }
+            }
             shards.push(control);
         }
         let inner = Arc::new(Inner {
             store,
             config,
             topics: RwLock::new(HashMap::new()),
+            creating: Mutex::new(()),
             shards,
             closed: AtomicBool::new(false),
             backend,
@@ -271,6 +289,11 @@ impl Engine {
         if let Some(config) = &config {
             config.validate()?;
         }
+        let _creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let topic = self.inner.store.create_topic(name, partitions)?;
         let loaded = self
             .inner
@@ -357,16 +380,25 @@ impl Engine {
         let config = meta.config.unwrap_or_else(|| self.inner.config.log.clone());
         let count = self.inner.store.partitions(topic)?;
         let notifier = Arc::new(Notifier::default());
-        let mut partitions = Vec::with_capacity(count as usize);
+        // Every partition is opened before any is handed to a shard: if one fails, dropping
+        // the opened logs releases their locks, instead of shards holding them until restart.
+        let mut logs = Vec::with_capacity(count as usize);
         for partition in 0..count {
             // The log's own backend writes partitions on the portable path and syncs all of
             // them; with io_uring the shard writes staged batches itself (engine::direct).
-            let log = self.inner.store.open_partition_with(
+            let backend = match &self.inner.config.storage {
+                Some(storage) => storage.backend(),
+                None => Box::new(crate::io::PortableIo),
+            };
+            logs.push(self.inner.store.open_partition_with(
                 topic,
                 partition,
                 config.clone(),
-                Box::new(crate::io::PortableIo),
-            )?;
+                backend,
+            )?);
+        }
+        let mut partitions = Vec::with_capacity(count as usize);
+        for (partition, log) in (0..count).zip(logs) {
             let shard =
                 self.inner.shards[shard_of(topic, partition, self.inner.shards.len())].clone();
             let entry = Arc::new(PartitionEntry {
@@ -445,4 +477,36 @@ impl Drop for Threads {
 fn shard_of(topic: &TopicName, partition: u32, shards: usize) -> usize {
     let start = crate::partitioner::murmur2(topic.as_str().as_bytes()) as u32 as usize;
     (start.wrapping_add(partition as usize)) % shards.max(1)
+}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Instant;
+
+    use super::*;
+
+    /// If starting shard k fails, the shards 0..k that did start are stopped, not left
+    /// running (and holding their partitions) until the process exits.
+    #[test]
+    fn a_failed_shard_start_stops_the_shards_started_before() {
+        let dir = tempfile::tempdir().unwrap();
+        shard::start_hook::fail_at(2);
+        let opened = Engine::open(EngineConfig {
+            shards: 3,
+            pin_shards: false,
+            ..EngineConfig::new(dir.path())
+        });
+        assert!(matches!(opened, Err(Error::ShardStart { shard: 2, .. })));
+        let started = shard::start_hook::started();
+        assert_eq!(started.len(), 2, "shards 0 and 1 started");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while started.iter().any(|s| s.strong_count() > 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            started.iter().all(|s| s.strong_count() == 0),
+            "the shards started before the failure are still running"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::{EngineConfig, Notifier, ShardControl};
 use crate::error::{Error, Result};
@@ -37,6 +37,9 @@ pub(crate) struct Inner {
     pub store: Store,
     pub config: EngineConfig,
     pub(super) topics: RwLock<HashMap<TopicName, Arc<TopicEntry>>>,
+    /// Serializes topic creation, so two threads creating one new topic do not both open its
+    /// partitions.
+    pub(super) creating: Mutex<()>,
     pub(super) shards: Vec<Arc<ShardControl>>,
     pub(super) closed: AtomicBool,
     pub(super) backend: &'static str,

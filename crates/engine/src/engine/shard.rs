@@ -16,6 +16,7 @@ use super::direct::{DirectIo, PartitionIo};
 use super::notify::ShardWaker;
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
+use crate::io::Storage;
 use crate::log::{Origin, PartitionLog};
 use crate::recycle::BatchBuf;
 use crate::ring;
@@ -148,7 +149,7 @@ pub(crate) fn choose_backend(mode: IoMode, max_batch_bytes: usize) -> &'static s
         log::info!("rill: portable I/O backend (pwrite/fdatasync) forced by configuration");
         return PORTABLE;
     }
-    match DirectIo::probe(max_batch_bytes) {
+    match DirectIo::probe(max_batch_bytes, None) {
         Ok(_) => URING,
         Err(why) => {
             log::warn!("rill: {why}; using the portable I/O backend (pwrite/fdatasync)");
@@ -175,7 +176,11 @@ struct Shard {
     /// Open segments with O_DIRECT for io_uring writes (else through the page cache).
     direct_io: bool,
     max_batch_bytes: usize,
+    /// The storage simulator of tests, if any.
+    storage: Option<Arc<dyn Storage>>,
     scratch: Vec<Request>,
+    /// Acks of the batches appended in the current portable pass, failed if its sync fails.
+    pass_acks: Vec<Arc<BatchAck>>,
     idle_spin: Duration,
     retention_interval: Duration,
     next_retention: Instant,
@@ -188,6 +193,10 @@ pub(crate) fn spawn(
     backend: &'static str,
 ) -> Result<JoinHandle<()>> {
     let id = control.id;
+    #[cfg(test)]
+    if let Some(error) = start_hook::check(&control) {
+        return Err(error);
+    }
     let mut shard = Shard {
         control,
         partitions: Vec::new(),
@@ -196,7 +205,9 @@ pub(crate) fn spawn(
         use_uring: backend == URING,
         direct_io: config.direct_io,
         max_batch_bytes: config.log.limits.max_batch_bytes,
+        storage: config.storage.clone(),
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
+        pass_acks: Vec::new(),
         idle_spin: config.idle_spin,
         retention_interval: config.retention_check_interval,
         next_retention: Instant::now() + config.retention_check_interval,
@@ -219,7 +230,7 @@ impl Shard {
         self.control.waker.bind_current_thread();
         if self.use_uring {
             // The ring is made on the shard's own thread: it is this thread's alone.
-            match DirectIo::probe(self.max_batch_bytes) {
+            match DirectIo::probe(self.max_batch_bytes, self.storage.clone()) {
                 Ok(direct) => self.direct = Some(direct),
                 Err(why) => log::warn!(
                     "rill: shard {}: {why}; writing with the portable backend",
@@ -349,9 +360,10 @@ impl Shard {
         {
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut()
-                    && let Err(error) = io.queue(direct)
+                    && io.queue(direct, &mut owned.log).is_err()
                 {
-                    log::error!("rill: {}: queueing a write failed: {error}", owned.entry.tp);
+                    // The partition stopped and its batches failed with the reason.
+                    owned.entry.notifier.notify();
                 }
             }
             if let Err(error) = direct.submit() {
@@ -365,16 +377,20 @@ impl Shard {
     }
 
     /// Appends through the log's own (portable) backend, one sync per pass.
+    ///
+    /// A failed sync fails every batch of the pass with the partition's poison: a record that
+    /// waits for durability then fails, one that waits for less still resolves (it got there).
     fn drain_portable(&mut self, index: usize) -> usize {
         let Shard {
             partitions,
             scratch,
+            pass_acks,
             ..
         } = self;
         let owned = &mut partitions[index];
         let mut handled = 0;
-        let mut appended = 0;
         let mut wants_sync = false;
+        pass_acks.clear();
         for input in &mut owned.inputs {
             input.pop_into(scratch, MAX_BATCHES_PER_RING);
             for mut request in scratch.drain(..) {
@@ -382,9 +398,9 @@ impl Shard {
                     Ok(info) => {
                         request.ack.appended(info.base_offset);
                         wants_sync |= request.sync;
-                        appended += 1;
+                        pass_acks.push(request.ack);
                     }
-                    Err(error) => fail_request(&request, &error),
+                    Err(error) => request.ack.fail_with(&error),
                 }
                 handled += 1;
             }
@@ -392,7 +408,7 @@ impl Shard {
         owned
             .inputs
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
-        if appended > 0 {
+        if !pass_acks.is_empty() {
             // One sync for every batch of the pass: group commit.
             let synced = if wants_sync {
                 owned.log.flush()
@@ -400,8 +416,13 @@ impl Shard {
                 owned.log.sync_if_due().map(|_| ())
             };
             if let Err(error) = synced {
-                log::error!("rill: {}: sync failed: {error}", owned.entry.tp);
+                for ack in pass_acks.drain(..) {
+                    ack.fail_with(&error);
+                }
             }
+            pass_acks.clear();
+        }
+        if handled > 0 {
             owned.entry.notifier.notify();
         }
         handled
@@ -420,7 +441,7 @@ impl Shard {
                 handled += 1;
                 let len = request.batch.len();
                 if let Err(error) = self.make_room(index, len) {
-                    fail_request(&request, &error);
+                    request.ack.fail_with(&error);
                     continue;
                 }
                 let owned = &mut self.partitions[index];
@@ -441,20 +462,31 @@ impl Shard {
                         ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;
                         if !io.stage(batch, end, ack.clone(), sync || always_sync) {
-                            // make_room guaranteed space; losing it means a bug, so fail loudly
-                            // and forget the staged batch rather than publish a hole.
-                            ack.fail("staging buffer had no room".into());
-                            owned.log.abort_staged();
+                            // make_room guaranteed space; losing it is a bug. The batch has
+                            // its offset but no bytes anywhere, so the partition stops: its
+                            // offset is never handed out again and nothing after it published.
+                            let error = owned.log.poison_with(
+                                "stage batch",
+                                owned.log.active_path().to_owned(),
+                                &std::io::Error::other("the staging buffer had no room"),
+                            );
+                            ack.fail_with(&error);
+                            io.fail_all(&error);
                         }
                     }
-                    Err(error) => fail_as(&ack, &error),
+                    Err(error) => ack.fail_with(&error),
                 }
             }
         }
         self.scratch = requests;
-        self.partitions[index]
+        let owned = &mut self.partitions[index];
+        owned
             .inputs
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
+        if handled > 0 {
+            // Offsets were assigned (appended acks) or batches refused: waiters look now.
+            owned.entry.notifier.notify();
+        }
         handled
     }
 
@@ -502,10 +534,13 @@ impl Shard {
             // wait for one to come back.
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut() {
-                    let _ = io.queue(direct);
+                    // A refusal stops that partition and fails its batches; this one waits on.
+                    let _ = io.queue(direct, &mut owned.log);
                 }
             }
-            let _ = direct.submit();
+            if let Err(error) = direct.submit() {
+                log::error!("rill: io_uring submit failed: {error}");
+            }
             self.wait_for_completion();
         }
         Err(Error::Invariant {
@@ -548,12 +583,11 @@ impl Shard {
 
     /// Queues the partition's open buffer (if no write of it is in flight) and submits.
     fn send_open_buffer(&mut self, index: usize) -> Result<()> {
-        let (Some(direct), Some(io)) = (self.direct.as_mut(), self.partitions[index].io.as_mut())
-        else {
+        let owned = &mut self.partitions[index];
+        let (Some(direct), Some(io)) = (self.direct.as_mut(), owned.io.as_mut()) else {
             return Ok(());
         };
-        io.queue(direct)
-            .map_err(|e| Error::io("queue write", "io_uring", e))?;
+        io.queue(direct, &mut owned.log)?;
         direct
             .submit()
             .map_err(|e| Error::io("submit", "io_uring", e))?;
@@ -592,8 +626,8 @@ impl Shard {
             let Some(io) = owned.io.as_mut() else {
                 continue;
             };
-            if let Some(reason) = io.complete(direct, &mut owned.log, &done) {
-                log::error!("rill: {}: {reason}", owned.entry.tp);
+            if let Some(error) = io.complete(direct, &mut owned.log, &done) {
+                log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
             }
             owned.entry.notifier.notify();
         }
@@ -677,19 +711,44 @@ impl Shard {
     }
 }
 
-fn fail_request(request: &Request, error: &Error) {
-    fail_as(&request.ack, error);
-}
-
-fn fail_as(ack: &BatchAck, error: &Error) {
-    ack.fail_as(
-        error.to_string(),
-        matches!(error, Error::StorageFull { .. }),
-    );
-}
-
 fn has_input(partitions: &[Owned]) -> bool {
     partitions
         .iter()
         .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+}
+
+/// Lets unit tests make starting a given shard fail, and see which shards were started.
+#[cfg(test)]
+pub(crate) mod start_hook {
+    use std::cell::{Cell, RefCell};
+    use std::sync::{Arc, Weak};
+
+    use super::ShardControl;
+    use crate::error::Error;
+
+    thread_local! {
+        static FAIL_AT: Cell<Option<usize>> = const { Cell::new(None) };
+        static STARTED: RefCell<Vec<Weak<ShardControl>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Starting shard `id` fails (on this thread) from now on.
+    pub fn fail_at(id: usize) {
+        FAIL_AT.with(|f| f.set(Some(id)));
+    }
+
+    /// The shards started on this thread, alive or not.
+    pub fn started() -> Vec<Weak<ShardControl>> {
+        STARTED.with(|s| s.borrow().clone())
+    }
+
+    pub(super) fn check(control: &Arc<ShardControl>) -> Option<Error> {
+        if FAIL_AT.with(Cell::get) == Some(control.id) {
+            return Some(Error::ShardStart {
+                shard: control.id,
+                source: std::io::Error::other("start refused by the test"),
+            });
+        }
+        STARTED.with(|s| s.borrow_mut().push(Arc::downgrade(control)));
+        None
+    }
 }

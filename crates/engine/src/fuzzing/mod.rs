@@ -13,15 +13,26 @@ mod alloc;
 mod decode;
 mod recover;
 mod roundtrip;
+mod simulate;
+mod storage;
 
 pub use alloc::{TrackingAlloc, largest_allocation_during, tracking_installed};
 pub use decode::{DECODE_LIMITS, batch_decode};
 pub use recover::segment_recover;
 pub use roundtrip::{RoundtripInput, record_roundtrip};
+pub use simulate::{
+    SimBackend, SimOutcome, rates_for, replay_command, run_seed, run_steps, storage_faults,
+};
+pub use storage::{FaultCounts, FaultRates, SECTOR, SimRng, SimStorage};
 
 /// The fuzz targets, by the name of their directory under `fuzz/fuzz_targets`,
 /// `fuzz/corpus`, `fuzz/artifacts` and `fuzz/regressions`.
-pub const TARGETS: [&str; 3] = ["batch_decode", "segment_recover", "record_roundtrip"];
+pub const TARGETS: [&str; 4] = [
+    "batch_decode",
+    "segment_recover",
+    "record_roundtrip",
+    "storage_faults",
+];
 
 /// Runs the property check of `target` on `data`; `false` if there is no such target.
 pub fn run(target: &str, data: &[u8]) -> bool {
@@ -29,6 +40,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "batch_decode" => batch_decode(data),
         "segment_recover" => segment_recover(data),
         "record_roundtrip" => record_roundtrip(data),
+        "storage_faults" => storage_faults(data),
         _ => return false,
     }
     true

@@ -207,12 +207,16 @@ fn read_back(reader: &LogReader, end_offset: i64) -> (Vec<u8>, BTreeSet<usize>) 
 
 /// A fresh directory under the system's temporary directory (`TMPDIR`: the fuzz script points
 /// it at a RAM disk when there is one), removed on drop.
-struct ScratchDir(PathBuf);
+pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh directory under `base`.
+    pub(crate) fn new_in(base: &Path) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir();
         loop {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             let path = base.join(format!("rill-fuzz-{}-{n}", std::process::id()));
@@ -224,7 +228,7 @@ impl ScratchDir {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -7,12 +7,17 @@
 //! [`uring`] is the asynchronous writer a shard thread drives directly (batched submissions,
 //! registered buffers and files, linked fdatasync); [`aligned`] holds the block-aligned staging
 //! buffers it writes from.
+//!
+//! [`Storage`] is the seam the storage simulator of tests plugs into: it supplies the backend
+//! of every partition on the portable path, and sees (and may rewrite) every result the
+//! io_uring path consumes.
 
 pub mod aligned;
 mod portable;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
+use std::fmt;
 use std::fs::File;
 use std::io;
 
@@ -28,4 +33,28 @@ pub trait IoBackend: Send {
 
     /// A short name for logs and reports.
     fn name(&self) -> &'static str;
+}
+
+/// Where an engine's partitions write: the narrow interface a deterministic fault-injecting
+/// implementation replaces in tests. The engine uses the real thing ([`PortableIo`], or the
+/// kernel's io_uring answers untouched) unless `EngineConfig::storage` names one.
+#[doc(hidden)]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// The backend of one partition's log (the portable path).
+    fn backend(&self) -> Box<dyn IoBackend>;
+
+    /// The result of one io_uring completion of the write queued with `token` (`is_sync` for
+    /// its linked fdatasync), as the writer's state machine will consume it: the kernel's
+    /// `res`, or an injected one.
+    fn uring_result(&self, token: u64, is_sync: bool, res: i32) -> i32;
+
+    /// A write of `path` whose completion the io_uring pipeline consumed; it carried the
+    /// log's bytes `logical` (before any block padding).
+    #[cfg(target_os = "linux")]
+    fn uring_completed(
+        &self,
+        path: &std::path::Path,
+        logical: std::ops::Range<u64>,
+        done: &uring::Completion,
+    );
 }

@@ -367,6 +367,8 @@ struct Op {
     file: FileSlot,
     position: u64,
     sync: bool,
+    /// The file is open with `O_DIRECT`: a resubmission must start on a block boundary.
+    direct: bool,
     written: usize,
     attempts: u8,
     write_res: Option<i32>,
@@ -416,6 +418,12 @@ impl Op {
             }
             Ok(n) => {
                 self.written += n;
+                if self.direct {
+                    // The rest goes out from the block the short write ended in: an O_DIRECT
+                    // write at an unaligned position would be refused (EINVAL), and the buffer
+                    // still holds that block's bytes.
+                    self.written = usize::try_from(align_down(self.written as u64)).unwrap_or(0);
+                }
                 if self.attempts < MAX_WRITE_ATTEMPTS {
                     self.write_res = None;
                     self.sync_res = None;
@@ -535,7 +543,14 @@ pub struct UringWriter {
     ops: Ops,
     files: Vec<FileEntry>,
     free_files: Vec<u32>,
+    /// Test hook: rewrites each CQE's result before the state machine consumes it.
+    filter: Option<ResultFilter>,
 }
+
+/// Rewrites the result of a CQE (of the write queued with `token`; `is_sync` for its linked
+/// fdatasync) before the operation consumes it: how the storage simulator of tests injects
+/// errors and short writes into exactly the path real kernel answers take.
+pub type ResultFilter = Box<dyn FnMut(u64, bool, i32) -> i32 + Send>;
 
 impl fmt::Debug for UringWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -705,7 +720,14 @@ impl UringWriter {
                 usize::try_from(config.files).unwrap_or(0)
             ],
             free_files: (0..config.files).rev().collect(),
+            filter: None,
         })
+    }
+
+    /// Passes every CQE result through `filter` from now on (fault injection in tests).
+    #[doc(hidden)]
+    pub fn set_result_filter(&mut self, filter: ResultFilter) {
+        self.filter = Some(filter);
     }
 
     /// Whether writes use registered buffers (`IORING_OP_WRITE_FIXED`).
@@ -860,6 +882,7 @@ impl UringWriter {
             file,
             position,
             sync,
+            direct: entry.direct,
             written: 0,
             attempts: 1,
             write_res: None,
@@ -936,7 +959,19 @@ impl UringWriter {
     pub fn reap(&mut self, out: &mut Vec<Completion>) -> usize {
         let mut done = 0;
         for cqe in self.ring.completion() {
-            if self.ops.complete(cqe.user_data(), cqe.result(), out) {
+            let user_data = cqe.user_data();
+            let res = match self.filter.as_mut() {
+                Some(filter) => {
+                    let token = usize::try_from(user_data >> 1)
+                        .ok()
+                        .and_then(|i| self.ops.ops.get(i))
+                        .and_then(Option::as_ref)
+                        .map_or(u64::MAX, |op| op.token);
+                    filter(token, user_data & KIND_SYNC != 0, cqe.result())
+                }
+                None => cqe.result(),
+            };
+            if self.ops.complete(user_data, res, out) {
                 done += 1;
             }
         }
@@ -1213,6 +1248,7 @@ mod tests {
             },
             position: 0,
             sync,
+            direct: false,
             written: 0,
             attempts: 1,
             write_res: None,
@@ -1265,6 +1301,21 @@ mod tests {
         assert_eq!(c.result.unwrap(), 100);
         assert_eq!(c.written, 100);
         assert!(matches!(c.sync, SyncOutcome::Synced));
+    }
+
+    /// Found by the storage simulator: the remainder of a short O_DIRECT write was resubmitted
+    /// at an unaligned position, which the kernel refuses with EINVAL.
+    #[test]
+    fn a_short_direct_write_resumes_on_a_block_boundary() {
+        let mut op = op(BLOCK, false);
+        op.direct = true;
+        assert!(matches!(op.on_cqe(false, 100), Step::Resubmit));
+        assert_eq!(op.written, 0, "resumes at the block's start, not byte 100");
+        op.attempts += 1;
+        let Step::Done(c) = op.on_cqe(false, BLOCK as i32) else {
+            panic!("expected done")
+        };
+        assert_eq!(c.result.unwrap(), BLOCK);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 mod checkpoint;
 mod config;
 mod index;
+mod poison;
 mod reader;
 mod recovery;
 mod segment;
@@ -28,20 +29,21 @@ mod watermark;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crossbeam_epoch::{self as epoch, Atomic, Owned};
 
 pub use config::{FsyncPolicy, LogConfig};
+pub use poison::Poison;
 pub use reader::{LogReader, LogSlice};
 pub use watermark::Visibility;
 pub(crate) use watermark::Watermarks;
 
 pub(crate) use self::checkpoint::Checkpoint;
 use self::segment::{IndexTracker, Segment};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, is_storage_full};
 use crate::io::IoBackend;
 use crate::lock::{DirLock, LockMode};
 use crate::record::{Batch, RecordError, set_base_offset};
@@ -107,6 +109,8 @@ pub(crate) struct Shared {
     watermarks: Watermarks,
     tail: tail::Tail,
     limits: crate::record::Limits,
+    /// Set once, by the writer, when a write or sync fails for good (fail-stop).
+    poison: OnceLock<Poison>,
 }
 
 impl Shared {
@@ -217,6 +221,7 @@ impl PartitionLog {
             watermarks: Watermarks::new(next_offset, config.visibility),
             tail: tail::Tail::new(config.tail_bytes),
             limits: config.limits,
+            poison: OnceLock::new(),
         });
         shared.publish_table(segments.clone());
         let log = Self {
@@ -295,11 +300,7 @@ impl PartitionLog {
         batch: &mut [u8],
         origin: Origin,
     ) -> Result<AppendInfo> {
-        if self.closed {
-            return Err(Error::Closed {
-                partition: self.shared.partition.clone(),
-            });
-        }
+        self.check_writable()?;
         let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
         let len = batch.len() as u64;
         self.roll_if_needed(len)?;
@@ -308,9 +309,15 @@ impl PartitionLog {
 
         let active = self.active().clone();
         let position = active.size();
-        self.io
-            .write_all_at(active.file(), position, batch)
-            .context("write segment", active.path())?;
+        if let Err(source) = self.io.write_all_at(active.file(), position, batch) {
+            // A full disk wrote nothing the log will ever publish: the next append writes at
+            // the same position once space is freed. Anything else leaves the file unknown.
+            return Err(if is_storage_full(&source) {
+                Error::io("write segment", active.path(), source)
+            } else {
+                self.poison_with("write segment", active.path().to_owned(), &source)
+            });
+        }
         active.index_batch(&mut self.tracker, base_offset, position, max_timestamp, len);
         let next_offset = base_offset + i64::from(record_count);
         active.publish(position + len, next_offset, max_timestamp);
@@ -326,12 +333,21 @@ impl PartitionLog {
 
     /// Syncs everything written so far. Staged batches whose write has not completed are not
     /// covered: durability is published only up to what was written before the sync began.
+    ///
+    /// A failed sync poisons the partition, out of space included: the kernel may have
+    /// dropped the pages it covered, so no later sync may vouch for them.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.sync_active()
+    }
+
+    /// The sync of [`PartitionLog::flush`], without the check that the log is open.
+    fn sync_active(&mut self) -> Result<()> {
         let written = self.shared.watermarks.written();
         let active = self.active().clone();
-        self.io
-            .sync_data(active.file())
-            .context("sync segment", active.path())?;
+        if let Err(source) = self.io.sync_data(active.file()) {
+            return Err(self.poison_with("sync segment", active.path().to_owned(), &source));
+        }
         self.last_sync = Instant::now();
         self.shared.watermarks.publish_durable(written);
         Ok(())
@@ -379,8 +395,10 @@ impl PartitionLog {
         if self.closed {
             return Ok(());
         }
+        // A poisoned log stays marked unclean, so the next open recovers it.
+        self.check_writable()?;
         self.closed = true;
-        self.flush()?;
+        self.sync_active()?;
         self.active().seal()?;
         self.write_checkpoint(true)
     }
@@ -440,21 +458,86 @@ impl PartitionLog {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
+    ///
+    /// The data is synced through the backend first, so durability is vouched for by the
+    /// same path as every other sync. Any failure poisons the partition: a half-done roll
+    /// leaves a sealed segment with nothing after it, which only recovery sorts out.
     fn roll(&mut self) -> Result<()> {
-        self.active().seal()?;
-        self.shared
-            .watermarks
-            .publish_durable(self.shared.watermarks.written());
-        let segment = Segment::create(
-            &self.dir,
-            self.next_offset,
-            self.config.segment_bytes,
-            self.config.index_interval_bytes,
-        )?;
+        self.flush()?;
+        let path = self.active().path().to_owned();
+        let rolled = self.active().seal().and_then(|()| {
+            Segment::create(
+                &self.dir,
+                self.next_offset,
+                self.config.segment_bytes,
+                self.config.index_interval_bytes,
+            )
+        });
+        let segment = match rolled {
+            Ok(segment) => segment,
+            Err(error) => return Err(self.poison_error("roll segment", path, error)),
+        };
         self.segments.push(Arc::new(segment));
         self.tracker = IndexTracker::new(self.config.index_interval_bytes);
         self.shared.publish_table(self.segments.clone());
+        let path = self.dir.clone();
         self.write_checkpoint(false)
+            .map_err(|error| self.poison_error("write checkpoint", path, error))
+    }
+
+    /// Refuses writes to a closed or poisoned log.
+    fn check_writable(&self) -> Result<()> {
+        if let Some(poison) = self.shared.poison.get() {
+            return Err(poison.error(&self.shared.partition));
+        }
+        if self.closed {
+            return Err(Error::Closed {
+                partition: self.shared.partition.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the partition after `op` on `path` failed: from now on it refuses writes and
+    /// publishes nothing, and the durable watermark stays where the last good sync left it.
+    /// The first failure is kept; the returned error repeats it.
+    pub(crate) fn poison_with(
+        &mut self,
+        op: &'static str,
+        path: PathBuf,
+        source: &std::io::Error,
+    ) -> Error {
+        let poison = Poison::new(
+            op,
+            path,
+            self.shared.watermarks.durable(),
+            self.next_offset,
+            source,
+        );
+        log::error!(
+            "{}: {op} failed, partition stopped: {source}",
+            self.shared.partition
+        );
+        let kept = self.shared.poison.get_or_init(|| poison);
+        kept.error(&self.shared.partition)
+    }
+
+    /// [`PartitionLog::poison_with`] for an engine error (its I/O source, or its message).
+    fn poison_error(&mut self, op: &'static str, path: PathBuf, error: Error) -> Error {
+        if let Error::PartitionFailed(_) = error {
+            return error;
+        }
+        let source = match error {
+            Error::Io { source, .. } => source,
+            Error::StorageFull { .. } => std::io::Error::from_raw_os_error(libc::ENOSPC),
+            other => std::io::Error::other(other.to_string()),
+        };
+        self.poison_with(op, path, &source)
+    }
+
+    /// Why the partition stopped taking writes, if it did.
+    pub fn poison(&self) -> Option<&Poison> {
+        self.shared.poison.get()
     }
 
     /// Syncs if the fsync policy asks for it now and something is unsynced; returns whether
@@ -475,6 +558,9 @@ impl PartitionLog {
 
     /// When an interval policy next wants a sync, if anything is unsynced.
     pub fn next_sync_due(&self) -> Option<Instant> {
+        if self.poison().is_some() {
+            return None;
+        }
         match self.config.fsync {
             FsyncPolicy::Interval(interval)
                 if self.durable_offset() < self.shared.watermarks.written() =>
@@ -551,6 +637,49 @@ mod tests {
         builder.append(1, None, Some(b"v"), &[]).unwrap();
         builder.append(2, None, Some(b"w"), &[]).unwrap();
         builder.build().unwrap()
+    }
+
+    /// Staged batches are never forgotten while something else may still write them: undoing
+    /// staging is allowed only for exactly the batches whose writes failed; anything else
+    /// stops the partition, and no offset is handed out twice.
+    #[test]
+    fn staged_offsets_are_never_handed_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            0
+        );
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            2
+        );
+        // One write failed for lack of space, but two batches are staged: the other may be in
+        // flight, so its offsets must not be reused.
+        let refused = log.discard_failed_writes(1);
+        assert!(
+            matches!(refused, Err(Error::PartitionFailed(_))),
+            "{refused:?}"
+        );
+        assert_eq!(log.next_offset(), 4, "no offset taken back");
+        assert!(log.stage(&mut batch(), Origin::Builder).is_err());
+        assert_eq!(log.complete_through(u64::MAX, true, &mut Vec::new()), 0);
+        assert_eq!(log.durable_offset(), 0, "nothing published after the stop");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        log.stage(&mut batch(), Origin::Builder).unwrap();
+        log.discard_failed_writes(1).unwrap();
+        assert_eq!(
+            log.stage(&mut batch(), Origin::Builder)
+                .unwrap()
+                .base_offset,
+            0
+        );
     }
 
     /// Outside bytes get the CRC check; the builder's own bytes get every other check.

@@ -48,6 +48,11 @@ impl LogReader {
         self.shared.watermarks.durable()
     }
 
+    /// Why the partition stopped taking writes (fail-stop), if it did; reads go on.
+    pub fn poison(&self) -> Option<&super::Poison> {
+        self.shared.poison.get()
+    }
+
     /// Whole batches starting with the one that holds `offset`, up to about `max_bytes` (at
     /// least one batch, however large, so a reader always progresses).
     ///

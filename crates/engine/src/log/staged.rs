@@ -4,9 +4,13 @@
 //! learns them), and remembers where it goes; the caller copies it into a staging buffer and
 //! writes it however it likes. [`PartitionLog::complete_through`] then publishes every staged
 //! batch the write covered, in order: index entries, the segment's size, the written (and,
-//! after a sync, durable) watermark. If a write fails, [`PartitionLog::abort_staged`] forgets
-//! everything staged since the last publication, so the offsets are assigned again and the log
-//! stays dense.
+//! after a sync, durable) watermark.
+//!
+//! A write that fails for good poisons the log ([`PartitionLog::poison_with`]): the staged
+//! batches stay where they are, never published, their offsets never handed out again, until
+//! recovery. Only a write refused for lack of space is undone, by
+//! [`PartitionLog::discard_failed_writes`], once nothing is in flight and every staged batch's
+//! ticket has failed; the log then assigns those offsets again and stays dense.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -41,11 +45,7 @@ impl PartitionLog {
     /// Returns where it must be written. Call [`PartitionLog::needs_roll`] first: a batch is
     /// never staged across a segment boundary.
     pub(crate) fn stage(&mut self, batch: &mut [u8], origin: Origin) -> Result<StagedBatch> {
-        if self.closed {
-            return Err(Error::Closed {
-                partition: self.shared.partition.clone(),
-            });
-        }
+        self.check_writable()?;
         let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
         let base_offset = self.next_offset;
         set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
@@ -80,6 +80,7 @@ impl PartitionLog {
 
     /// Rolls to a new segment; only when nothing is staged.
     pub(crate) fn roll_now(&mut self) -> Result<()> {
+        self.check_writable()?;
         if !self.staging.batches.is_empty() {
             return Err(Error::Invariant {
                 what: "roll requested while writes are in flight".into(),
@@ -92,13 +93,17 @@ impl PartitionLog {
     /// Publishes every staged batch that ends at or before `end` in the active segment: they
     /// were written (and synced, with `synced`). `batches`, when not empty, holds exactly those
     /// batches, in order, and is drained into the in-memory tail. Returns how many were
-    /// published.
+    /// published: none once the log is poisoned, whatever the write says.
     pub(crate) fn complete_through(
         &mut self,
         end: u64,
         synced: bool,
         batches: &mut Vec<BatchBuf>,
     ) -> usize {
+        if self.poison().is_some() {
+            batches.clear();
+            return 0;
+        }
         let active = self.active().clone();
         let mut published = 0;
         let mut last = None;
@@ -158,14 +163,29 @@ impl PartitionLog {
         published
     }
 
-    /// Forgets every staged batch after a failed write: the next batch gets the first
-    /// unpublished offset and position again. Returns how many batches were dropped.
-    pub(crate) fn abort_staged(&mut self) -> usize {
-        let dropped = self.staging.batches.len();
+    /// Undoes the staging of batches whose write ran out of space: the next batch gets the
+    /// first unpublished offset and position again. The caller must have failed the ticket of
+    /// every one of the `expected` batches, and have no write of this log in flight; if the
+    /// count does not match, the log is poisoned instead (something else was staged, and
+    /// reusing its offsets could acknowledge two batches at one offset).
+    pub(crate) fn discard_failed_writes(&mut self, expected: usize) -> Result<()> {
+        self.check_writable()?;
+        if self.staging.batches.len() != expected {
+            let what = format!(
+                "{} batches staged but {expected} failed writes to discard",
+                self.staging.batches.len()
+            );
+            let path = self.active_path().to_owned();
+            return Err(self.poison_with(
+                "discard failed writes",
+                path,
+                &std::io::Error::other(what),
+            ));
+        }
         self.staging.batches.clear();
         self.staging.end = None;
         self.next_offset = self.active().next_offset();
-        dropped
+        Ok(())
     }
 
     /// The active segment's path, for a backend that opens and writes it by itself.
