@@ -208,3 +208,42 @@ fn a_topic_that_fails_to_load_releases_its_partitions() {
         .expect("partition 0 is still held by the failed load");
     engine.shutdown().unwrap();
 }
+
+/// Interval syncs still make everything durable in time, on both paths (on io_uring they ride
+/// the next write as a linked fdatasync when one is about to go out).
+#[test]
+fn interval_syncs_make_written_records_durable() {
+    for io in [IoMode::Sync, IoMode::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(EngineConfig {
+            shards: 1,
+            pin_shards: false,
+            io,
+            log: rill_engine::log::LogConfig {
+                fsync: rill_engine::log::FsyncPolicy::Interval(Duration::from_millis(5)),
+                visibility: rill_engine::log::Visibility::Durable,
+                ..rill_engine::log::LogConfig::default()
+            },
+            ..EngineConfig::new(dir.path())
+        })
+        .unwrap();
+        engine.create_topic("t", 1).unwrap();
+        let mut sent = 0;
+        for round in 0..20 {
+            for ticket in send(&engine, round * 50, 50, AckLevel::Written) {
+                resolve(&ticket).unwrap();
+            }
+            sent += 50;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Consumers see only durable records here: all of them, once an interval has passed.
+        let deadline = std::time::Instant::now() + BOUND;
+        let mut seen = values(&engine).len();
+        while seen < sent && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            seen = values(&engine).len();
+        }
+        assert_eq!(seen, sent, "{io:?}: interval syncs left records undurable");
+        engine.shutdown().unwrap();
+    }
+}

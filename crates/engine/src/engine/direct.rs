@@ -198,6 +198,11 @@ impl PartitionIo {
         !self.buffer_acks.is_empty()
     }
 
+    /// Links an fdatasync to the open buffer's write (an interval sync came due).
+    pub fn sync_next_write(&mut self) {
+        self.buffer_sync = true;
+    }
+
     /// Room for `len` more bytes in the open buffer.
     pub fn has_room(&self, len: usize) -> bool {
         self.buffer.as_ref().is_some_and(|b| b.remaining() >= len)

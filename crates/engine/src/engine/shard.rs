@@ -638,6 +638,14 @@ impl Shard {
         let now = Instant::now();
         for owned in &mut self.partitions {
             if owned.log.next_sync_due().is_some_and(|due| due <= now) {
+                // On io_uring, a partition with batches about to go out syncs with them: the
+                // fdatasync is linked to that write, and the shard does not block on it.
+                if let Some(io) = owned.io.as_mut()
+                    && io.has_open_buffer()
+                {
+                    io.sync_next_write();
+                    continue;
+                }
                 match owned.log.sync_if_due() {
                     Ok(_) => owned.entry.notifier.notify(),
                     Err(error) => log::error!("rill: {}: sync failed: {error}", owned.entry.tp),
