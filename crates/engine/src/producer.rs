@@ -308,6 +308,12 @@ impl Producer {
             None => self.chooser.choose(record.key, self.partition_count),
         };
         let index = partition as usize;
+        // Fail-stop: a partition whose write or sync failed refuses sends at once, with the
+        // failure that stopped it (one load of a set-once cell).
+        let entry = &self.topic.partitions[index];
+        if let Some(poison) = entry.reader.poison() {
+            return Err(poison.error(&entry.tp).into());
+        }
         let size = record_size(&record);
         if size + HEADER_LEN > self.max_batch_bytes {
             return Err(Error::RecordTooLarge {

@@ -120,8 +120,17 @@ fn failed_sync_round(io: IoMode, errno: i32) {
     // A later write and sync must not vouch for what the failed sync covered: the partition
     // takes nothing more, and fails at once with the same error.
     for level in [AckLevel::Written, AckLevel::Durable] {
-        for ticket in send(&engine, 20, 5, level) {
-            let error = resolve(&ticket).expect_err("a stopped partition took a write");
+        let config = ProducerConfig {
+            ack: level,
+            ..ProducerConfig::default()
+        };
+        let mut producer = engine.producer_with("t", config).unwrap();
+        for i in 20..25 {
+            let value = format!("record {i}");
+            let error = match producer.send(ProducerRecord::new(None, value.as_bytes())) {
+                Ok(_) => panic!("a stopped partition took a send"),
+                Err(error) => error,
+            };
             assert!(
                 matches!(&error, Error::PartitionFailed(f) if (f.first, f.end) == (10, 20)),
                 "{error:?}"
