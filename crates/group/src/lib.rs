@@ -48,5 +48,5 @@ pub use assignor::{
 pub use error::{GroupError, Result};
 pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
-pub use offsets::OFFSETS_TOPIC;
+pub use offsets::{CommittedOffsets, OFFSETS_TOPIC};
 pub use rill_engine::consumer::StartFrom;
