@@ -205,14 +205,22 @@ impl Broker {
                 cx,
                 decode(&mut body, cx)?,
             )),
-            ApiKey::OffsetCommit => {
-                ready(api::group::offsets::commit(self, cx, decode(&mut body, cx)?))
+            ApiKey::OffsetCommit => ready(api::group::offsets::commit(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::OffsetFetch => {
+                ready(api::group::offsets::fetch(self, cx, decode(&mut body, cx)?))
             }
-            ApiKey::OffsetFetch => ready(api::group::offsets::fetch(self, cx, decode(&mut body, cx)?)),
-            ApiKey::DescribeGroups => {
-                ready(api::group::describe::describe(self, cx, decode(&mut body, cx)?))
+            ApiKey::DescribeGroups => ready(api::group::describe::describe(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::ListGroups => {
+                ready(api::group::describe::list(self, cx, decode(&mut body, cx)?))
             }
-            ApiKey::ListGroups => ready(api::group::describe::list(self, cx, decode(&mut body, cx)?)),
             _ => Err(ConnectionError::Unsupported {
                 api_key: header.request_api_key,
                 version: cx.version,

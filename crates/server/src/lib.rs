@@ -64,8 +64,8 @@ pub mod versions;
 
 pub use alloc::ReserveLazily;
 pub use broker::{Broker, Pending, Session};
-pub use coordinator::GroupsConfig;
 pub use config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT, ServerConfig};
+pub use coordinator::GroupsConfig;
 pub use error::{ConnectionError, Error};
 pub use holder::Holder;
 pub use server::Server;

@@ -350,8 +350,7 @@ impl ClassicGroup {
         }
         member.last_seen = now;
         update(&mut member, request);
-        let steady =
-            unchanged && matches!(self.state, State::Stable | State::CompletingRebalance);
+        let steady = unchanged && matches!(self.state, State::Stable | State::CompletingRebalance);
         if steady {
             self.members.insert(id.clone(), member);
             return Reply::ready(self.current_answer(&id));
@@ -397,8 +396,7 @@ impl ClassicGroup {
         );
         if self.state == State::PreparingRebalance {
             // A member arriving during the first-join delay extends it, up to the deadline.
-            if let (Some(delay), Some(deadline)) = (self.delay_until.as_mut(), self.join_deadline)
-            {
+            if let (Some(delay), Some(deadline)) = (self.delay_until.as_mut(), self.join_deadline) {
                 *delay = (now + timing.initial_delay).min(deadline);
             }
         } else {
@@ -595,11 +593,14 @@ impl ClassicGroup {
                 *votes.entry(name).or_default() += 1;
             }
         }
-        let best = candidates
-            .iter()
-            .copied()
-            .max_by_key(|name| (votes.get(name).copied().unwrap_or(0), usize::MAX - rank(&candidates, name)));
-        best.or_else(|| first.protocols.first().map(|(n, _)| n)).cloned()
+        let best = candidates.iter().copied().max_by_key(|name| {
+            (
+                votes.get(name).copied().unwrap_or(0),
+                usize::MAX - rank(&candidates, name),
+            )
+        });
+        best.or_else(|| first.protocols.first().map(|(n, _)| n))
+            .cloned()
     }
 
     /// Handles a SyncGroup.
@@ -611,9 +612,8 @@ impl ClassicGroup {
         if request.generation != self.generation {
             return Reply::ready(SyncAnswer::error(Code::IllegalGeneration));
         }
-        let mismatched = |asked: &Option<String>, ours: &Option<String>| {
-            asked.is_some() && asked != ours
-        };
+        let mismatched =
+            |asked: &Option<String>, ours: &Option<String>| asked.is_some() && asked != ours;
         if mismatched(&request.protocol_type, &self.protocol_type)
             || mismatched(&request.protocol_name, &self.protocol)
         {
@@ -627,9 +627,7 @@ impl ClassicGroup {
         };
         match self.state {
             State::Empty => Reply::ready(SyncAnswer::error(Code::UnknownMemberId)),
-            State::PreparingRebalance => {
-                Reply::ready(SyncAnswer::error(Code::RebalanceInProgress))
-            }
+            State::PreparingRebalance => Reply::ready(SyncAnswer::error(Code::RebalanceInProgress)),
             State::Stable => {
                 let assignment = self.members.get_mut(id).map(|m| {
                     m.last_seen = now;
@@ -710,7 +708,13 @@ impl ClassicGroup {
     }
 
     /// Handles one member of a LeaveGroup; returns its error code.
-    pub fn leave(&mut self, id: &str, instance: Option<&str>, timing: &Timing, now: Instant) -> i16 {
+    pub fn leave(
+        &mut self,
+        id: &str,
+        instance: Option<&str>,
+        timing: &Timing,
+        now: Instant,
+    ) -> i16 {
         let target = match instance {
             Some(instance) => match self.instances.get(instance) {
                 Some(current) if id.is_empty() || id == current => current.clone(),
@@ -775,21 +779,20 @@ impl ClassicGroup {
         if generation < 0 && id.is_empty() && self.state == State::Empty {
             return Ok(0);
         }
-        if let Some(instance) = instance
-            && self.instances.get(instance).is_some_and(|c| c != id)
-        {
-            return Err(Code::FencedInstanceId.code());
+        if let Some(code) = self.fenced(id, instance) {
+            return Err(code.code());
         }
-        if self.state == State::CompletingRebalance {
-            return Err(Code::RebalanceInProgress.code());
-        }
-        let Some(member) = self.members.get_mut(id) else {
-            return Err(Code::UnknownMemberId.code());
-        };
         if generation != self.generation {
             return Err(Code::IllegalGeneration.code());
         }
-        member.last_seen = now;
+        // A current member that commits before the leader's assignment arrived: it must wait
+        // for its SyncGroup answer (Kafka's answer too).
+        if self.state == State::CompletingRebalance {
+            return Err(Code::RebalanceInProgress.code());
+        }
+        if let Some(member) = self.members.get_mut(id) {
+            member.last_seen = now;
+        }
         Ok(u32::try_from(generation).unwrap_or(0))
     }
 

@@ -308,8 +308,7 @@ fn run_timer(inner: &Inner) {
         groups.next_wake = next;
         // At least a millisecond: a deadline that a tick could not clear must not spin.
         let nap = next.map_or(IDLE_NAP, |at| {
-            at.saturating_duration_since(now)
-                .clamp(MIN_NAP, IDLE_NAP)
+            at.saturating_duration_since(now).clamp(MIN_NAP, IDLE_NAP)
         });
         groups = inner
             .wake

@@ -71,7 +71,10 @@ pub fn commit(
                 }
                 Some(_) if p.committed_offset < 0 => ResponseError::InvalidCommitOffsetSize.code(),
                 Some(index) => {
-                    entries.push((TopicPartition::new(name.as_str(), index), p.committed_offset));
+                    entries.push((
+                        TopicPartition::new(name.as_str(), index),
+                        p.committed_offset,
+                    ));
                     0
                 }
             };
