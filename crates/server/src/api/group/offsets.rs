@@ -148,6 +148,9 @@ fn store_commit(
     }
 }
 
+/// Committed offsets by topic: (partition, offset) pairs, -1 where there is none.
+type Found = Vec<(String, Vec<(i32, i64)>)>;
+
 /// What OffsetFetch asks of one group: its id and the partitions (all when `None`).
 type Asked = (String, Option<Vec<(String, Vec<i32>)>>);
 
@@ -179,7 +182,7 @@ pub fn fetch(
         });
         vec![(request.group_id.0.as_str().to_owned(), topics)]
     };
-    let mut answered: Vec<(String, i16, Vec<(String, Vec<(i32, i64)>)>)> = asked
+    let mut answered: Vec<(String, i16, Found)> = asked
         .into_iter()
         .map(|(group, topics)| {
             let (code, topics) = lookup(broker, &group, topics);
@@ -251,7 +254,7 @@ fn lookup(
     broker: &Broker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> (i16, Vec<(String, Vec<(i32, i64)>)>) {
+) -> (i16, Found) {
     if group.is_empty() {
         return (ResponseError::InvalidGroupId.code(), Vec::new());
     }
@@ -280,7 +283,7 @@ fn lookup(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, i64)>)> = Vec::new();
+            let mut by_topic: Found = Vec::new();
             for (tp, offset) in store.all() {
                 let index = i32::try_from(tp.partition).unwrap_or(i32::MAX);
                 match by_topic.last_mut() {
