@@ -2,7 +2,7 @@
 //!
 //! A Fetch response carries batches that live in segment maps or the engine's in-memory tail.
 //! They reach the encoder as `Bytes` that borrow that memory (no copy), and the encoder's output
-//! buffer, [`SpliceBuf`], recognises them by address when the encoder writes them: instead of
+//! buffer, `SpliceBuf`, recognises them by address when the encoder writes them: instead of
 //! copying, it notes where they go. The response then leaves with one vectored write: the
 //! encoded fields from the buffer, the batches from where they already are. Each fetched byte
 //! is copied once, by the kernel, from the mapped or tail memory into the socket.
@@ -82,7 +82,7 @@ impl Encoded {
 ///
 /// One part is its own field. Several parts (batches from separate buffers, such as the
 /// in-memory tail's chunks) stand behind a placeholder of their total length from
-/// [`placeholder`]: the encoder only needs its length and address, and never reads it.
+/// `placeholder`: the encoder only needs its length and address, and never reads it.
 #[derive(Clone, Debug)]
 pub struct Splice {
     pub field: Bytes,

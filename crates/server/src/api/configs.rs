@@ -57,7 +57,8 @@ pub fn describe(
                 .with_resource_name(resource.resource_name);
             match entries {
                 Ok(entries) => {
-                    let keys = resource.configuration_keys;
+                    // Null or empty both mean every key, as Kafka's broker reads it.
+                    let keys = resource.configuration_keys.filter(|k| !k.is_empty());
                     let configs = entries
                         .into_iter()
                         .filter(|(key, ..)| {
