@@ -76,7 +76,7 @@ class Member(threading.Thread):
         assert self.error is None, f"{self.name} failed: {self.error!r}"
 
 
-def kafka_python_member(bootstrap: str, topic: str, group: str):
+def kafka_python_member(bootstrap: str, topic: str, group: str, instance: str | None = None):
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
@@ -102,6 +102,7 @@ def kafka_python_member(bootstrap: str, topic: str, group: str):
             max_poll_interval_ms=MAX_POLL_MS,
             request_timeout_ms=REQUEST_TIMEOUT_MS + SESSION_MS,
             fetch_max_wait_ms=100,
+            group_instance_id=instance,
         )
         try:
             consumer.subscribe([topic], listener=Listener())
@@ -116,7 +117,7 @@ def kafka_python_member(bootstrap: str, topic: str, group: str):
     return run
 
 
-def confluent_member(bootstrap: str, topic: str, group: str):
+def confluent_member(bootstrap: str, topic: str, group: str, instance: str | None = None):
     from confluent_kafka import Consumer
 
     def run(member: Member) -> None:
@@ -132,6 +133,7 @@ def confluent_member(bootstrap: str, topic: str, group: str):
             "heartbeat.interval.ms": HEARTBEAT_MS,
             "max.poll.interval.ms": MAX_POLL_MS,
             "fetch.wait.max.ms": 100,
+            **({"group.instance.id": instance} if instance else {}),
         })
 
         def on_assign(c, partitions):
@@ -277,3 +279,57 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
     finally:
         late.stop()
     assert seen_values([late]) == after, "a new member re-read records its group had committed"
+
+
+def assigned(member: Member) -> set[int]:
+    """The partitions of the member's latest assignment (eager protocol: the whole set)."""
+    with member.log.lock:
+        sets = [ps for _, kind, ps in member.log.events if kind == "assigned"]
+    return sets[-1] if sets else set()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("client", list(MEMBERS))
+def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker, topic_name, client):
+    """A static member (group.instance.id) that restarts within its session timeout gets its
+    partitions back, and the other member is not rebalanced (it sees no revocation).
+
+    The restarted member is a follower: a is started first, so it leads every generation. (A
+    restarted static *leader* is answered without a rebalance too, but kafka-python, which does
+    not know JoinGroup v9's skip_assignment, then assigns on stale metadata and rejoins on its
+    own, as it would against Kafka.)"""
+    create_topic(broker.bootstrap, topic_name, partitions=4)
+    group = f"{topic_name}-group"
+    make_a = MEMBERS[client](broker.bootstrap, topic_name, group, instance="static-a")
+    make_b = MEMBERS[client](broker.bootstrap, topic_name, group, instance="static-b")
+    a, b = Member(make_a, "static-a"), Member(make_b, "static-b-1")
+    started = [a]
+    a.start()
+    try:
+        wait_for(lambda: assigned(a) == set(range(4)), "the first member's partitions")
+        started.append(b)
+        b.start()
+        wait_for(
+            lambda: assigned(a) and assigned(b) and assigned(a) | assigned(b) == set(range(4)),
+            "both static members to be assigned",
+        )
+        # Let any second join round of the start-up settle before watching b.
+        time.sleep(1.0)
+        before_a = assigned(a)
+        events_a = len(a.log.events)
+        owned_b = assigned(b)
+        b.stop()  # a static member's close does not leave the group
+        again = Member(make_b, "static-b-2")
+        started.append(again)
+        again.start()
+        wait_for(lambda: assigned(again), "the restarted static member's partitions")
+        assert assigned(again) == owned_b
+        time.sleep(1.0)
+        with a.log.lock:
+            later = a.log.events[events_a:]
+        assert later == [], f"a was rebalanced by b's restart: {later}"
+        assert assigned(a) == before_a
+    finally:
+        for m in started:
+            if m.is_alive():
+                m.stop()

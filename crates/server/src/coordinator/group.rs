@@ -51,6 +51,9 @@ pub(crate) struct JoinAnswer {
     pub member_id: String,
     /// Every member's metadata for the chosen protocol: for the leader only.
     pub members: Vec<JoinedMember>,
+    /// A static leader that came back to a stable group: it must not assign again (KIP-814,
+    /// JoinGroup v9), only watch the members' metadata.
+    pub skip_assignment: bool,
 }
 
 impl JoinAnswer {
@@ -323,7 +326,9 @@ impl ClassicGroup {
     }
 
     /// A static member comes back under a new member id: the old id is fenced, the member
-    /// keeps its place (and its assignment when nothing else changed, with no rebalance).
+    /// keeps its place and its assignment. As in Kafka, there is no rebalance unless the
+    /// protocol the group would choose changes (its metadata bytes may differ: they carry what
+    /// the old incarnation owned).
     fn replace_static(
         &mut self,
         old: &str,
@@ -341,7 +346,6 @@ impl ClassicGroup {
         if let Some(waiting) = member.sync.take() {
             waiting.fill(SyncAnswer::error(Code::FencedInstanceId));
         }
-        let unchanged = member.protocols == request.protocols;
         if let Some(instance) = &request.instance_id {
             self.instances.insert(instance.clone(), id.clone());
         }
@@ -350,14 +354,18 @@ impl ClassicGroup {
         }
         member.last_seen = now;
         update(&mut member, request);
-        let steady = unchanged && matches!(self.state, State::Stable | State::CompletingRebalance);
+        self.members.insert(id.clone(), member);
+        let steady = matches!(self.state, State::Stable | State::CompletingRebalance)
+            && self.select_protocol() == self.protocol;
         if steady {
-            self.members.insert(id.clone(), member);
-            return Reply::ready(self.current_answer(&id));
+            let mut answer = self.current_answer(&id);
+            answer.skip_assignment = self.leader.as_deref() == Some(id.as_str());
+            return Reply::ready(answer);
         }
         let reply = Reply::new();
-        member.join = Some(reply.clone());
-        self.members.insert(id, member);
+        if let Some(member) = self.members.get_mut(&id) {
+            member.join = Some(reply.clone());
+        }
         if self.state != State::PreparingRebalance {
             self.prepare_rebalance(timing, now);
         }
@@ -458,6 +466,7 @@ impl ClassicGroup {
             leader,
             member_id: id.to_owned(),
             members,
+            skip_assignment: false,
         }
     }
 

@@ -125,6 +125,9 @@ pub(super) fn join_response(cx: Context, answer: JoinAnswer) -> Result<Encoded, 
                 .collect(),
         );
     response.protocol_name = Some(text(answer.protocol_name.unwrap_or_default()));
+    if cx.version >= 9 {
+        response.skip_assignment = answer.skip_assignment;
+    }
     if cx.version >= 7 {
         response.protocol_type = answer.protocol_type.map(text);
         if response.error_code != 0 {

@@ -250,11 +250,7 @@ pub fn fetch(
 }
 
 /// A group's committed offsets for the asked partitions (-1 where none), or all of them.
-fn lookup(
-    broker: &Broker,
-    group: &str,
-    topics: Option<Vec<(String, Vec<i32>)>>,
-) -> (i16, Found) {
+fn lookup(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> (i16, Found) {
     if group.is_empty() {
         return (ResponseError::InvalidGroupId.code(), Vec::new());
     }
