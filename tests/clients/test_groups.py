@@ -176,13 +176,14 @@ def seen_values(members) -> set[bytes]:
     return values
 
 
-def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
+def wait_for(condition, what: str, timeout: float = WAIT_S, broker=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    server = f"\nserver log:\n{broker.log_tail(80)}" if broker is not None else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what}{server}")
 
 
 def ownership(log: Log) -> dict[int, list[tuple[float, float]]]:
@@ -244,12 +245,13 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
     for m in members:
         m.start()
     try:
+        wait_for(lambda: assigned(a) and assigned(b), "a and b to share the partitions", broker=broker)
         wait_for(lambda: seen_values(members) >= expected, "a and b to drain phase 1")
 
         c = Member(make, "member-c")
         members.append(c)
         c.start()
-        wait_for(lambda: any(k == "assigned" and ps for _, k, ps in c.log.events), "c's partitions")
+        wait_for(lambda: all(assigned(m) for m in members), "a, b and c to share the partitions")
         produce_phase(2)
         wait_for(lambda: seen_values(members) >= expected, "a, b and c to drain phase 2")
 
