@@ -882,3 +882,131 @@ fn update(member: &mut Member, request: JoinRequest) {
     member.client_id = request.client_id;
     member.client_host = request.client_host;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        initial_delay: Duration::ZERO,
+        min_session: Duration::from_millis(1),
+        max_session: Duration::from_secs(60),
+    };
+
+    fn request(member: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member.into(),
+            instance_id: instance.map(Into::into),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(1),
+            rebalance_timeout: Duration::from_secs(2),
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| ((*p).to_owned(), Bytes::new()))
+                .collect(),
+            require_known_id: false,
+        }
+    }
+
+    fn answer(reply: &Arc<Reply<JoinAnswer>>) -> JoinAnswer {
+        reply.wait(Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn a_member_without_a_common_protocol_is_refused() {
+        let mut group = ClassicGroup::new();
+        let now = Instant::now();
+        let first = answer(&group.join(request("", None, &["range"]), &TIMING, now, "m1".into()));
+        assert_eq!((first.error, first.generation), (0, 1));
+        let other = group.join(
+            request("", None, &["roundrobin"]),
+            &TIMING,
+            now,
+            "m2".into(),
+        );
+        assert_eq!(answer(&other).error, Code::InconsistentGroupProtocol.code());
+        assert_eq!(group.state(), State::CompletingRebalance);
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_among_common_ones_wins() {
+        let mut group = ClassicGroup::new();
+        let now = Instant::now();
+        let a = group.join(
+            request("", None, &["sticky", "range"]),
+            &TIMING,
+            now,
+            "a".into(),
+        );
+        let a = answer(&a);
+        // b and c prefer range; all three support it.
+        let b = group.join(
+            request("", None, &["range", "sticky"]),
+            &TIMING,
+            now,
+            "b".into(),
+        );
+        let c = group.join(request("", None, &["range"]), &TIMING, now, "c".into());
+        // a must rejoin for the phase to end.
+        let a2 = group.join(
+            request(&a.member_id, None, &["sticky", "range"]),
+            &TIMING,
+            now,
+            "x".into(),
+        );
+        for reply in [&b, &c, &a2] {
+            assert_eq!(answer(reply).protocol_name.as_deref(), Some("range"));
+        }
+    }
+
+    #[test]
+    fn a_static_members_old_id_is_fenced_and_a_silent_member_expires() {
+        let mut group = ClassicGroup::new();
+        let now = Instant::now();
+        let old = answer(&group.join(
+            request("", Some("i"), &["range"]),
+            &TIMING,
+            now,
+            "old".into(),
+        ));
+        assert_eq!(old.member_id, "old");
+        let sync = SyncRequest {
+            generation: old.generation,
+            member_id: "old".into(),
+            instance_id: Some("i".into()),
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![("old".into(), Bytes::from_static(b"p0"))],
+        };
+        group.sync(sync, now);
+        assert_eq!(group.state(), State::Stable);
+        let new = answer(&group.join(
+            request("", Some("i"), &["range"]),
+            &TIMING,
+            now,
+            "new".into(),
+        ));
+        assert_eq!(new.error, 0);
+        assert_eq!(
+            new.generation, old.generation,
+            "no rebalance for a returning static member"
+        );
+        assert_eq!(
+            group.heartbeat(old.generation, "old", Some("i"), now),
+            Code::FencedInstanceId.code()
+        );
+        assert_eq!(group.heartbeat(new.generation, "new", Some("i"), now), 0);
+        // Nothing more from it: past its session it is removed and the group empties.
+        let later = now + Duration::from_millis(1_100);
+        group.tick(&TIMING, later);
+        assert_eq!(group.state(), State::Empty);
+        assert_eq!(
+            group.heartbeat(new.generation, "new", Some("i"), later),
+            Code::UnknownMemberId.code()
+        );
+    }
+}
