@@ -85,7 +85,16 @@ fn write_loop(broker: &Broker, stream: TcpStream, pending: Receiver<Pending>, pe
         Ok(())
     })();
     if let Err(error) = result {
-        log::warn!("closing connection from {peer}: {error}");
+        // A client that leaves while its answer is on the way is ordinary, not worth a warning.
+        let gone = matches!(&error, ConnectionError::Io(e) if matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ));
+        if gone {
+            log::debug!("{peer} left before its response was written: {error}");
+        } else {
+            log::warn!("closing connection from {peer}: {error}");
+        }
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
