@@ -309,8 +309,7 @@ class AioKafkaConsumer:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 for tp, msgs in batches.items():
                     out.extend(
-                        Consumed(tp.partition, m.offset, m.key, m.value, m.timestamp)
-                        for m in msgs
+                        Consumed(tp.partition, m.offset, m.key, m.value, m.timestamp) for m in msgs
                     )
             return out
 
@@ -495,7 +494,9 @@ def consume_all(
         consumer.close()
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int = 1, config: dict | None = None) -> None:
+def create_topic(
+    bootstrap: str, topic: str, partitions: int = 1, config: dict | None = None
+) -> None:
     """CreateTopics through librdkafka's admin client; fails the test on any error."""
     from confluent_kafka.admin import AdminClient, NewTopic
 

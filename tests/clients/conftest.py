@@ -95,7 +95,9 @@ class Broker:
                 code = self.proc.returncode
                 self._reader.join(1.0)
                 self.proc = None
-                pytest.fail(f"rill serve exited with {code} before it was ready:\n{self.log_tail()}")
+                pytest.fail(
+                    f"rill serve exited with {code} before it was ready:\n{self.log_tail()}"
+                )
             if time.monotonic() - began > READY_TIMEOUT_S:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -136,7 +138,9 @@ class Broker:
             self.proc.kill()
             self.proc.wait(5)
             self._forget()
-            pytest.fail(f"rill serve did not exit within {STOP_TIMEOUT_S}s of SIGTERM:\n{self.log_tail()}")
+            pytest.fail(
+                f"rill serve did not exit within {STOP_TIMEOUT_S}s of SIGTERM:\n{self.log_tail()}"
+            )
         self._forget()
         assert code == 0, f"rill serve exited with {code} after SIGTERM:\n{self.log_tail()}"
 

@@ -75,7 +75,9 @@ def wait_closed(sock: socket.socket, timeout_s: float = CLOSE_TIMEOUT_S) -> byte
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"the server kept the connection open {timeout_s}s (sent {len(data)} bytes)")
+            raise AssertionError(
+                f"the server kept the connection open {timeout_s}s (sent {len(data)} bytes)"
+            )
         sock.settimeout(left)
         try:
             chunk = sock.recv(65536)

@@ -29,7 +29,9 @@ class StoredBatch:
 
 def partition_dir(data_dir: Path, topic: str, partition: int) -> Path:
     found = [p for p in data_dir.rglob(f"{topic}-{partition}") if p.is_dir()]
-    assert len(found) == 1, f"expected one directory {topic}-{partition} under {data_dir}, found {found}"
+    assert len(found) == 1, (
+        f"expected one directory {topic}-{partition} under {data_dir}, found {found}"
+    )
     return found[0]
 
 
@@ -41,8 +43,21 @@ def stored_batches(data_dir: Path, topic: str, partition: int) -> list[StoredBat
         data = segment.read_bytes()
         pos = 0
         while pos + HEADER.size <= len(data):
-            (base, length, _epoch, magic, _crc, attributes, _lod, _bts, _mts, _pid, _pe, _bs,
-             count) = HEADER.unpack_from(data, pos)
+            (
+                base,
+                length,
+                _epoch,
+                magic,
+                _crc,
+                attributes,
+                _lod,
+                _bts,
+                _mts,
+                _pid,
+                _pe,
+                _bs,
+                count,
+            ) = HEADER.unpack_from(data, pos)
             if length <= 0 or magic != 2:
                 break
             size = LENGTH_BASE + length

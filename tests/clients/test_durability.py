@@ -28,7 +28,9 @@ def test_restart_keeps_everything_acknowledged(broker, restart_broker, topic_nam
         ("aiokafka", {"acks": 1, "codec": "gzip"}, "a"),
     ]:
         records = [Record(f"{tag}-{i}".encode(), key=f"{i % 11}".encode()) for i in range(200)]
-        for r, d in zip(records, all_delivered(produce(client, broker.bootstrap, topic_name, records, **config))):
+        for r, d in zip(
+            records, all_delivered(produce(client, broker.bootstrap, topic_name, records, **config))
+        ):
             acked[(d.partition, d.offset)] = r.value
 
     restart_broker()
@@ -39,8 +41,14 @@ def test_restart_keeps_everything_acknowledged(broker, restart_broker, topic_nam
 
     # The log goes on where it stopped: the next offsets follow the recovered ones.
     ends = {p: 1 + max(o for (q, o) in acked if q == p) for p in range(PARTITIONS)}
-    more = all_delivered(produce("kafka-python", broker.bootstrap, topic_name,
-                                 [Record(b"next", partition=p) for p in range(PARTITIONS)]))
+    more = all_delivered(
+        produce(
+            "kafka-python",
+            broker.bootstrap,
+            topic_name,
+            [Record(b"next", partition=p) for p in range(PARTITIONS)],
+        )
+    )
     assert {d.partition: d.offset for d in more} == ends
 
 
@@ -71,16 +79,19 @@ def test_sigkill_during_acks_all_loses_nothing_acknowledged(broker, kill_broker,
     create_topic(broker.bootstrap, topic_name, partitions=2)
     from confluent_kafka import Producer
 
-    raw = Producer(confluent_common(broker.bootstrap) | {
-        "acks": "all",
-        "linger.ms": 2,
-        # Reports for records in flight at the kill come back as failures within seconds.
-        "message.timeout.ms": 3000,
-        "socket.timeout.ms": 2000,
-        # No retries: the claim under test is about records reported acknowledged, and a retry
-        # after the restart would only blur which attempt the report was for.
-        "retries": 0,
-    })
+    raw = Producer(
+        confluent_common(broker.bootstrap)
+        | {
+            "acks": "all",
+            "linger.ms": 2,
+            # Reports for records in flight at the kill come back as failures within seconds.
+            "message.timeout.ms": 3000,
+            "socket.timeout.ms": 2000,
+            # No retries: the claim under test is about records reported acknowledged, and a retry
+            # after the restart would only blur which attempt the report was for.
+            "retries": 0,
+        }
+    )
     acked: dict[bytes, tuple[int, int]] = {}
     failed = 0
 

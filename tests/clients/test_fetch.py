@@ -83,12 +83,16 @@ def test_partition_limit_smaller_than_a_batch_still_progresses(broker, topic_nam
     consumer with small limits makes progress instead of asking forever."""
     create_topic(broker.bootstrap, topic_name, partitions=1)
     records = [Record((b"%05d " % i) * 2000, partition=0) for i in range(40)]
-    all_delivered(produce("confluent-kafka", broker.bootstrap, topic_name, records, **{"batch.size": 200_000}))
+    all_delivered(
+        produce("confluent-kafka", broker.bootstrap, topic_name, records, **{"batch.size": 200_000})
+    )
     for client, limits in [
         ("kafka-python", {"max_partition_fetch_bytes": 1024, "fetch_max_bytes": 1024}),
         # librdkafka wants fetch.max.bytes >= message.max.bytes, whose minimum is 1000.
-        ("confluent-kafka", {"max.partition.fetch.bytes": 1024, "fetch.max.bytes": 1024,
-                             "message.max.bytes": 1000}),
+        (
+            "confluent-kafka",
+            {"max.partition.fetch.bytes": 1024, "fetch.max.bytes": 1024, "message.max.bytes": 1000},
+        ),
     ]:
         got = consume_all(client, broker.bootstrap, topic_name, [0], len(records), **limits)
         assert [c.value for c in got] == [r.value for r in records], client

@@ -58,7 +58,11 @@ def test_too_new_api_versions_gets_error_35_with_ranges(broker):
     """Kafka answers an ApiVersions version it does not know with UNSUPPORTED_VERSION, in a v0
     response carrying its ranges, so the client can retry at a version both support."""
     with rawwire.connect(broker.bootstrap) as sock:
-        sock.sendall(rawwire.frame(rawwire.request_header(rawwire.API_VERSIONS, 127, 9, flexible=True) + b"\x00"))
+        sock.sendall(
+            rawwire.frame(
+                rawwire.request_header(rawwire.API_VERSIONS, 127, 9, flexible=True) + b"\x00"
+            )
+        )
         correlation, error, ranges = rawwire.parse_api_versions_v0(rawwire.read_frame(sock))
     assert (correlation, error) == (9, rawwire.UNSUPPORTED_VERSION)
     lo, hi = ranges[rawwire.API_VERSIONS]

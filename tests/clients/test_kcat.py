@@ -16,7 +16,8 @@ from segments import stored_batches
 KCAT = shutil.which("kcat")
 pytestmark = pytest.mark.skipif(
     KCAT is None,
-    reason=os.environ.get("RILL_KCAT_SKIP_REASON") or "kcat is not installed (apt-get install kcat)",
+    reason=os.environ.get("RILL_KCAT_SKIP_REASON")
+    or "kcat is not installed (apt-get install kcat)",
 )
 
 # librdkafka's defaults wait a minute or more on a broker that does not answer; these bound each
@@ -32,9 +33,8 @@ def kcat(broker, *args: str, stdin: bytes | None = None) -> str:
         capture_output=True,
         timeout=RUN_TIMEOUT_S,
     )
-    assert done.returncode == 0, (
-        f"kcat {' '.join(args)} exited {done.returncode}\nstderr: {done.stderr.decode(errors='replace')}"
-    )
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, f"kcat {' '.join(args)} exited {done.returncode}\nstderr: {stderr}"
     return done.stdout.decode()
 
 
@@ -57,8 +57,19 @@ def test_kcat_lists_topics(broker, topic_name):
 def test_kcat_produce_then_python_consumes(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, partitions=2)
     lines = [f"key-{i}:value {i} " + "x" * 100 for i in range(50)]
-    kcat(broker, "-P", "-t", topic_name, "-p", "1", "-K", ":", "-z", "lz4",
-         stdin=("\n".join(lines) + "\n").encode())
+    kcat(
+        broker,
+        "-P",
+        "-t",
+        topic_name,
+        "-p",
+        "1",
+        "-K",
+        ":",
+        "-z",
+        "lz4",
+        stdin=("\n".join(lines) + "\n").encode(),
+    )
 
     got = consume_all("kafka-python", broker.bootstrap, topic_name, [0, 1], len(lines))
     assert [(c.partition, c.offset) for c in got] == [(1, i) for i in range(len(lines))]
@@ -70,7 +81,10 @@ def test_kcat_produce_then_python_consumes(broker, topic_name):
 
 def test_python_produce_then_kcat_consumes(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, partitions=1)
-    records = [Record(f"value {i} ".encode() + b"y" * 100, key=f"k{i}".encode(), partition=0) for i in range(50)]
+    records = [
+        Record(f"value {i} ".encode() + b"y" * 100, key=f"k{i}".encode(), partition=0)
+        for i in range(50)
+    ]
     all_delivered(produce("aiokafka", broker.bootstrap, topic_name, records, codec="zstd"))
 
     out = kcat(broker, "-C", "-t", topic_name, "-p", "0", "-o", "beginning", "-e", "-J")

@@ -11,7 +11,15 @@ import random
 
 import pytest
 
-from clients import MESSAGE_TOO_LARGE, Failed, Record, all_delivered, consume_all, create_topic, produce
+from clients import (
+    MESSAGE_TOO_LARGE,
+    Failed,
+    Record,
+    all_delivered,
+    consume_all,
+    create_topic,
+    produce,
+)
 
 CLIENT_LIMIT = 8 * 1024 * 1024
 # Per-client names of the producer's own limit on a request or message.
@@ -37,7 +45,9 @@ def check_refused_then_nothing_written(broker, topic, client, size):
     assert result.code == MESSAGE_TOO_LARGE, f"expected MESSAGE_TOO_LARGE (10), got {result}"
 
     # Nothing was written: the next record takes offset 0, and it is all a consumer finds.
-    [after] = all_delivered(produce(client, broker.bootstrap, topic, [Record(b"small", partition=0)]))
+    [after] = all_delivered(
+        produce(client, broker.bootstrap, topic, [Record(b"small", partition=0)])
+    )
     assert after.offset == 0, f"the refused record moved the log to offset {after.offset}"
     got = consume_all(client, broker.bootstrap, topic, [0], 1)
     assert [(c.offset, c.value) for c in got] == [(0, b"small")]
@@ -51,10 +61,18 @@ def test_over_default_limit_is_message_too_large(broker, topic_name, client):
 
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_over_topic_max_message_bytes_is_message_too_large(broker, topic_name, client):
-    create_topic(broker.bootstrap, topic_name, partitions=1, config={"max.message.bytes": str(TOPIC_LIMIT)})
+    create_topic(
+        broker.bootstrap, topic_name, partitions=1, config={"max.message.bytes": str(TOPIC_LIMIT)}
+    )
     check_refused_then_nothing_written(broker, topic_name, client, 2 * TOPIC_LIMIT)
     # Under the topic's limit is accepted: the limit is the topic's, not something smaller.
-    [ok] = all_delivered(produce(client, broker.bootstrap, topic_name, [
-        Record(random_bytes(TOPIC_LIMIT // 2, 1), partition=0)
-    ], **RAISED_LIMITS[client]))
+    [ok] = all_delivered(
+        produce(
+            client,
+            broker.bootstrap,
+            topic_name,
+            [Record(random_bytes(TOPIC_LIMIT // 2, 1), partition=0)],
+            **RAISED_LIMITS[client],
+        )
+    )
     assert ok.offset == 1

@@ -31,9 +31,15 @@ def test_earliest_latest_and_timestamp(broker, topic_name, client):
         assert consumer.seek_latest() == {0: 0}, "an empty partition's latest offset is 0"
 
         for stamps in (BATCH_A, BATCH_B):
-            all_delivered(producer.send_all(topic_name, [
-                Record(f"t{ts - BASE}".encode(), partition=0, timestamp_ms=ts) for ts in stamps
-            ]))
+            all_delivered(
+                producer.send_all(
+                    topic_name,
+                    [
+                        Record(f"t{ts - BASE}".encode(), partition=0, timestamp_ms=ts)
+                        for ts in stamps
+                    ],
+                )
+            )
 
         assert consumer.seek_earliest() == {0: 0}
         assert consumer.seek_latest() == {0: 10}
@@ -55,7 +61,9 @@ def test_earliest_latest_and_timestamp(broker, topic_name, client):
 
         # From latest: only records produced after positioning arrive.
         assert consumer.seek_latest() == {0: 10}
-        all_delivered(producer.send_all(topic_name, [Record(b"new-%d" % i, partition=0) for i in range(3)]))
+        all_delivered(
+            producer.send_all(topic_name, [Record(b"new-%d" % i, partition=0) for i in range(3)])
+        )
         got = consumer.poll_until(3)
         assert [(c.offset, c.value) for c in got] == [(10 + i, b"new-%d" % i) for i in range(3)]
 

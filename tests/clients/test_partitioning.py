@@ -76,7 +76,9 @@ def test_murmur2_reference_matches_kafka_vectors():
 
 def keyed_records(tag: str) -> list[Record]:
     # Interleaved keys, so each partition's order mixes keys and each key's order is tested.
-    return [Record(f"{tag}:{k.decode()}:{seq}".encode(), key=k) for seq in range(PER_KEY) for k in KEYS]
+    return [
+        Record(f"{tag}:{k.decode()}:{seq}".encode(), key=k) for seq in range(PER_KEY) for k in KEYS
+    ]
 
 
 def check_placed_and_ordered(consumed, expected_partition) -> None:
@@ -84,7 +86,9 @@ def check_placed_and_ordered(consumed, expected_partition) -> None:
     each key's records in the order they were sent."""
     by_partition = defaultdict(list)
     for c in consumed:
-        assert c.partition == expected_partition(c.key), f"{c.key!r} consumed from partition {c.partition}"
+        assert c.partition == expected_partition(c.key), (
+            f"{c.key!r} consumed from partition {c.partition}"
+        )
         by_partition[c.partition].append(c)
     for p, records in by_partition.items():
         offsets = [c.offset for c in records]
@@ -112,8 +116,12 @@ def test_keyed_records_follow_default_partitioner(broker, topic_name, client):
 
     delivered = all_delivered(produce(client, broker.bootstrap, topic_name, records, **config))
     for r, d in zip(records, delivered):
-        assert d.partition == reference(r.key, PARTITIONS), f"{client} put {r.key!r} on {d.partition}"
-    assert len({d.partition for d in delivered}) == PARTITIONS, "the keys should cover every partition"
+        assert d.partition == reference(r.key, PARTITIONS), (
+            f"{client} put {r.key!r} on {d.partition}"
+        )
+    assert len({d.partition for d in delivered}) == PARTITIONS, (
+        "the keys should cover every partition"
+    )
 
     got = consume_all(client, broker.bootstrap, topic_name, range(PARTITIONS), len(records))
     assert len(got) == len(records)

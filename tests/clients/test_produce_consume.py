@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from clients import CLIENTS, CODEC_IDS, CODECS, Record, all_delivered, consume_all, create_topic, produce
+from clients import (
+    CLIENTS,
+    CODEC_IDS,
+    CODECS,
+    Record,
+    all_delivered,
+    consume_all,
+    create_topic,
+    produce,
+)
 from segments import stored_batches
 
 COUNT = 300
@@ -20,7 +29,9 @@ def compressible_value(i: int) -> bytes:
 @pytest.mark.parametrize("client", list(CLIENTS))
 def test_produce_and_consume(broker, topic_name, client, codec):
     create_topic(broker.bootstrap, topic_name, partitions=1)
-    records = [Record(compressible_value(i), key=f"k{i % 7}".encode(), partition=0) for i in range(COUNT)]
+    records = [
+        Record(compressible_value(i), key=f"k{i % 7}".encode(), partition=0) for i in range(COUNT)
+    ]
 
     delivered = all_delivered(produce(client, broker.bootstrap, topic_name, records, codec=codec))
     assert [d.offset for d in delivered] == list(range(COUNT)), "offsets are not dense from 0"
@@ -31,6 +42,18 @@ def test_produce_and_consume(broker, topic_name, client, codec):
         assert len(got) == COUNT, f"{consumer} consumed {len(got)} of {COUNT} records"
         assert [c.offset for c in got] == list(range(COUNT)), consumer
         assert [(c.key, c.value) for c in got] == [(r.key, r.value) for r in records], consumer
+
+    # From the middle of a (compressed) batch: the broker sends the whole batch, the client skips
+    # the records before the offset it asked for.
+    middle = COUNT // 2 + 1
+    consumer = CLIENTS[client].consumer(broker.bootstrap, topic_name, [0])
+    try:
+        consumer.seek(0, middle)
+        got = consumer.poll_until(COUNT - middle)
+    finally:
+        consumer.close()
+    assert [c.offset for c in got] == list(range(middle, COUNT))
+    assert [c.value for c in got] == [r.value for r in records[middle:]]
 
     # The client's batches are on disk as it built them: its codec, and smaller than the values.
     batches = stored_batches(broker.data_dir, topic_name, 0)
