@@ -73,6 +73,12 @@ pub fn join(
             .collect(),
         require_known_id: cx.version >= 4,
     };
+    log::debug!(
+        "JoinGroup v{} group {group_id:?} member {:?} instance {:?}",
+        cx.version,
+        join.member_id,
+        join.instance_id
+    );
     let timing = broker.groups.timing();
     let mut groups = match broker.groups.lock() {
         Ok(groups) => groups,
@@ -166,6 +172,12 @@ pub fn sync(
         )
         .map(Pending::Ready)
     };
+    log::debug!(
+        "SyncGroup v{} group {group_id:?} member {:?} generation {}",
+        cx.version,
+        sync.member_id,
+        sync.generation
+    );
     if group_id.is_empty() {
         return ready(ResponseError::InvalidGroupId.code());
     }
@@ -219,6 +231,11 @@ pub fn heartbeat(
             ),
         },
     };
+    log::debug!(
+        "Heartbeat group {group_id:?} member {:?} generation {}: error {code}",
+        request.member_id.as_str(),
+        request.generation_id
+    );
     respond(cx, &HeartbeatResponse::default().with_error_code(code))
 }
 

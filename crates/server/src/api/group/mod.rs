@@ -44,6 +44,13 @@ impl Waiting {
                     generation: -1,
                     ..JoinAnswer::default()
                 });
+                log::debug!(
+                    "JoinGroup answer: member {} generation {} leader {} error {}",
+                    answer.member_id,
+                    answer.generation,
+                    answer.leader,
+                    answer.error
+                );
                 membership::join_response(self.cx, answer)
             }
             Slot::Sync(reply) => {
@@ -51,6 +58,7 @@ impl Waiting {
                     error: busy,
                     ..SyncAnswer::default()
                 });
+                log::debug!("SyncGroup answer: error {}", answer.error);
                 membership::sync_response(self.cx, answer)
             }
         }
