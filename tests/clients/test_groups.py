@@ -11,7 +11,7 @@ logged with a monotonic clock, all members being threads of this process. The ch
 - the offsets the group committed survive a broker restart: a new member of the same group gets
   only the records produced after the restart.
 
-Timeouts are small (session 3 s, heartbeat 300 ms) so a rebalance takes well under a second;
+Timeouts are small (session 6 s, heartbeat 300 ms) so a rebalance takes well under a second;
 every wait is bounded.
 """
 
@@ -28,7 +28,7 @@ from clients import REQUEST_TIMEOUT_MS, Record, all_delivered, confluent_common,
 
 PARTITIONS = 6
 PER_PHASE = 60  # records per partition per phase
-SESSION_MS = 3000
+SESSION_MS = 6000
 HEARTBEAT_MS = 300
 MAX_POLL_MS = 10_000
 # Bound on each wait for the group to make progress.
@@ -182,7 +182,7 @@ def wait_for(condition, what: str, timeout: float = WAIT_S, broker=None) -> None
         if condition():
             return
         time.sleep(0.05)
-    server = f"\nserver log:\n{broker.log_tail(80)}" if broker is not None else ""
+    server = f"\nserver log:\n{broker.log_tail(300)}" if broker is not None else ""
     pytest.fail(f"timed out after {timeout}s waiting for {what}{server}")
 
 
@@ -276,7 +276,7 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
     late.start()
     try:
         after = {r.value for r in phase_records(4)}
-        wait_for(lambda: seen_values([late]) >= after, "d to read what was produced after the restart")
+        wait_for(lambda: seen_values([late]) >= after, "d to read what was produced after the restart", broker=broker)
         time.sleep(0.5)  # anything older would arrive with or before these
     finally:
         late.stop()
