@@ -113,8 +113,10 @@ pub fn commit(
     respond(cx, &response)
 }
 
-/// Checks the committer and appends under the coordinator's lock (so a commit is ordered
-/// against the group's rebalances), then waits for durability outside it.
+/// Checks the committer under the coordinator's lock and takes the group's store lock before
+/// letting go of it, so commits reach the log in the order they were checked; the append
+/// (which may wait for room in a shard's ring) and the wait for durability hold only the
+/// store lock and nothing, so other groups' requests and heartbeats are never held up.
 fn store_commit(
     broker: &Broker,
     group_id: &str,
@@ -139,6 +141,7 @@ fn store_commit(
         let mut store = store
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(groups);
         store.append(entries, epoch).map_err(|e| group_code(&e))?
     };
     match ticket.map(|t| t.wait_timeout(COMMIT_TIMEOUT)) {
