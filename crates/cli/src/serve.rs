@@ -28,6 +28,14 @@ pub struct ServeArgs {
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = rill_server::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// How long the first member of an empty consumer group waits for others before the first
+    /// generation forms, in ms (Kafka's group.initial.rebalance.delay.ms, 3000 there).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a group member may ask for, in ms (Kafka's
+    /// group.min.session.timeout.ms, 6000 there).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub group_min_session_timeout_ms: u64,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -48,6 +56,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     config.default_partitions = args.partitions.max(1);
     config.auto_create_topics = !args.no_auto_create;
     config.max_request_bytes = args.max_request_bytes;
+    config.groups.initial_rebalance_delay =
+        std::time::Duration::from_millis(args.group_initial_rebalance_delay_ms);
+    config.groups.min_session_timeout =
+        std::time::Duration::from_millis(args.group_min_session_timeout_ms);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let engine = EngineConfig::new(&args.dir);

@@ -54,7 +54,7 @@ pub use assignor::{
 pub use error::{GroupError, Result};
 pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
-pub use offsets::OFFSETS_TOPIC;
+pub use offsets::{CommittedOffsets, OFFSETS_TOPIC};
 pub use rill_engine::StartFrom;
 
 // The handles' thread-safety is part of the API: a change that loses it must not compile.

@@ -10,14 +10,14 @@
 //! key `0u8, u16 group_len, group, u16 topic_len, topic, u32 partition`; value
 //! `0u8, i64 offset, u32 member_epoch`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use rill_engine::{AckLevel, Engine, Ticket};
 use rill_engine::{ConsumerConfig, Seek, StartFrom};
 use rill_engine::{Producer, ProducerConfig, ProducerRecord};
 
-use crate::assignor::Topic;
+use crate::assignor::{Topic, TopicPartition};
 use crate::error::{GroupError, Result};
 
 /// The internal topic holding every group's committed offsets.
@@ -125,6 +125,75 @@ impl OffsetStore {
             last = Some(ticket);
         }
         Ok(last)
+    }
+}
+
+/// One group's committed offsets without the rest of a [`Group`](crate::Group): for a
+/// coordinator outside this crate (the Kafka front end's classic groups) that must keep them in
+/// the very store in-process groups use, so both see the same offsets, before and after a
+/// restart.
+///
+/// The caller orders commits (it holds this value behind its own lock) and checks the
+/// committer's generation first, as [`Member::commit_sync`](crate::Member::commit_sync) checks
+/// its member epoch. As with [`Group`](crate::Group), only one handle per group id should be open
+/// on an engine at a time.
+#[derive(Debug)]
+pub struct CommittedOffsets {
+    store: OffsetStore,
+}
+
+impl CommittedOffsets {
+    /// Opens group `group`'s offsets: creates the offsets topic (with `partitions_if_created`
+    /// partitions) if it is missing, and loads what the group committed.
+    pub fn open(engine: &Engine, group: &str, partitions_if_created: u32) -> Result<Self> {
+        if group.is_empty() || group.len() > usize::from(u16::MAX) {
+            return Err(GroupError::InvalidConfig {
+                group: group.to_owned(),
+                reason: "group ids are 1 to 65535 bytes".to_owned(),
+            });
+        }
+        OffsetStore::open(engine, group, partitions_if_created).map(|store| Self { store })
+    }
+
+    /// The committed offset (the next offset to read) of `topic`-`partition`.
+    pub fn committed(&self, topic: &str, partition: u32) -> Option<i64> {
+        // A name that is not a valid topic name was never committed.
+        let topic = Topic::new(topic).ok()?;
+        self.store.committed(&topic, partition)
+    }
+
+    /// Every committed offset of the group.
+    pub fn all(&self) -> BTreeMap<TopicPartition, i64> {
+        self.store
+            .all()
+            .iter()
+            .map(|((topic, partition), &offset)| {
+                (TopicPartition::new(topic.clone(), *partition), offset)
+            })
+            .collect()
+    }
+
+    /// Appends a commit made under `epoch` (a member epoch, or a classic generation) and
+    /// applies it at once; returns the ticket of its last record, which turns durable after
+    /// the others. Negative offsets are refused before anything is appended.
+    pub fn append(
+        &mut self,
+        offsets: &[(TopicPartition, i64)],
+        epoch: u32,
+    ) -> Result<Option<Ticket>> {
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (tp, offset) in offsets {
+            if *offset < 0 {
+                return Err(GroupError::InvalidOffset {
+                    group: self.store.group.clone(),
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    offset: *offset,
+                });
+            }
+            entries.push((tp.topic.clone(), tp.partition, *offset));
+        }
+        self.store.append(&entries, epoch)
     }
 }
 

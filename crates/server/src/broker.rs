@@ -34,6 +34,8 @@ pub struct Broker {
     pub(crate) cluster_id: String,
     /// Host and port clients are told to use.
     pub(crate) advertised: (String, i32),
+    /// The group coordinator (classic protocol) and the groups' committed offsets.
+    pub(crate) groups: crate::coordinator::Coordinator,
     /// Set when the server stops: long polls end at once instead of holding the stop up.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -56,6 +58,8 @@ pub enum Pending {
     Produce(api::produce::Waiting),
     /// A fetch to answer, waiting for data up to its deadline.
     Fetch(api::fetch::Waiting),
+    /// A JoinGroup or SyncGroup waiting for its rebalance step.
+    Group(api::group::Waiting),
 }
 
 /// The parts of a request header every handler needs.
@@ -76,8 +80,10 @@ impl Broker {
                 (host, first.map_or(0, |a| i32::from(a.port())))
             }
         };
+        let groups = crate::coordinator::Coordinator::new(config.groups);
         Self {
             engine,
+            groups,
             config,
             cluster_id,
             advertised,
@@ -89,6 +95,7 @@ impl Broker {
     pub fn stop(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Release);
+        self.groups.stop();
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -177,6 +184,43 @@ impl Broker {
             ApiKey::DescribeCluster => {
                 ready(api::cluster::describe(self, cx, decode(&mut body, cx)?))
             }
+            ApiKey::FindCoordinator => {
+                ready(api::group::find::handle(self, cx, decode(&mut body, cx)?))
+            }
+            ApiKey::JoinGroup => api::group::membership::join(
+                self,
+                cx,
+                header.client_id.as_ref(),
+                session.peer,
+                decode(&mut body, cx)?,
+            ),
+            ApiKey::SyncGroup => api::group::membership::sync(self, cx, decode(&mut body, cx)?),
+            ApiKey::Heartbeat => ready(api::group::membership::heartbeat(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::LeaveGroup => ready(api::group::membership::leave(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::OffsetCommit => ready(api::group::offsets::commit(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::OffsetFetch => {
+                ready(api::group::offsets::fetch(self, cx, decode(&mut body, cx)?))
+            }
+            ApiKey::DescribeGroups => ready(api::group::describe::describe(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::ListGroups => {
+                ready(api::group::describe::list(self, cx, decode(&mut body, cx)?))
+            }
             _ => Err(ConnectionError::Unsupported {
                 api_key: header.request_api_key,
                 version: cx.version,
@@ -192,6 +236,7 @@ impl Broker {
             Pending::Nothing => Ok(None),
             Pending::Produce(waiting) => waiting.finish().map(Some),
             Pending::Fetch(waiting) => waiting.finish(self).map(Some),
+            Pending::Group(waiting) => waiting.finish().map(Some),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_produce_wait: Duration,
     /// Longest a fetch waits for data, whatever the request's `max_wait_ms` says.
     pub max_fetch_wait: Duration,
+    /// Consumer groups: first-join delay and session timeout bounds.
+    pub groups: crate::coordinator::GroupsConfig,
 }
 
 impl ServerConfig {
@@ -48,6 +50,7 @@ impl ServerConfig {
             max_in_flight: 64,
             max_produce_wait: Duration::from_secs(300),
             max_fetch_wait: Duration::from_secs(300),
+            groups: crate::coordinator::GroupsConfig::default(),
         }
     }
 }

@@ -59,6 +59,7 @@ pub mod client;
 mod codes;
 mod config;
 mod connection;
+pub mod coordinator;
 mod error;
 mod frame;
 #[cfg(feature = "fuzzing")]
@@ -72,6 +73,7 @@ pub mod versions;
 pub use alloc::ReserveLazily;
 pub use broker::{Broker, Pending, Session};
 pub use config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT, ServerConfig};
+pub use coordinator::GroupsConfig;
 pub use error::{ConnectionError, Error};
 pub use holder::Holder;
 pub use server::Server;

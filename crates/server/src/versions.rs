@@ -13,6 +13,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
@@ -55,6 +64,6 @@ mod tests {
         assert!(!is_supported(ApiKey::Produce as i16, 13));
         assert!(!is_supported(ApiKey::Fetch as i16, 13));
         assert!(is_supported(ApiKey::Fetch as i16, 12));
-        assert!(!is_supported(ApiKey::FindCoordinator as i16, 0));
+        assert!(!is_supported(ApiKey::FindCoordinator as i16, 5));
     }
 }

@@ -1,0 +1,319 @@
+//! The group coordinator for Kafka's classic group protocol: this broker coordinates every
+//! group.
+//!
+//! All groups' membership lives behind one mutex: group requests are control path (a few per
+//! member per heartbeat interval), and one lock keeps a group's transitions and its offset
+//! commits' generation checks in one order. Timers (session expiry, the end of a join phase,
+//! the first-join delay, a sync that never comes) are run by one thread that sleeps until the
+//! earliest deadline of any group, woken early when a request brings a deadline closer; with
+//! no group it sleeps (bounded) without using CPU. The thread starts with the first group
+//! request, so a broker nobody uses as a coordinator runs none.
+//!
+//! Committed offsets are rill-group's store ([`rill_group::CommittedOffsets`]), the one the
+//! engine's in-process groups use: the same group id sees the same offsets from both, and both
+//! survive a restart. Group membership itself is not persisted: after a restart every group is
+//! empty and its members rejoin (their old member ids are unknown).
+
+pub(crate) mod group;
+pub(crate) mod reply;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use rill_engine::Engine;
+use rill_group::CommittedOffsets;
+
+use group::{ClassicGroup, Timing};
+
+/// Kafka's `offsets.topic.num.partitions` is 50; the engine pays per partition, and a group's
+/// commits all go to one of them, so a few suffice.
+const OFFSETS_TOPIC_PARTITIONS: u32 = 8;
+
+/// The longest the timer thread sleeps with nothing due: a bound on every wait.
+const IDLE_NAP: Duration = Duration::from_secs(60);
+
+/// The shortest sleep between ticks.
+const MIN_NAP: Duration = Duration::from_millis(1);
+
+/// How consumer groups behave on this broker.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupsConfig {
+    /// How long the first JoinGroup of an empty group waits for more members before the first
+    /// generation forms (each newcomer extends it, up to the rebalance timeout). Kafka's
+    /// `group.initial.rebalance.delay.ms` is 3 s; ours is 50 ms: enough to gather consumers
+    /// started together, short enough that a lone consumer (a test, a tool) barely notices.
+    pub initial_rebalance_delay: Duration,
+    /// Smallest session timeout a member may ask for (Kafka's
+    /// `group.min.session.timeout.ms`, 6 s there; lower here so tests can detect dead members
+    /// quickly).
+    pub min_session_timeout: Duration,
+    /// Largest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`).
+    pub max_session_timeout: Duration,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay: Duration::from_millis(50),
+            min_session_timeout: Duration::from_millis(100),
+            max_session_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl GroupsConfig {
+    pub(crate) fn timing(&self) -> Timing {
+        Timing {
+            initial_delay: self.initial_rebalance_delay,
+            min_session: self.min_session_timeout,
+            max_session: self.max_session_timeout,
+        }
+    }
+}
+
+/// Every group, and what the timer thread needs.
+#[derive(Debug, Default)]
+pub(crate) struct Groups {
+    map: HashMap<String, ClassicGroup>,
+    /// When the timer thread will next wake on its own.
+    next_wake: Option<Instant>,
+    stopping: bool,
+    next_member: u64,
+}
+
+impl Groups {
+    /// The group, created empty if it is new.
+    pub fn group(&mut self, id: &str) -> &mut ClassicGroup {
+        self.map
+            .entry(id.to_owned())
+            .or_insert_with(ClassicGroup::new)
+    }
+
+    /// The group if it exists.
+    pub fn get(&self, id: &str) -> Option<&ClassicGroup> {
+        self.map.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ClassicGroup)> {
+        self.map.iter()
+    }
+
+    /// A member id no other member of this server's life has had: the client id, this
+    /// process's start time and a counter (Kafka uses the client id and a UUID).
+    pub fn new_member_id(&mut self, client_id: &str, boot: u64) -> String {
+        self.next_member += 1;
+        format!("{client_id}-{boot:x}-{}", self.next_member)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    groups: Mutex<Groups>,
+    wake: Condvar,
+    config: GroupsConfig,
+    /// Nanoseconds since the epoch at start: makes member ids unique across restarts.
+    boot: u64,
+}
+
+/// The coordinator every connection shares.
+#[derive(Debug)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+    timer: Mutex<Option<JoinHandle<()>>>,
+    offsets: Mutex<HashMap<String, Arc<Mutex<CommittedOffsets>>>>,
+}
+
+/// The groups, locked; the guard reschedules the timer when it is dropped.
+pub(crate) struct Locked<'a> {
+    guard: MutexGuard<'a, Groups>,
+    inner: &'a Inner,
+    touched: Option<String>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Groups;
+    fn deref(&self) -> &Groups {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Groups {
+        &mut self.guard
+    }
+}
+
+impl Locked<'_> {
+    /// The group a request changes, created if new; its deadlines are rescheduled on unlock.
+    pub fn touch(&mut self, id: &str) -> &mut ClassicGroup {
+        self.touched = Some(id.to_owned());
+        self.guard.group(id)
+    }
+
+    pub fn new_member_id(&mut self, client_id: &str) -> String {
+        let boot = self.inner.boot;
+        self.guard.new_member_id(client_id, boot)
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.touched.take() else {
+            return;
+        };
+        let due = self.guard.get(&id).and_then(ClassicGroup::next_deadline);
+        if let Some(due) = due
+            && self.guard.next_wake.is_none_or(|wake| due < wake)
+        {
+            self.guard.next_wake = Some(due);
+            self.inner.wake.notify_all();
+        }
+    }
+}
+
+impl Coordinator {
+    pub(crate) fn new(config: GroupsConfig) -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            inner: Arc::new(Inner {
+                groups: Mutex::new(Groups::default()),
+                wake: Condvar::new(),
+                config,
+                boot,
+            }),
+            timer: Mutex::new(None),
+            offsets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn timing(&self) -> Timing {
+        self.inner.config.timing()
+    }
+
+    /// Locks the groups, starting the timer thread on first use. `Err` carries the error code
+    /// for the client when the coordinator cannot serve (stopping, or no timer thread).
+    pub(crate) fn lock(&self) -> Result<Locked<'_>, i16> {
+        self.start_timer()?;
+        let guard = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.stopping {
+            return Err(ResponseError::CoordinatorNotAvailable.code());
+        }
+        Ok(Locked {
+            guard,
+            inner: &self.inner,
+            touched: None,
+        })
+    }
+
+    fn start_timer(&self) -> Result<(), i16> {
+        let mut timer = self.timer.lock().unwrap_or_else(PoisonError::into_inner);
+        if timer.is_some() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        match std::thread::Builder::new()
+            .name("rill-groups".into())
+            .spawn(move || run_timer(&inner))
+        {
+            Ok(handle) => {
+                *timer = Some(handle);
+                Ok(())
+            }
+            Err(error) => {
+                log::warn!("cannot start the group coordinator's timer thread: {error}");
+                Err(ResponseError::CoordinatorNotAvailable.code())
+            }
+        }
+    }
+
+    /// The committed-offsets store of `group`, opened (and loaded from the log) on first use.
+    pub(crate) fn offsets(
+        &self,
+        engine: &Engine,
+        group: &str,
+    ) -> Result<Arc<Mutex<CommittedOffsets>>, rill_group::GroupError> {
+        let mut stores = self.offsets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = stores.get(group) {
+            return Ok(store.clone());
+        }
+        let store = Arc::new(Mutex::new(CommittedOffsets::open(
+            engine,
+            group,
+            OFFSETS_TOPIC_PARTITIONS,
+        )?));
+        stores.insert(group.to_owned(), store.clone());
+        Ok(store)
+    }
+
+    /// Answers every waiting group request and ends the timer thread.
+    pub fn stop(&self) {
+        {
+            let mut groups = self
+                .inner
+                .groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            groups.stopping = true;
+            for group in groups.map.values_mut() {
+                group.abort_waiting(ResponseError::CoordinatorNotAvailable);
+            }
+            self.inner.wake.notify_all();
+        }
+        let handle = self
+            .timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The timer thread: ticks every group whose deadline has come, sleeps until the next one.
+fn run_timer(inner: &Inner) {
+    let timing = inner.config.timing();
+    let mut groups = inner.groups.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if groups.stopping {
+            return;
+        }
+        let now = Instant::now();
+        let next = groups
+            .map
+            .values_mut()
+            .filter_map(|g| {
+                if g.next_deadline().is_some_and(|d| d <= now) {
+                    g.tick(&timing, now)
+                } else {
+                    g.next_deadline()
+                }
+            })
+            .min();
+        groups.next_wake = next;
+        // At least a millisecond: a deadline that a tick could not clear must not spin.
+        let nap = next.map_or(IDLE_NAP, |at| {
+            at.saturating_duration_since(now).clamp(MIN_NAP, IDLE_NAP)
+        });
+        groups = inner
+            .wake
+            .wait_timeout(groups, nap)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
