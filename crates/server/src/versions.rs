@@ -2,8 +2,8 @@
 //!
 //! The ranges start at the oldest version the codec (`kafka-protocol`, from Kafka 4's schemas)
 //! knows and end at the newest whose fields this server fills in. Versions that name topics
-//! by id only (Produce 13, Fetch 13+, DeleteTopics 6) are left out: topics have no persisted
-//! ids yet, and a made-up id would break clients that cache it.
+//! by id only (Produce 13, Fetch 13+, DeleteTopics 6) are left out until their handlers
+//! resolve ids; Metadata and CreateTopics already carry each topic's persisted id.
 
 use kafka_protocol::messages::ApiKey;
 

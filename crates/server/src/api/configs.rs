@@ -5,8 +5,8 @@ use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use rill_engine::FsyncPolicy;
 use rill_engine::LogConfig;
-use rill_engine::log::FsyncPolicy;
 
 use super::text;
 use crate::broker::{Broker, Context, respond};

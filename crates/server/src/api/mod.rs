@@ -17,6 +17,17 @@ pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }
 
+/// A topic's id as the wire carries it: its persisted id, or the zero id (Kafka's "no id")
+/// when the topic is gone.
+pub(crate) fn topic_id(broker: &crate::broker::Broker, name: &str) -> uuid::Uuid {
+    broker
+        .engine
+        .topic_id(name)
+        .map_or(uuid::Uuid::nil(), |id| {
+            uuid::Uuid::from_bytes(*id.as_bytes())
+        })
+}
+
 /// A string for a response.
 pub(crate) fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())

@@ -43,7 +43,13 @@ pub fn create(
                             topic.name.0.as_str()
                         );
                     }
+                    let id = if request.validate_only {
+                        uuid::Uuid::nil()
+                    } else {
+                        super::topic_id(broker, topic.name.0.as_str())
+                    };
                     result
+                        .with_topic_id(id)
                         .with_num_partitions(partitions as i32)
                         .with_replication_factor(1)
                 }
