@@ -1,8 +1,7 @@
 //! CreateTopics and DeleteTopics.
 //!
-//! Topics are created with the engine's default log configuration: per-topic settings are not
-//! persisted by the engine yet, so a request that sets any is refused (INVALID_CONFIG) rather
-//! than honoured until the next restart. The engine cannot delete a topic yet: DeleteTopics
+//! A topic created with configs gets its own log configuration (persisted by the engine with
+//! the topic); an unknown or unsupported key is refused (INVALID_CONFIG) naming it. The engine cannot delete a topic yet: DeleteTopics
 //! answers TOPIC_DELETION_DISABLED, as a Kafka broker with `delete.topic.enable=false` does.
 
 use kafka_protocol::ResponseError;
@@ -18,6 +17,7 @@ use crate::broker::{Broker, Context, Session, respond};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
 use crate::response::Encoded;
+use crate::topic_config;
 
 pub fn create(
     broker: &Broker,
@@ -97,15 +97,29 @@ fn create_one(
             "manual replica assignment is not supported".into(),
         ));
     }
-    if let Some(config) = topic.configs.first() {
+    // Kafka's broker-wide default for a topic's limit is the broker's; a topic may lower it
+    // but not raise it, because the shards size their write buffers by the broker's.
+    let default = broker.engine.default_topic_config();
+    let config = topic_config::apply(
+        default,
+        topic
+            .configs
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+    )
+    .map_err(|refused| (ResponseError::InvalidConfig.code(), refused.to_string()))?;
+    if config.limits.max_batch_bytes > default.limits.max_batch_bytes {
         return Err((
             ResponseError::InvalidConfig.code(),
             format!(
-                "{}: per-topic configuration is not supported yet",
-                config.name.as_str()
+                "config max.message.bytes: {} exceeds the broker's message.max.bytes {}",
+                config.limits.max_batch_bytes, default.limits.max_batch_bytes
             ),
         ));
     }
+    config
+        .validate()
+        .map_err(|e| (code_of(&e), e.to_string()))?;
     if broker
         .engine
         .topics()
@@ -124,10 +138,13 @@ fn create_one(
         })?;
         return Ok(partitions);
     }
-    broker
-        .engine
-        .create_topic(name, partitions)
-        .map_err(|e| (code_of(&e), e.to_string()))?;
+    let created = if topic.configs.is_empty() {
+        // No configs: the topic follows the broker's default, whatever it is at each start.
+        broker.engine.create_topic(name, partitions)
+    } else {
+        broker.engine.create_topic_with(name, partitions, config)
+    };
+    created.map_err(|e| (code_of(&e), e.to_string()))?;
     Ok(partitions)
 }
 
