@@ -2,8 +2,8 @@
 //!
 //! The ranges start at the oldest version the codec (`kafka-protocol`, from Kafka 4's schemas)
 //! knows and end at the newest whose fields this server fills in. Versions that name topics
-//! by id only (Produce 13, Fetch 13+, DeleteTopics 6) are left out until their handlers
-//! resolve ids; Metadata and CreateTopics already carry each topic's persisted id.
+//! by id only (Produce 13, Fetch 13+) are left out until their handlers resolve ids; Metadata,
+//! CreateTopics and DeleteTopics carry each topic's persisted id.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -15,7 +15,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
 ];

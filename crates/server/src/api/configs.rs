@@ -98,7 +98,7 @@ fn broker_entries(broker: &Broker) -> Vec<(&'static str, String, Type, bool)> {
             Type::Boolean,
         ),
         ("broker.id", config.node_id.to_string(), Type::Int),
-        ("delete.topic.enable", "false".into(), Type::Boolean),
+        ("delete.topic.enable", "true".into(), Type::Boolean),
         (
             "message.max.bytes",
             broker

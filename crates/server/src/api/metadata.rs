@@ -40,7 +40,7 @@ pub fn handle(
             .into_iter()
             .map(|topic| match topic.name {
                 Some(name) => lookup(broker, name.0.as_str(), may_create),
-                None => match name_of(broker, topic.topic_id) {
+                None => match super::topic_by_id(broker, topic.topic_id) {
                     Some((name, partitions)) => describe(broker, &name, partitions),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(topic.topic_id)
@@ -84,15 +84,6 @@ fn lookup(broker: &Broker, name: &str, may_create: bool) -> MetadataResponseTopi
         (Err(error), _) => failed(name, code_of(&error)),
         (Ok(()), None) => failed(name, ResponseError::UnknownTopicOrPartition.code()),
     }
-}
-
-/// The topic (and its partition count) whose id is `id`, if any.
-fn name_of(broker: &Broker, id: uuid::Uuid) -> Option<(String, u32)> {
-    broker
-        .engine
-        .topics()
-        .into_iter()
-        .find(|(name, _)| super::topic_id(broker, name) == id && !id.is_nil())
 }
 
 fn failed(name: &str, code: i16) -> MetadataResponseTopic {

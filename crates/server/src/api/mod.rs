@@ -28,6 +28,18 @@ pub(crate) fn topic_id(broker: &crate::broker::Broker, name: &str) -> uuid::Uuid
         })
 }
 
+/// The topic (and its partition count) whose id is `id`, if any; the zero id names none.
+pub(crate) fn topic_by_id(broker: &crate::broker::Broker, id: uuid::Uuid) -> Option<(String, u32)> {
+    if id.is_nil() {
+        return None;
+    }
+    broker
+        .engine
+        .topics()
+        .into_iter()
+        .find(|(name, _)| topic_id(broker, name) == id)
+}
+
 /// A string for a response.
 pub(crate) fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())

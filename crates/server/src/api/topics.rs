@@ -1,15 +1,15 @@
 //! CreateTopics and DeleteTopics.
 //!
 //! A topic created with configs gets its own log configuration (persisted by the engine with
-//! the topic); an unknown or unsupported key is refused (INVALID_CONFIG) naming it. The engine cannot delete a topic yet: DeleteTopics
-//! answers TOPIC_DELETION_DISABLED, as a Kafka broker with `delete.topic.enable=false` does.
+//! the topic); an unknown or unsupported key is refused (INVALID_CONFIG) naming it. DeleteTopics removes a topic and its records
+//! (by name, or from v6 by id).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
 use super::text;
@@ -150,37 +150,64 @@ fn create_one(
 
 pub fn delete(
     broker: &Broker,
+    session: &Session,
     cx: Context,
     request: DeleteTopicsRequest,
 ) -> Result<Encoded, ConnectionError> {
-    let responses = request
-        .topic_names
+    // Up to v5 topics are named in `topic_names`; v6 lists them in `topics`, by name or id.
+    let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if cx.version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = wanted
         .into_iter()
-        .map(|name| {
-            let exists = broker
-                .engine
-                .topics()
-                .iter()
-                .any(|(t, _)| t == name.0.as_str());
-            let (code, message) = if exists {
-                (
-                    ResponseError::TopicDeletionDisabled.code(),
-                    "rill cannot delete topics yet",
-                )
-            } else {
-                (
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    "no such topic",
-                )
-            };
-            DeletableTopicResult::default()
-                .with_name(Some(name))
-                .with_error_code(code)
-                .with_error_message(Some(text(message)))
-        })
+        .map(|(name, id)| delete_one(broker, session, name, id))
         .collect();
     respond(
         cx,
         &DeleteTopicsResponse::default().with_responses(responses),
     )
+}
+
+/// Deletes one topic named by name or (v6) by id.
+fn delete_one(
+    broker: &Broker,
+    session: &Session,
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+) -> DeletableTopicResult {
+    let name = match name {
+        Some(name) => name.0.as_str().to_owned(),
+        None => match super::topic_by_id(broker, id) {
+            Some((name, _)) => name,
+            None => {
+                return DeletableTopicResult::default()
+                    .with_topic_id(id)
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+                    .with_error_message(Some(text("no topic has this id")));
+            }
+        },
+    };
+    let id = super::topic_id(broker, &name);
+    let result = DeletableTopicResult::default()
+        .with_name(Some(super::topic_name(&name)))
+        .with_topic_id(id);
+    match broker.engine.delete_topic(&name) {
+        Ok(()) => {
+            log::info!("{} deleted topic {name:?}", session.peer);
+            result
+        }
+        Err(error) => result
+            .with_error_code(code_of(&error))
+            .with_error_message(Some(text(error.to_string()))),
+    }
 }
