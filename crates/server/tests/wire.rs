@@ -1,5 +1,5 @@
 //! The server through a TCP socket, spoken to with kafka-protocol's encoders: framing limits,
-//! ApiVersions quirks, produce then fetch, long polls, bad batches, bad peers.
+//! ApiVersions quirks, produce then fetch, long polls, bad batches, bad peers, topic admin.
 //!
 //! These are our own tests; compatibility with real clients is proved by the real-client
 //! suite.
@@ -578,6 +578,39 @@ fn topics_are_created_with_configs_described_and_deleted_by_id() {
         produce(&mut client, "small", batch(&[b"ok"], 0), -1),
         (0, 0)
     );
+
+    // Produce 13 and Fetch 13 name the topic by id; an id no topic has is UNKNOWN_TOPIC_ID.
+    let unknown = (
+        uuid::Uuid::from_u128(42),
+        ResponseError::UnknownTopicId.code(),
+    );
+    for (topic_id, expected) in [(id, 0), unknown] {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_topic_id(topic_id)
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch(&[b"by id"], 0)))),
+                    ]),
+            ]);
+        let response = client.send(13, &request).unwrap();
+        assert_eq!(response.responses[0].topic_id, topic_id);
+        let produced = &response.responses[0].partition_responses[0];
+        assert_eq!(produced.error_code, expected);
+        let mut request = fetch_request("", 1, 0);
+        request.topics[0].topic_id = topic_id;
+        let response = client.send(13, &request).unwrap();
+        assert_eq!(response.responses[0].topic_id, topic_id);
+        assert_eq!(response.responses[0].partitions[0].error_code, expected);
+        if expected == 0 {
+            assert_eq!(produced.base_offset, 1);
+            assert_eq!(batches_of(&response), vec![(1, 1)]);
+        }
+    }
 
     assert_eq!(delete(&mut client, None, id), 0);
     assert_eq!(

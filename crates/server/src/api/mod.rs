@@ -40,6 +40,25 @@ pub(crate) fn topic_by_id(broker: &crate::broker::Broker, id: uuid::Uuid) -> Opt
         .find(|(name, _)| topic_id(broker, name) == id)
 }
 
+/// The first version of Produce and Fetch that names topics by id only.
+pub(crate) const BY_ID_FROM: i16 = 13;
+
+/// The topic a Produce or Fetch names: by name before [`BY_ID_FROM`], by id from it on.
+/// An id no topic has is UNKNOWN_TOPIC_ID, as Kafka answers it.
+pub(crate) fn requested_topic(
+    broker: &crate::broker::Broker,
+    version: i16,
+    name: &TopicName,
+    id: uuid::Uuid,
+) -> Result<String, i16> {
+    if version < BY_ID_FROM {
+        return Ok(name.0.as_str().to_owned());
+    }
+    topic_by_id(broker, id)
+        .map(|(name, _)| name)
+        .ok_or(kafka_protocol::ResponseError::UnknownTopicId.code())
+}
+
 /// A string for a response.
 pub(crate) fn text(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
