@@ -23,13 +23,16 @@ use crate::response::Encoded;
 pub struct Waiting {
     cx: Context,
     deadline: Instant,
-    /// Per topic, its name and id (as the request gave them) and per partition its index and
-    /// fate.
-    topics: Vec<(
-        kafka_protocol::messages::TopicName,
-        uuid::Uuid,
-        Vec<(i32, Outcome)>,
-    )>,
+    topics: Vec<TopicWaiting>,
+}
+
+/// One topic of a produce: its name and id as the request gave them, and per partition its
+/// index and fate.
+#[derive(Debug)]
+struct TopicWaiting {
+    name: kafka_protocol::messages::TopicName,
+    id: uuid::Uuid,
+    partitions: Vec<(i32, Outcome)>,
 }
 
 #[derive(Debug)]
@@ -77,7 +80,11 @@ pub fn handle(
                     (data.index, outcome)
                 })
                 .collect();
-            (topic.name, topic.topic_id, partitions)
+            TopicWaiting {
+                name: topic.name,
+                id: topic.topic_id,
+                partitions,
+            }
         })
         .collect();
     if request.acks == 0 {
@@ -127,16 +134,22 @@ impl Waiting {
         let responses = self
             .topics
             .into_iter()
-            .map(|(name, id, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, outcome)| resolve(index, outcome, deadline))
-                    .collect();
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_topic_id(id)
-                    .with_partition_responses(partitions)
-            })
+            .map(
+                |TopicWaiting {
+                     name,
+                     id,
+                     partitions,
+                 }| {
+                    let partitions = partitions
+                        .into_iter()
+                        .map(|(index, outcome)| resolve(index, outcome, deadline))
+                        .collect();
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_topic_id(id)
+                        .with_partition_responses(partitions)
+                },
+            )
             .collect();
         respond(
             self.cx,
