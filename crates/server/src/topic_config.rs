@@ -142,6 +142,7 @@ const TABLE: &[Entry] = &[
 pub struct Refused {
     /// The Kafka config name, as the request spelled it.
     pub key: String,
+    /// Why it was refused.
     pub reason: String,
 }
 
