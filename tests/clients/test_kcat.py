@@ -74,9 +74,15 @@ def test_kcat_produce_then_python_consumes(broker, topic_name):
     got = consume_all("kafka-python", broker.bootstrap, topic_name, [0, 1], len(lines))
     assert [(c.partition, c.offset) for c in got] == [(1, i) for i in range(len(lines))]
     assert [f"{c.key.decode()}:{c.value.decode()}" for c in got] == lines
-    # kcat compressed its batches, and they were stored as it sent them.
+    # Stored as kcat sent them. Debian's kcat links librdkafka 2.0.2, which compresses with lz4
+    # (and gzip, snappy) only when the broker also advertises Produce v0, and neither rill nor
+    # Kafka 4 does (KIP-896 removed Produce v0-v2): librdkafka issue 4956, fixed in later
+    # releases (the confluent-kafka wheel's librdkafka compresses; test_produce_consume checks
+    # its lz4 batches on disk). So an old kcat's batches are stored uncompressed, as Kafka 4
+    # would store them; anything else than none or lz4 would be a broker that rewrote them.
     batches = stored_batches(broker.data_dir, topic_name, 1)
-    assert {b.codec for b in batches} == {CODEC_IDS["lz4"]}, f"stored {batches}"
+    assert batches, "nothing stored"
+    assert {b.codec for b in batches} <= {CODEC_IDS["none"], CODEC_IDS["lz4"]}, f"{batches}"
 
 
 def test_python_produce_then_kcat_consumes(broker, topic_name):

@@ -208,6 +208,9 @@ impl Consumer {
     }
 
     fn read_available(&mut self) -> Result<Polled> {
+        if let Some(gone) = self.topic.partitions.iter().find(|p| p.is_deleted()) {
+            return Err(gone.gone());
+        }
         let mut polled = Polled::default();
         let mut budget = self.config.max_bytes;
         let count = self.assigned.len();

@@ -387,6 +387,9 @@ impl Producer {
         let Some(lane) = self.lanes[index].as_mut() else {
             return Err(Error::EngineClosed);
         };
+        if lane.entry.is_deleted() {
+            return Err(lane.entry.gone());
+        }
         let open = lane.open.get_or_insert_with(|| OpenBatch {
             builder: BatchBuilder::with_buffer(
                 compression,
@@ -531,6 +534,11 @@ fn push_blocking(lane: &mut Lane, request: Request, timeout: Option<Duration>) -
         if !lane.entry.shard.is_alive() {
             request.ack.fail("the engine shut down".into());
             return Err(Error::EngineClosed);
+        }
+        if lane.entry.is_deleted() {
+            let error = lane.entry.gone();
+            request.ack.fail_with(&error);
+            return Err(error);
         }
         lane.entry.shard.wake();
         if timeout.is_some_and(|limit| started.elapsed() >= limit) {

@@ -142,6 +142,9 @@ impl RawAppender {
         if self.engine.is_closed() {
             return Err(Error::EngineClosed);
         }
+        if partition.entry.is_deleted() {
+            return Err(partition.entry.gone());
+        }
         let records = validate(partition, batch)?;
         let timeout = self.send_timeout;
         let lane = self.lane(partition);
@@ -166,18 +169,26 @@ impl RawAppender {
     }
 
     fn lane(&mut self, partition: &RawPartition) -> &mut Lane {
-        self.lanes
-            .entry(partition.entry.tp.clone())
-            .or_insert_with(|| {
-                let entry = partition.entry.clone();
-                let (ring, input) = ring::channel(RING_BATCHES);
-                entry.shard.add_input(entry.tp.clone(), input);
-                Lane {
-                    entry,
-                    ring,
-                    home: Recycler::new(RECYCLED_BATCHES),
-                }
-            })
+        let tp = &partition.entry.tp;
+        // A lane of a deleted topic's partition is not the lane of a topic re-created with its
+        // name: its ring leads to a partition no shard owns any more.
+        if self
+            .lanes
+            .get(tp)
+            .is_some_and(|lane| !Arc::ptr_eq(&lane.entry, &partition.entry))
+        {
+            self.lanes.remove(tp);
+        }
+        self.lanes.entry(tp.clone()).or_insert_with(|| {
+            let entry = partition.entry.clone();
+            let (ring, input) = ring::channel(RING_BATCHES);
+            entry.shard.add_input(entry.tp.clone(), input);
+            Lane {
+                entry,
+                ring,
+                home: Recycler::new(RECYCLED_BATCHES),
+            }
+        })
     }
 }
 
@@ -228,6 +239,11 @@ fn push(lane: &mut Lane, request: Request, timeout: Duration) -> Result<()> {
         if !lane.entry.shard.is_alive() {
             request.ack.fail("the engine shut down".into());
             return Err(Error::EngineClosed);
+        }
+        if lane.entry.is_deleted() {
+            let error = lane.entry.gone();
+            request.ack.fail_with(&error);
+            return Err(error);
         }
         lane.entry.shard.wake();
         if started.elapsed() >= timeout {
@@ -295,7 +311,12 @@ impl Engine {
         let Some((first, _)) = waits.first() else {
             return false;
         };
-        let closed = || self.inner.is_closed() || !first.entry.shard.is_alive() || cancelled();
+        let closed = || {
+            self.inner.is_closed()
+                || !first.entry.shard.is_alive()
+                || first.entry.is_deleted()
+                || cancelled()
+        };
         first
             .entry
             .notifier

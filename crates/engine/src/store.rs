@@ -52,6 +52,7 @@ impl Store {
         let lock = DirLock::acquire(&root, LockMode::Exclusive, |path| Error::DirectoryLocked {
             path,
         })?;
+        remove_deleted(&root)?;
         Ok(Self {
             root,
             config,
@@ -100,6 +101,50 @@ impl Store {
         Ok(topic)
     }
 
+    /// Removes a deleted topic's partition directories and its metadata file (`meta_file`).
+    ///
+    /// The metadata file goes first, then the directories are renamed out of the topic's
+    /// namespace from the last partition down, then removed. A crash part way leaves either
+    /// the whole topic, or its first partitions as a topic with a fresh id: never a partition
+    /// directory that a topic re-created with the name would adopt. Renamed leftovers are
+    /// removed by [`Store::open`].
+    pub(crate) fn delete_topic(
+        &self,
+        topic: &TopicName,
+        partitions: u32,
+        meta_file: &Path,
+    ) -> Result<()> {
+        match fs::remove_file(meta_file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove topic metadata", meta_file, error));
+            }
+            _ => {}
+        }
+        self.sync_root()?;
+        let mut renamed = Vec::with_capacity(partitions as usize);
+        for partition in (0..partitions).rev() {
+            let name = TopicPartition::new(topic.clone(), partition).dir_name();
+            let dir = self.root.join(&name);
+            let gone = self.root.join(format!("{name}{DELETED}"));
+            match fs::rename(&dir, &gone) {
+                Ok(()) => renamed.push(gone),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("rename deleted partition", &dir, error)),
+            }
+        }
+        self.sync_root()?;
+        for dir in renamed {
+            fs::remove_dir_all(&dir).context("remove deleted partition", &dir)?;
+        }
+        Ok(())
+    }
+
+    fn sync_root(&self) -> Result<()> {
+        fs::File::open(&self.root)
+            .and_then(|d| d.sync_all())
+            .context("sync data directory", &self.root)
+    }
+
     /// Every topic in the directory with its partition count, sorted by name.
     pub fn topics(&self) -> Result<Vec<(TopicName, u32)>> {
         list_topics(&self.root)
@@ -135,6 +180,21 @@ impl Store {
         }
         PartitionLog::open(&dir, tp, config, io)
     }
+}
+
+/// The suffix of a deleted partition's directory until it is removed: not a partition
+/// directory name (those end in digits).
+const DELETED: &str = ".deleted";
+
+/// Removes partition directories a deletion renamed but did not remove before a crash.
+fn remove_deleted(root: &Path) -> Result<()> {
+    for entry in fs::read_dir(root).context("list data directory", root)? {
+        let path = entry.context("list data directory", root)?.path();
+        if path.is_dir() && path.to_str().is_some_and(|p| p.ends_with(DELETED)) {
+            fs::remove_dir_all(&path).context("remove deleted partition", &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Topics found in a data directory, from its partition directories.

@@ -177,7 +177,12 @@ impl Broker {
                 cx,
                 decode(&mut body, cx)?,
             )),
-            ApiKey::DeleteTopics => ready(api::topics::delete(self, cx, decode(&mut body, cx)?)),
+            ApiKey::DeleteTopics => ready(api::topics::delete(
+                self,
+                session,
+                cx,
+                decode(&mut body, cx)?,
+            )),
             ApiKey::DescribeConfigs => {
                 ready(api::configs::describe(self, cx, decode(&mut body, cx)?))
             }

@@ -68,6 +68,7 @@ pub mod fuzzing;
 pub mod holder;
 pub mod response;
 mod server;
+mod topic_config;
 pub mod versions;
 
 pub use alloc::ReserveLazily;

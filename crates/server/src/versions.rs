@@ -1,16 +1,16 @@
 //! The APIs this server answers, at exactly the versions it implements.
 //!
 //! The ranges start at the oldest version the codec (`kafka-protocol`, from Kafka 4's schemas)
-//! knows and end at the newest whose fields this server fills in. Versions that name topics
-//! by id only (Produce 13, Fetch 13+, DeleteTopics 6) are left out: topics have no persisted
-//! ids yet, and a made-up id would break clients that cache it.
+//! knows and end at the newest whose fields this server fills in. Produce 13 and Fetch 13 name
+//! topics by their persisted id; Fetch 14+ is left out (its additions serve tiered storage and
+//! replicas, which rill does not have).
 
 use kafka_protocol::messages::ApiKey;
 
 /// (api key, min version, max version), sorted by key.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 12),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 13),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 9),
@@ -24,7 +24,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
 ];
@@ -60,10 +60,10 @@ mod tests {
     }
 
     #[test]
-    fn topic_id_versions_are_not_advertised() {
-        assert!(!is_supported(ApiKey::Produce as i16, 13));
-        assert!(!is_supported(ApiKey::Fetch as i16, 13));
-        assert!(is_supported(ApiKey::Fetch as i16, 12));
+    fn versions_beyond_what_is_implemented_are_not_advertised() {
+        assert!(is_supported(ApiKey::Produce as i16, 13));
+        assert!(is_supported(ApiKey::Fetch as i16, 13));
+        assert!(!is_supported(ApiKey::Fetch as i16, 14));
         assert!(!is_supported(ApiKey::FindCoordinator as i16, 5));
     }
 }

@@ -1,5 +1,5 @@
 //! The server through a TCP socket, spoken to with kafka-protocol's encoders: framing limits,
-//! ApiVersions quirks, produce then fetch, long polls, bad batches, bad peers.
+//! ApiVersions quirks, produce then fetch, long polls, bad batches, bad peers, topic admin.
 //!
 //! These are our own tests; compatibility with real clients is proved by the real-client
 //! suite.
@@ -451,4 +451,183 @@ fn shutdown_ends_long_polls_and_closes_the_engine_cleanly() {
     let engine = rill_engine::Engine::open(EngineConfig::new(running._dir.path())).unwrap();
     assert_eq!(engine.topics(), vec![("idle".to_owned(), 1)]);
     engine.shutdown().unwrap();
+}
+
+/// CreateTopics v7 of `topic` with `configs`: (error code, error message, topic id).
+fn create_with(
+    client: &mut Client,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> (i16, Option<String>, uuid::Uuid) {
+    use kafka_protocol::messages::CreateTopicsRequest;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let configs = configs
+        .iter()
+        .map(|(key, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string((*key).into()))
+                .with_value(Some(StrBytes::from_string((*value).into())))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(configs),
+        ]);
+    let response = client.send(7, &request).unwrap();
+    let result = &response.topics[0];
+    (
+        result.error_code,
+        result.error_message.as_ref().map(|m| m.to_string()),
+        result.topic_id,
+    )
+}
+
+/// DescribeConfigs v4 of a topic: (name, value, source) of every key.
+fn topic_configs(client: &mut Client, topic: &str) -> Vec<(String, String, i8)> {
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.into())),
+    ]);
+    let response = client.send(4, &request).unwrap();
+    assert_eq!(response.results[0].error_code, 0);
+    response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (c.name.to_string(), value, c.config_source)
+        })
+        .collect()
+}
+
+/// DeleteTopics v6 by id (`None` name) or by name: the result's error code.
+fn delete(client: &mut Client, topic: Option<&str>, id: uuid::Uuid) -> i16 {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![
+            DeleteTopicState::default()
+                .with_name(topic.map(name))
+                .with_topic_id(id),
+        ]);
+    client.send(6, &request).unwrap().responses[0].error_code
+}
+
+#[test]
+fn topics_are_created_with_configs_described_and_deleted_by_id() {
+    let running = start();
+    let mut client = client(&running);
+
+    // Unknown keys and values rill does not implement are refused, naming the key.
+    for (key, value) in [("no.such.key", "1"), ("cleanup.policy", "compact")] {
+        let (code, message, _) = create_with(&mut client, "refused", &[(key, value)]);
+        assert_eq!(code, ResponseError::InvalidConfig.code(), "{key}");
+        assert!(message.unwrap().contains(key), "{key}");
+    }
+    let metadata = client
+        .send(12, &MetadataRequest::default().with_topics(None))
+        .unwrap();
+    assert!(metadata.topics.is_empty(), "a refused topic was created");
+
+    let (code, _, id) = create_with(
+        &mut client,
+        "small",
+        &[("max.message.bytes", "2048"), ("retention.ms", "60000")],
+    );
+    assert_eq!(code, 0);
+    assert!(!id.is_nil());
+
+    // Metadata carries the same id, and resolves it back to the name.
+    let by_id = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id),
+    ]));
+    let metadata = client.send(12, &by_id).unwrap();
+    assert_eq!(metadata.topics[0].error_code, 0);
+    assert_eq!(metadata.topics[0].topic_id, id);
+    assert_eq!(metadata.topics[0].name, Some(name("small")));
+
+    // The topic's own values are DYNAMIC_TOPIC_CONFIG (1), the rest DEFAULT_CONFIG (5).
+    let configs = topic_configs(&mut client, "small");
+    let find = |key: &str| configs.iter().find(|c| c.0 == key).unwrap().clone();
+    assert_eq!(
+        find("max.message.bytes"),
+        ("max.message.bytes".into(), "2048".into(), 1)
+    );
+    assert_eq!(
+        find("retention.ms"),
+        ("retention.ms".into(), "60000".into(), 1)
+    );
+    assert_eq!(find("segment.bytes").2, 5);
+
+    // Its limit is enforced, and nothing of the refused batch is written.
+    let big = batch(&[&[7u8; 4096]], 0);
+    let (code, _) = produce(&mut client, "small", big, -1);
+    assert_eq!(code, ResponseError::MessageTooLarge.code());
+    assert_eq!(
+        produce(&mut client, "small", batch(&[b"ok"], 0), -1),
+        (0, 0)
+    );
+
+    // Produce 13 and Fetch 13 name the topic by id; an id no topic has is UNKNOWN_TOPIC_ID.
+    let unknown = (
+        uuid::Uuid::from_u128(42),
+        ResponseError::UnknownTopicId.code(),
+    );
+    for (topic_id, expected) in [(id, 0), unknown] {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_topic_id(topic_id)
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch(&[b"by id"], 0)))),
+                    ]),
+            ]);
+        let response = client.send(13, &request).unwrap();
+        assert_eq!(response.responses[0].topic_id, topic_id);
+        let produced = &response.responses[0].partition_responses[0];
+        assert_eq!(produced.error_code, expected);
+        let mut request = fetch_request("", 1, 0);
+        request.topics[0].topic_id = topic_id;
+        let response = client.send(13, &request).unwrap();
+        assert_eq!(response.responses[0].topic_id, topic_id);
+        assert_eq!(response.responses[0].partitions[0].error_code, expected);
+        if expected == 0 {
+            assert_eq!(produced.base_offset, 1);
+            assert_eq!(batches_of(&response), vec![(1, 1)]);
+        }
+    }
+
+    assert_eq!(delete(&mut client, None, id), 0);
+    assert_eq!(
+        delete(&mut client, None, id),
+        ResponseError::UnknownTopicId.code()
+    );
+    assert_eq!(
+        delete(&mut client, Some("small"), uuid::Uuid::nil()),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // Re-created, it is empty and has a new id.
+    let (code, _, again) = create_with(&mut client, "small", &[]);
+    assert_eq!(code, 0);
+    assert_ne!(again, id);
+    assert_eq!(
+        produce(&mut client, "small", batch(&[b"new"], 0), -1),
+        (0, 0)
+    );
 }

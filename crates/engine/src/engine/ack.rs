@@ -264,6 +264,8 @@ impl Ticket {
                 Ok(None) if !self.entry().shard.is_alive() => Some(Err(Error::Closed {
                     partition: self.entry().tp.clone(),
                 })),
+                // The shard dropped the partition: a batch it had not appended never will be.
+                Ok(None) if self.entry().is_deleted() => Some(Err(self.entry().gone())),
                 Ok(None) => None,
                 Err(error) => Some(Err(error)),
             });

@@ -447,6 +447,7 @@ mod tests {
             reader: log.reader(),
             shard: Arc::new(ShardControl::new(0)),
             notifier: Arc::new(Notifier::default()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
         // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.

@@ -108,6 +108,10 @@ pub struct EngineConfig {
 /// Longest `idle_spin` accepted: a shard spinning longer burns a core for nothing.
 const MAX_IDLE_SPIN: Duration = Duration::from_secs(1);
 
+/// How long a topic deletion waits for a shard to close one of its partitions (it first
+/// finishes the writes in flight, bounded by the device).
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl EngineConfig {
     /// The defaults for a data directory: one shard per core, pinned, io_uring where possible.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -325,6 +329,62 @@ impl Engine {
         topic_meta::write(root, &topic.name, &meta)
     }
 
+    /// Deletes a topic: its records, its partitions and its metadata.
+    ///
+    /// Producers, consumers and raw handles made before fail from their next call with
+    /// [`Error::UnknownTopic`] (records they had sent and not yet seen appended fail with it
+    /// too); reads under way finish on memory the engine keeps until they drop. A topic
+    /// created again with the name starts empty, with a new id. Errors: [`Error::UnknownTopic`],
+    /// or the error closing a partition or removing its files (the topic is gone from the
+    /// engine either way; files left are removed by the next delete or open).
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let _creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let topic = self.inner.topic(name)?;
+        self.inner
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&topic.name);
+        for partition in &topic.partitions {
+            partition.deleted.store(true, Ordering::Release);
+        }
+        // Consumers parked on the topic look again, and see it deleted.
+        topic.notifier.notify();
+        let outcomes: Vec<_> = topic
+            .partitions
+            .iter()
+            .map(|p| (p, p.shard.remove_partition(p.tp.clone())))
+            .collect();
+        let mut first_error = None;
+        for (partition, outcome) in outcomes {
+            let closed = match outcome.recv_timeout(REMOVE_TIMEOUT) {
+                Ok(closed) => closed,
+                // A stopped shard has closed its partitions already.
+                Err(_) if !partition.shard.is_alive() => Ok(()),
+                Err(_) => Err(Error::Closed {
+                    partition: partition.tp.clone(),
+                }),
+            };
+            if let Err(error) = closed {
+                log::error!("rill: deleting {}: {error}", partition.tp);
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        let root = self.inner.store.root();
+        self.inner.store.delete_topic(
+            &topic.name,
+            topic.partitions.len() as u32,
+            &topic_meta::path(root, &topic.name),
+        )
+    }
+
     /// The topic's id, random at creation and kept for its life.
     pub fn topic_id(&self, name: &str) -> Result<TopicId> {
         Ok(self.inner.topic(name)?.id)
@@ -406,6 +466,7 @@ impl Engine {
                 reader: log.reader(),
                 shard: shard.clone(),
                 notifier: notifier.clone(),
+                deleted: AtomicBool::new(false),
             });
             shard.add_partition(log, entry.clone());
             partitions.push(entry);

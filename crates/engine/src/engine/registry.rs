@@ -19,6 +19,22 @@ pub(crate) struct PartitionEntry {
     pub shard: Arc<ShardControl>,
     /// Shared by the topic's partitions: consumers of several partitions wait on one.
     pub notifier: Arc<Notifier>,
+    /// Set when the topic is deleted: handles made before then fail instead of using it.
+    pub deleted: AtomicBool,
+}
+
+impl PartitionEntry {
+    /// Whether the partition's topic was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// The error a handle gets once the topic is deleted.
+    pub fn gone(&self) -> Error {
+        Error::UnknownTopic {
+            topic: self.tp.topic.to_string(),
+        }
+    }
 }
 
 /// A topic: its identity, partitions and the configuration they run with.

@@ -50,6 +50,11 @@ enum Command {
         partition: TopicPartition,
         input: ring::Consumer<Request>,
     },
+    /// Close and forget the partition (its topic is deleted); the outcome goes to `done`.
+    RemovePartition {
+        partition: TopicPartition,
+        done: std::sync::mpsc::Sender<Result<()>>,
+    },
     Shutdown,
 }
 
@@ -75,6 +80,7 @@ impl std::fmt::Debug for CommandBox {
         f.write_str(match self.0 {
             Command::AddPartition { .. } => "AddPartition",
             Command::AddInput { .. } => "AddInput",
+            Command::RemovePartition { .. } => "RemovePartition",
             Command::Shutdown => "Shutdown",
         })
     }
@@ -117,6 +123,16 @@ impl ShardControl {
     pub fn hold(&self, held: bool) {
         self.held.store(held, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Asks the shard to close and forget `partition`; the receiver gets the outcome.
+    pub fn remove_partition(
+        &self,
+        partition: TopicPartition,
+    ) -> std::sync::mpsc::Receiver<Result<()>> {
+        let (done, outcome) = std::sync::mpsc::channel();
+        self.command(Command::RemovePartition { partition, done });
+        outcome
     }
 
     pub fn request_shutdown(&self) {
@@ -329,10 +345,56 @@ impl Shard {
                         }
                     }
                 }
+                Command::RemovePartition { partition, done } => {
+                    // The engine waits with a bound; if it gave up, nobody reads this.
+                    let _ = done.send(self.remove_partition(&partition));
+                }
                 Command::Shutdown => stop = true,
             }
         }
         stop
+    }
+
+    /// Closes and forgets a partition of a deleted topic: batches still in its rings fail,
+    /// writes in flight complete first, and the partitions after it in the list re-register
+    /// with io_uring under their new index (completions are routed by index).
+    fn remove_partition(&mut self, partition: &TopicPartition) -> Result<()> {
+        let Some(index) = self
+            .partitions
+            .iter()
+            .position(|owned| &owned.entry.tp == partition)
+        else {
+            return Ok(());
+        };
+        for later in index..self.partitions.len() {
+            self.settle_partition(later)?;
+        }
+        let mut owned = self.partitions.remove(index);
+        let gone = owned.entry.gone();
+        for input in &mut owned.inputs {
+            input.pop_into(&mut self.scratch, usize::MAX);
+            for request in self.scratch.drain(..) {
+                request.ack.fail_with(&gone);
+            }
+        }
+        if let Some(direct) = self.direct.as_mut() {
+            if let Some(io) = owned.io.take() {
+                io.release(direct);
+            }
+            for (later, moved) in self.partitions.iter_mut().enumerate().skip(index) {
+                let Some(old) = moved.io.take() else { continue };
+                old.release(direct);
+                match PartitionIo::open(direct, &moved.log, later as u64, self.direct_io) {
+                    Ok(io) => moved.io = Some(io),
+                    Err(error) => log::warn!(
+                        "rill: {}: io_uring registration failed ({error}); using pwrite",
+                        moved.entry.tp
+                    ),
+                }
+            }
+        }
+        owned.entry.notifier.notify();
+        owned.log.close()
     }
 
     /// One round over every owned partition; returns the number of batches handled.

@@ -284,6 +284,7 @@ impl LogSlice {
             .unwrap_or(&[])
     }
 
+    /// Whether the slice holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }

@@ -6,29 +6,21 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use rill_engine::LogConfig;
-use rill_engine::log::FsyncPolicy;
 
 use super::text;
 use crate::broker::{Broker, Context, respond};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
 use crate::response::Encoded;
+use crate::topic_config::{self, Type};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
+/// Kafka's `ConfigSource.DYNAMIC_TOPIC_CONFIG`: the topic's own value.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 /// Kafka's `ConfigSource.DEFAULT_CONFIG`: nothing overrides these values.
 const DEFAULT_CONFIG: i8 = 5;
-
-/// Kafka's config types (v3+).
-#[derive(Clone, Copy)]
-enum Type {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    List = 7,
-}
 
 pub fn describe(
     broker: &Broker,
@@ -44,7 +36,7 @@ pub fn describe(
                 TOPIC => broker
                     .engine
                     .topic_config(&name)
-                    .map(|c| topic_entries(&c))
+                    .map(|c| topic_entries(broker, &c))
                     .map_err(|e| code_of(&e)),
                 BROKER if name.is_empty() || name == broker.config.node_id.to_string() => {
                     Ok(broker_entries(broker))
@@ -65,12 +57,16 @@ pub fn describe(
                             keys.as_ref()
                                 .is_none_or(|k| k.iter().any(|w| w.as_str() == *key))
                         })
-                        .map(|(key, value, kind)| {
+                        .map(|(key, value, kind, own)| {
                             DescribeConfigsResourceResult::default()
                                 .with_name(text(key))
                                 .with_value(Some(text(value)))
                                 .with_read_only(true)
-                                .with_config_source(DEFAULT_CONFIG)
+                                .with_config_source(if own {
+                                    DYNAMIC_TOPIC_CONFIG
+                                } else {
+                                    DEFAULT_CONFIG
+                                })
                                 .with_config_type(kind as i8)
                         })
                         .collect();
@@ -86,56 +82,23 @@ pub fn describe(
     )
 }
 
-fn millis(duration: Option<std::time::Duration>) -> String {
-    duration.map_or("-1".into(), |d| d.as_millis().to_string())
+/// The topic's values; those that differ from the broker's default are the topic's own (set
+/// when it was created).
+fn topic_entries(broker: &Broker, config: &LogConfig) -> Vec<(&'static str, String, Type, bool)> {
+    topic_config::describe(config, broker.engine.default_topic_config())
 }
 
-fn topic_entries(config: &LogConfig) -> Vec<(&'static str, String, Type)> {
-    let (flush_messages, flush_ms) = match config.fsync {
-        FsyncPolicy::EveryAppend => ("1".to_owned(), i64::MAX.to_string()),
-        FsyncPolicy::Interval(every) => (i64::MAX.to_string(), every.as_millis().to_string()),
-        _ => (i64::MAX.to_string(), i64::MAX.to_string()),
-    };
-    vec![
-        ("cleanup.policy", "delete".into(), Type::List),
-        ("compression.type", "producer".into(), Type::String),
-        ("flush.messages", flush_messages, Type::Long),
-        ("flush.ms", flush_ms, Type::Long),
-        (
-            "index.interval.bytes",
-            config.index_interval_bytes.to_string(),
-            Type::Int,
-        ),
-        (
-            "max.message.bytes",
-            config.limits.max_batch_bytes.to_string(),
-            Type::Int,
-        ),
-        ("message.timestamp.type", "CreateTime".into(), Type::String),
-        ("min.insync.replicas", "1".into(), Type::Int),
-        (
-            "retention.bytes",
-            config
-                .retention_bytes
-                .map_or("-1".into(), |b| b.to_string()),
-            Type::Long,
-        ),
-        ("retention.ms", millis(config.retention_age), Type::Long),
-        ("segment.bytes", config.segment_bytes.to_string(), Type::Int),
-        ("segment.ms", millis(config.segment_age), Type::Long),
-    ]
-}
-
-fn broker_entries(broker: &Broker) -> Vec<(&'static str, String, Type)> {
+/// The broker's values: all defaults (a broker has no overrides).
+fn broker_entries(broker: &Broker) -> Vec<(&'static str, String, Type, bool)> {
     let config = &broker.config;
-    vec![
+    let entries = vec![
         (
             "auto.create.topics.enable",
             config.auto_create_topics.to_string(),
             Type::Boolean,
         ),
         ("broker.id", config.node_id.to_string(), Type::Int),
-        ("delete.topic.enable", "false".into(), Type::Boolean),
+        ("delete.topic.enable", "true".into(), Type::Boolean),
         (
             "message.max.bytes",
             broker
@@ -156,5 +119,9 @@ fn broker_entries(broker: &Broker) -> Vec<(&'static str, String, Type)> {
             config.max_request_bytes.to_string(),
             Type::Int,
         ),
-    ]
+    ];
+    entries
+        .into_iter()
+        .map(|(key, value, kind)| (key, value, kind, false))
+        .collect()
 }

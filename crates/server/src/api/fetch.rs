@@ -70,13 +70,14 @@ impl Waiting {
             .topics
             .iter()
             .map(|topic| {
+                let name = super::requested_topic(broker, cx.version, &topic.topic, topic.topic_id);
                 topic
                     .partitions
                     .iter()
                     .map(|p| {
                         slot(
                             broker,
-                            topic.topic.0.as_str(),
+                            name.as_deref(),
                             p.partition,
                             p.fetch_offset,
                             p.partition_max_bytes,
@@ -137,10 +138,22 @@ impl Waiting {
     }
 }
 
-fn slot(broker: &Broker, topic: &str, partition: i32, fetch_offset: i64, max_bytes: i32) -> Slot {
-    let found = u32::try_from(partition)
-        .map_err(|_| ResponseError::UnknownTopicOrPartition.code())
-        .and_then(|index| {
+/// The slot of one requested partition of `topic` (or the code naming it failed with).
+fn slot(
+    broker: &Broker,
+    topic: Result<&str, &i16>,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+) -> Slot {
+    let found = topic
+        .map_err(|code| *code)
+        .and_then(|topic| {
+            u32::try_from(partition)
+                .map(|index| (topic, index))
+                .map_err(|_| ResponseError::UnknownTopicOrPartition.code())
+        })
+        .and_then(|(topic, index)| {
             broker
                 .engine
                 .raw_partition(topic, index)

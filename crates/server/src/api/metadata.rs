@@ -8,7 +8,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use super::{text, topic_name};
+use super::{text, topic_id, topic_name};
 use crate::broker::{Broker, Context, respond};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
@@ -40,9 +40,12 @@ pub fn handle(
             .into_iter()
             .map(|topic| match topic.name {
                 Some(name) => lookup(broker, name.0.as_str(), may_create),
-                None => MetadataResponseTopic::default()
-                    .with_topic_id(topic.topic_id)
-                    .with_error_code(ResponseError::UnknownTopicId.code()),
+                None => match super::topic_by_id(broker, topic.topic_id) {
+                    Some((name, partitions)) => describe(broker, &name, partitions),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(topic.topic_id)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                },
             })
             .collect(),
     };
@@ -104,6 +107,7 @@ fn describe(broker: &Broker, name: &str, partitions: u32) -> MetadataResponseTop
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
+        .with_topic_id(topic_id(broker, name))
         .with_is_internal(name.starts_with("__"))
         .with_partitions(partitions)
 }

@@ -23,8 +23,16 @@ use crate::response::Encoded;
 pub struct Waiting {
     cx: Context,
     deadline: Instant,
-    /// Per topic, its name and per partition its index and fate.
-    topics: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Outcome)>)>,
+    topics: Vec<TopicWaiting>,
+}
+
+/// One topic of a produce: its name and id as the request gave them, and per partition its
+/// index and fate.
+#[derive(Debug)]
+struct TopicWaiting {
+    name: kafka_protocol::messages::TopicName,
+    id: uuid::Uuid,
+    partitions: Vec<(i32, Outcome)>,
 }
 
 #[derive(Debug)]
@@ -50,17 +58,20 @@ pub fn handle(
         .topic_data
         .into_iter()
         .map(|topic| {
-            let name = topic.name.0.as_str().to_owned();
+            let name = super::requested_topic(broker, cx.version, &topic.name, topic.topic_id);
             let partitions = topic
                 .partition_data
                 .into_iter()
                 .map(|data| {
-                    let outcome = match level {
-                        None => Outcome::Failed(ResponseError::InvalidRequiredAcks.code(), None),
-                        Some(level) => append(
+                    let outcome = match (level, &name) {
+                        (None, _) => {
+                            Outcome::Failed(ResponseError::InvalidRequiredAcks.code(), None)
+                        }
+                        (_, Err(code)) => Outcome::Failed(*code, None),
+                        (Some(level), Ok(name)) => append(
                             broker,
                             session,
-                            &name,
+                            name,
                             data.index,
                             data.records.as_deref(),
                             level,
@@ -69,7 +80,11 @@ pub fn handle(
                     (data.index, outcome)
                 })
                 .collect();
-            (topic.name, partitions)
+            TopicWaiting {
+                name: topic.name,
+                id: topic.topic_id,
+                partitions,
+            }
         })
         .collect();
     if request.acks == 0 {
@@ -119,15 +134,22 @@ impl Waiting {
         let responses = self
             .topics
             .into_iter()
-            .map(|(name, partitions)| {
-                let partitions = partitions
-                    .into_iter()
-                    .map(|(index, outcome)| resolve(index, outcome, deadline))
-                    .collect();
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(partitions)
-            })
+            .map(
+                |TopicWaiting {
+                     name,
+                     id,
+                     partitions,
+                 }| {
+                    let partitions = partitions
+                        .into_iter()
+                        .map(|(index, outcome)| resolve(index, outcome, deadline))
+                        .collect();
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_topic_id(id)
+                        .with_partition_responses(partitions)
+                },
+            )
             .collect();
         respond(
             self.cx,

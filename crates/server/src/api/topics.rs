@@ -1,16 +1,15 @@
 //! CreateTopics and DeleteTopics.
 //!
-//! Topics are created with the engine's default log configuration: per-topic settings are not
-//! persisted by the engine yet, so a request that sets any is refused (INVALID_CONFIG) rather
-//! than honoured until the next restart. The engine cannot delete a topic yet: DeleteTopics
-//! answers TOPIC_DELETION_DISABLED, as a Kafka broker with `delete.topic.enable=false` does.
+//! A topic created with configs gets its own log configuration (persisted by the engine with
+//! the topic); an unknown or unsupported key is refused (INVALID_CONFIG) naming it. DeleteTopics removes a topic and its records
+//! (by name, or from v6 by id).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 
 use super::text;
@@ -18,6 +17,7 @@ use crate::broker::{Broker, Context, Session, respond};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
 use crate::response::Encoded;
+use crate::topic_config;
 
 pub fn create(
     broker: &Broker,
@@ -43,7 +43,13 @@ pub fn create(
                             topic.name.0.as_str()
                         );
                     }
+                    let id = if request.validate_only {
+                        uuid::Uuid::nil()
+                    } else {
+                        super::topic_id(broker, topic.name.0.as_str())
+                    };
                     result
+                        .with_topic_id(id)
                         .with_num_partitions(partitions as i32)
                         .with_replication_factor(1)
                 }
@@ -91,15 +97,29 @@ fn create_one(
             "manual replica assignment is not supported".into(),
         ));
     }
-    if let Some(config) = topic.configs.first() {
+    // Kafka's broker-wide default for a topic's limit is the broker's; a topic may lower it
+    // but not raise it, because the shards size their write buffers by the broker's.
+    let default = broker.engine.default_topic_config();
+    let config = topic_config::apply(
+        default,
+        topic
+            .configs
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+    )
+    .map_err(|refused| (ResponseError::InvalidConfig.code(), refused.to_string()))?;
+    if config.limits.max_batch_bytes > default.limits.max_batch_bytes {
         return Err((
             ResponseError::InvalidConfig.code(),
             format!(
-                "{}: per-topic configuration is not supported yet",
-                config.name.as_str()
+                "config max.message.bytes: {} exceeds the broker's message.max.bytes {}",
+                config.limits.max_batch_bytes, default.limits.max_batch_bytes
             ),
         ));
     }
+    config
+        .validate()
+        .map_err(|e| (code_of(&e), e.to_string()))?;
     if broker
         .engine
         .topics()
@@ -118,46 +138,76 @@ fn create_one(
         })?;
         return Ok(partitions);
     }
-    broker
-        .engine
-        .create_topic(name, partitions)
-        .map_err(|e| (code_of(&e), e.to_string()))?;
+    let created = if topic.configs.is_empty() {
+        // No configs: the topic follows the broker's default, whatever it is at each start.
+        broker.engine.create_topic(name, partitions)
+    } else {
+        broker.engine.create_topic_with(name, partitions, config)
+    };
+    created.map_err(|e| (code_of(&e), e.to_string()))?;
     Ok(partitions)
 }
 
 pub fn delete(
     broker: &Broker,
+    session: &Session,
     cx: Context,
     request: DeleteTopicsRequest,
 ) -> Result<Encoded, ConnectionError> {
-    let responses = request
-        .topic_names
+    // Up to v5 topics are named in `topic_names`; v6 lists them in `topics`, by name or id.
+    let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if cx.version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = wanted
         .into_iter()
-        .map(|name| {
-            let exists = broker
-                .engine
-                .topics()
-                .iter()
-                .any(|(t, _)| t == name.0.as_str());
-            let (code, message) = if exists {
-                (
-                    ResponseError::TopicDeletionDisabled.code(),
-                    "rill cannot delete topics yet",
-                )
-            } else {
-                (
-                    ResponseError::UnknownTopicOrPartition.code(),
-                    "no such topic",
-                )
-            };
-            DeletableTopicResult::default()
-                .with_name(Some(name))
-                .with_error_code(code)
-                .with_error_message(Some(text(message)))
-        })
+        .map(|(name, id)| delete_one(broker, session, name, id))
         .collect();
     respond(
         cx,
         &DeleteTopicsResponse::default().with_responses(responses),
     )
+}
+
+/// Deletes one topic named by name or (v6) by id.
+fn delete_one(
+    broker: &Broker,
+    session: &Session,
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+) -> DeletableTopicResult {
+    let name = match name {
+        Some(name) => name.0.as_str().to_owned(),
+        None => match super::topic_by_id(broker, id) {
+            Some((name, _)) => name,
+            None => {
+                return DeletableTopicResult::default()
+                    .with_topic_id(id)
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+                    .with_error_message(Some(text("no topic has this id")));
+            }
+        },
+    };
+    let id = super::topic_id(broker, &name);
+    let result = DeletableTopicResult::default()
+        .with_name(Some(super::topic_name(&name)))
+        .with_topic_id(id);
+    match broker.engine.delete_topic(&name) {
+        Ok(()) => {
+            log::info!("{} deleted topic {name:?}", session.peer);
+            result
+        }
+        Err(error) => result
+            .with_error_code(code_of(&error))
+            .with_error_message(Some(text(error.to_string()))),
+    }
 }
