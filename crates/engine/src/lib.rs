@@ -48,36 +48,16 @@ pub mod fuzzing;
 
 // The internals: public only to rill's own tools, through the `unstable` feature. Without it
 // some of their items are used only by those tools, hence the `dead_code` allowance.
-#[cfg(feature = "unstable")]
-pub mod inspect;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod inspect;
-#[cfg(feature = "unstable")]
-pub mod io;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod io;
-#[cfg(feature = "unstable")]
-pub mod log;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod log;
-#[cfg(feature = "unstable")]
-pub mod record;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod record;
-#[cfg(feature = "unstable")]
-pub mod ring;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod ring;
-#[cfg(feature = "unstable")]
-pub mod store;
-#[cfg(not(feature = "unstable"))]
-#[allow(dead_code, unused_imports)]
-mod store;
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "unstable")]
+        pub mod $name;
+        #[cfg(not(feature = "unstable"))]
+        #[allow(dead_code, unused_imports)]
+        mod $name;
+    )*};
+}
+internal_modules!(inspect, io, log, record, ring, store);
 
 mod lock;
 mod raw;
@@ -85,15 +65,15 @@ mod recycle;
 pub(crate) mod sync;
 mod time;
 
+pub use self::log::{FsyncPolicy, LogConfig, LogSlice, Visibility};
+pub use self::record::{Compression, Header, Headers, Limits, Record, RecordError};
 pub use consumer::{Consumer, ConsumerConfig, Polled, PolledSlice, Seek, StartFrom};
 pub use engine::Ticket;
 pub use engine::{AckLevel, Engine, EngineConfig, IoMode};
 pub use error::{Error, Result};
-pub use log::{FsyncPolicy, LogConfig, LogSlice, Visibility};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};
 pub use raw::{RawAppender, RawPartition, RawTicket};
-pub use record::{Compression, Header, Headers, Limits, Record, RecordError};
 pub use topic::{InvalidTopicName, MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
 
 // The handles' thread-safety is part of the API: a change that loses it must not compile.

@@ -19,7 +19,7 @@ use crate::log::Origin;
 use crate::partitioner::{PartitionChooser, Partitioner};
 use crate::record::{BatchBuilder, Compression, HEADER_LEN, Header};
 use crate::recycle::{BatchBuf, Recycler};
-use crate::ring::{self, PushError};
+use crate::ring;
 
 /// Spare batch buffers a lane keeps for reuse. Buffers in flight, in the ring and in the
 /// partition's in-memory tail are not counted: this only absorbs the jitter between buffers
@@ -438,7 +438,7 @@ impl Producer {
             // Just encoded by `build`, which computed the CRC over these bytes.
             origin: Origin::Builder,
         };
-        push_blocking(lane, request, timeout)?;
+        lane.entry.push_blocking(&mut lane.ring, request, timeout)?;
         open.ack.mark_submitted();
         lane.entry.shard.wake();
         lane.last = Some(Ticket::new(open.ack, count - 1, level));
@@ -517,40 +517,6 @@ impl Drop for Producer {
                 log::warn!("rill: producer dropped with unsent records: {error}");
             }
         }
-    }
-}
-
-/// Pushes with back-off: the shard frees room at its own pace, so a waiting producer sleeps
-/// in growing steps (never spins for long) until there is room or the timeout passes.
-fn push_blocking(lane: &mut Lane, request: Request, timeout: Option<Duration>) -> Result<()> {
-    let started = Instant::now();
-    let mut request = request;
-    let mut nap = Duration::from_micros(20);
-    loop {
-        match lane.ring.push(request) {
-            Ok(()) => return Ok(()),
-            Err(PushError::Full(back)) => request = back,
-        }
-        if !lane.entry.shard.is_alive() {
-            request.ack.fail("the engine shut down".into());
-            return Err(Error::EngineClosed);
-        }
-        if lane.entry.is_deleted() {
-            let error = lane.entry.gone();
-            request.ack.fail_with(&error);
-            return Err(error);
-        }
-        lane.entry.shard.wake();
-        if timeout.is_some_and(|limit| started.elapsed() >= limit) {
-            request
-                .ack
-                .fail("no room in the shard's queue within the send timeout".into());
-            return Err(Error::SendTimeout {
-                partition: lane.entry.tp.clone(),
-            });
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(2));
     }
 }
 

@@ -159,7 +159,8 @@ impl RawAppender {
             // builder again: the log never trusts a caller's batch.
             origin: Origin::Outside,
         };
-        push(lane, request, timeout)?;
+        lane.entry
+            .push_blocking(&mut lane.ring, request, Some(timeout))?;
         ack.mark_submitted();
         lane.entry.shard.wake();
         Ok(RawTicket {
@@ -224,39 +225,6 @@ fn validate(partition: &RawPartition, batch: &[u8]) -> Result<i32> {
         record.map_err(invalid)?;
     }
     Ok(declared)
-}
-
-/// Pushes with back-off until there is room, the shard is gone, or the timeout passes.
-fn push(lane: &mut Lane, request: Request, timeout: Duration) -> Result<()> {
-    let started = Instant::now();
-    let mut request = request;
-    let mut nap = Duration::from_micros(20);
-    loop {
-        match lane.ring.push(request) {
-            Ok(()) => return Ok(()),
-            Err(ring::PushError::Full(back)) => request = back,
-        }
-        if !lane.entry.shard.is_alive() {
-            request.ack.fail("the engine shut down".into());
-            return Err(Error::EngineClosed);
-        }
-        if lane.entry.is_deleted() {
-            let error = lane.entry.gone();
-            request.ack.fail_with(&error);
-            return Err(error);
-        }
-        lane.entry.shard.wake();
-        if started.elapsed() >= timeout {
-            request
-                .ack
-                .fail("no room in the shard's queue within the send timeout".into());
-            return Err(Error::SendTimeout {
-                partition: lane.entry.tp.clone(),
-            });
-        }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(2));
-    }
 }
 
 impl Engine {

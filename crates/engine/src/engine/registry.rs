@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
-use super::{EngineConfig, Notifier, ShardControl};
+use super::{EngineConfig, Notifier, Request, ShardControl};
 use crate::error::{Error, Result};
 use crate::log::{LogConfig, LogReader};
+use crate::ring::{self, PushError};
 use crate::store::Store;
 use crate::topic::{TopicId, TopicName, TopicPartition};
 
@@ -33,6 +35,47 @@ impl PartitionEntry {
     pub fn gone(&self) -> Error {
         Error::UnknownTopic {
             topic: self.tp.topic.to_string(),
+        }
+    }
+
+    /// Pushes `request` into this partition's `ring`, backing off while it is full: the shard
+    /// frees room at its own pace, so the sender sleeps in growing steps (never spins for
+    /// long) until there is room, the shard or the topic is gone, or `timeout` passes. The
+    /// request's ack is failed whenever it is not pushed, so no ticket waits for it.
+    pub fn push_blocking(
+        &self,
+        ring: &mut ring::Producer<Request>,
+        request: Request,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut request = request;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            match ring.push(request) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Full(back)) => request = back,
+            }
+            if !self.shard.is_alive() {
+                request.ack.fail("the engine shut down".into());
+                return Err(Error::EngineClosed);
+            }
+            if self.is_deleted() {
+                let error = self.gone();
+                request.ack.fail_with(&error);
+                return Err(error);
+            }
+            self.shard.wake();
+            if timeout.is_some_and(|limit| started.elapsed() >= limit) {
+                request
+                    .ack
+                    .fail("no room in the shard's queue within the send timeout".into());
+                return Err(Error::SendTimeout {
+                    partition: self.tp.clone(),
+                });
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
         }
     }
 }
