@@ -106,6 +106,19 @@ def kafka_python_member(bootstrap: str, topic: str, group: str, instance: str | 
         )
         try:
             consumer.subscribe([topic], listener=Listener())
+            # Learn the topic's partitions before the first poll (which joins the group).
+            # kafka-python 3.0.12 has a race a leader can lose otherwise: when it assigned on
+            # metadata that has changed since (here: before its first metadata response, so
+            # with no partitions), it rejoins on that metadata change alone, and its
+            # assignment of the new generation makes `need_rejoin()` false again while its
+            # SyncGroup is still in flight. If `poll(timeout_ms=100)` gives up then, no later
+            # poll awaits the join (unlike Java's `rejoinNeededOrPending`): the member never
+            # applies the SyncGroup answer nor heartbeats again, and its session runs out. A
+            # full metadata update after subscribing (the coordinator's snapshot is refreshed
+            # on it) means the leader's snapshot never changes on this fixed topic, so only
+            # rebalances the coordinator asks for happen, and those keep `need_rejoin()` true
+            # until the join completes. A metadata failure still ends the test in its waits.
+            consumer.topics()
             while not member.stop_flag.is_set():
                 for tp, records in consumer.poll(timeout_ms=100).items():
                     for r in records:
