@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::record::RecordError;
 use crate::topic::{InvalidTopicName, TopicPartition};
@@ -169,12 +170,14 @@ pub enum Error {
     EngineClosed,
 
     /// The shard could not append the batch holding the record; no offset was assigned.
-    #[error("{partition}: the batch could not be appended: {reason}")]
+    #[error("{partition}: the batch could not be appended: {source}")]
     ProduceFailed {
         /// The partition.
         partition: TopicPartition,
-        /// Why.
-        reason: String,
+        /// Why: the error that failed the batch, shared by every record of it (and of any
+        /// other batch the same error failed).
+        #[source]
+        source: Arc<Error>,
     },
 
     /// [`Ticket::wait`](crate::Ticket::wait) on a record still in its producer's open batch.

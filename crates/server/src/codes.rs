@@ -17,9 +17,16 @@ pub fn code_of(error: &Error) -> i16 {
         Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         Error::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         Error::SendTimeout { .. } => ResponseError::RequestTimedOut,
+        // A batch that failed answers with the code of what failed it; a cause with no code
+        // of its own is the storage's.
+        Error::ProduceFailed { source, .. } => match code_of(source) {
+            code if code == ResponseError::UnknownServerError.code() => {
+                ResponseError::KafkaStorageError
+            }
+            code => return code,
+        },
         Error::StorageFull { .. }
         | Error::Io { .. }
-        | Error::ProduceFailed { .. }
         | Error::Corrupt { .. }
         | Error::CorruptFile { .. } => ResponseError::KafkaStorageError,
         Error::Closed { .. } | Error::EngineClosed => ResponseError::NotLeaderOrFollower,
@@ -44,4 +51,43 @@ pub fn record_code(error: &RecordError) -> i16 {
         _ => ResponseError::InvalidRecord,
     };
     kind.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kafka_protocol::ResponseError;
+    use rill_engine::{Error, TopicName, TopicPartition};
+
+    use super::code_of;
+
+    fn partition() -> TopicPartition {
+        let topic = TopicName::new("t").unwrap_or_else(|error| panic!("{error}"));
+        TopicPartition::new(topic, 0)
+    }
+
+    fn failed(source: Error) -> Error {
+        Error::ProduceFailed {
+            partition: partition(),
+            source: Arc::new(source),
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_answers_with_the_code_of_its_cause() {
+        let timed_out = failed(Error::SendTimeout {
+            partition: partition(),
+        });
+        assert_eq!(code_of(&timed_out), ResponseError::RequestTimedOut.code());
+        assert_eq!(
+            code_of(&failed(Error::EngineClosed)),
+            ResponseError::NotLeaderOrFollower.code()
+        );
+        // A cause with no code of its own is a storage error, not an unknown one.
+        let broken = failed(Error::Invariant {
+            what: "test".into(),
+        });
+        assert_eq!(code_of(&broken), ResponseError::KafkaStorageError.code());
+    }
 }

@@ -79,10 +79,11 @@ pub(crate) struct BatchAck {
 
 /// Why a batch failed. A full disk is told apart because callers handle it differently (free
 /// space and send again, no restart), and a stopped partition because every ticket must name
-/// the I/O error and the offsets it cost.
+/// the I/O error and the offsets it cost. Any other cause is kept typed, shared by every
+/// batch it failed.
 #[derive(Debug)]
 enum Failure {
-    Reason(String),
+    Error(Arc<Error>),
     StorageFull,
     Poisoned(Poison),
 }
@@ -108,20 +109,31 @@ impl BatchAck {
         self.state.store(base_offset, Ordering::Release);
     }
 
-    pub fn fail(&self, reason: String) {
-        self.set_failure(Failure::Reason(reason));
-    }
-
-    /// Fails the batch with `error`, keeping what a ticket needs to report it typed: a full
-    /// disk, or the poison of a stopped partition.
-    pub fn fail_with(&self, error: &Error) {
-        let failure = match error {
+    /// Fails the batch with `error`. A full disk and the stop of the partition are kept as
+    /// such (see [`Failure`]); any other error is kept as it is, for the ticket to hand on.
+    pub fn fail(&self, error: Arc<Error>) {
+        let failure = match &*error {
             Error::StorageFull { .. } => Failure::StorageFull,
             Error::PartitionFailed(_) => match self.partition.reader.poison() {
                 Some(poison) => Failure::Poisoned(poison.clone()),
-                None => Failure::Reason(error.to_string()),
+                None => Failure::Error(error),
             },
-            other => Failure::Reason(other.to_string()),
+            _ => Failure::Error(error),
+        };
+        self.set_failure(failure);
+    }
+
+    /// Fails the batch with an error its caller keeps: the stop of the partition or a full
+    /// disk, the only errors the io_uring path fails batches with. Any other error cannot be
+    /// shared without owning it, and reaching here with one is a bug, reported as such.
+    pub fn fail_with(&self, error: &Error) {
+        let poison = self.partition.reader.poison();
+        let failure = match (error, poison) {
+            (Error::StorageFull { .. }, _) => Failure::StorageFull,
+            (Error::PartitionFailed(_), Some(poison)) => Failure::Poisoned(poison.clone()),
+            (other, _) => Failure::Error(Arc::new(Error::Invariant {
+                what: format!("a batch failed with an unshared error: {other}"),
+            })),
         };
         self.set_failure(failure);
     }
@@ -218,9 +230,9 @@ impl Ticket {
                 path: tp.dir_name().into(),
             }),
             (Some(Failure::Poisoned(poison)), None) => Err(poison.error(tp)),
-            (Some(Failure::Reason(reason)), _) => Err(Error::ProduceFailed {
+            (Some(Failure::Error(error)), _) => Err(Error::ProduceFailed {
                 partition: tp.clone(),
-                reason: reason.clone(),
+                source: error.clone(),
             }),
         }
     }

@@ -57,19 +57,18 @@ impl PartitionEntry {
                 Err(PushError::Full(back)) => request = back,
             }
             if !self.shard.is_alive() {
-                request.ack.fail("the engine shut down".into());
+                request.ack.fail(Arc::new(Error::EngineClosed));
                 return Err(Error::EngineClosed);
             }
             if self.is_deleted() {
-                let error = self.gone();
-                request.ack.fail_with(&error);
-                return Err(error);
+                request.ack.fail(Arc::new(self.gone()));
+                return Err(self.gone());
             }
             self.shard.wake();
             if timeout.is_some_and(|limit| started.elapsed() >= limit) {
-                request
-                    .ack
-                    .fail("no room in the shard's queue within the send timeout".into());
+                request.ack.fail(Arc::new(Error::SendTimeout {
+                    partition: self.tp.clone(),
+                }));
                 return Err(Error::SendTimeout {
                     partition: self.tp.clone(),
                 });

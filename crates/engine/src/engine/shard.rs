@@ -370,11 +370,12 @@ impl Shard {
             self.settle_partition(later)?;
         }
         let mut owned = self.partitions.remove(index);
-        let gone = owned.entry.gone();
+        // One error for every batch the deletion fails, shared.
+        let gone = Arc::new(owned.entry.gone());
         for input in &mut owned.inputs {
             input.pop_into(&mut self.scratch, usize::MAX);
             for request in self.scratch.drain(..) {
-                request.ack.fail_with(&gone);
+                request.ack.fail(gone.clone());
             }
         }
         if let Some(direct) = self.direct.as_mut() {
@@ -462,7 +463,7 @@ impl Shard {
                         wants_sync |= request.sync;
                         pass_acks.push(request.ack);
                     }
-                    Err(error) => request.ack.fail_with(&error),
+                    Err(error) => request.ack.fail(Arc::new(error)),
                 }
                 handled += 1;
             }
@@ -478,8 +479,9 @@ impl Shard {
                 owned.log.sync_if_due().map(|_| ())
             };
             if let Err(error) = synced {
+                let error = Arc::new(error);
                 for ack in pass_acks.drain(..) {
-                    ack.fail_with(&error);
+                    ack.fail(error.clone());
                 }
             }
             pass_acks.clear();
@@ -503,14 +505,14 @@ impl Shard {
                 handled += 1;
                 let len = request.batch.len();
                 if let Err(error) = self.make_room(index, len) {
-                    request.ack.fail_with(&error);
+                    request.ack.fail(Arc::new(error));
                     continue;
                 }
                 let owned = &mut self.partitions[index];
                 let Some(io) = owned.io.as_mut() else {
-                    request
-                        .ack
-                        .fail("the partition lost its io_uring registration".into());
+                    request.ack.fail(Arc::new(Error::Invariant {
+                        what: format!("{} lost its io_uring registration", owned.entry.tp),
+                    }));
                     continue;
                 };
                 let Request {
@@ -536,7 +538,7 @@ impl Shard {
                             io.fail_all(&error);
                         }
                     }
-                    Err(error) => ack.fail_with(&error),
+                    Err(error) => ack.fail(Arc::new(error)),
                 }
             }
         }
