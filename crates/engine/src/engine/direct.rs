@@ -319,15 +319,15 @@ impl PartitionIo {
             // Stopped meanwhile (a failure elsewhere on the path): this write's batches can
             // never be published, so they fail with the partition.
             (_, _, Some(stopped)) => stopped,
+            // A sync that ran and failed stops the partition whatever its write said: it
+            // covered earlier unsynced writes too, whose pages the kernel may have dropped.
+            (_, SyncOutcome::Failed(error), None) => log.poison_with("sync segment", path, error),
             (Err(error), _, None) if is_storage_full(error) => Error::io(
                 "write segment",
                 path,
                 io::Error::from_raw_os_error(libc::ENOSPC),
             ),
             (Err(error), _, None) => log.poison_with("write segment", path, error),
-            (Ok(_), SyncOutcome::Failed(error), None) => {
-                log.poison_with("sync segment", path, error)
-            }
             (Ok(_), _, None) => {
                 let synced = matches!(done.sync, SyncOutcome::Synced);
                 log.complete_through(end, synced, &mut batches);
@@ -482,6 +482,67 @@ mod tests {
             log.stage(&mut next, Origin::Builder).is_err(),
             "and takes nothing more"
         );
+    }
+
+    /// Found by the storage simulator: a completion whose write failed for lack of space and
+    /// whose sync ran and failed was taken as a retryable `ENOSPC`, so a later successful sync
+    /// could publish as durable earlier writes that the failed sync had covered.
+    #[test]
+    fn a_failed_sync_stops_the_partition_even_when_its_write_ran_out_of_space() {
+        let Ok(mut direct) = DirectIo::probe(64 * 1024, None) else {
+            eprintln!("skipped: io_uring is not available here");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+        let mut log = PartitionLog::open(
+            dir.path(),
+            tp.clone(),
+            LogConfig::default(),
+            Box::new(PortableIo),
+        )
+        .unwrap();
+        let entry = Arc::new(PartitionEntry {
+            tp,
+            reader: log.reader(),
+            shard: Arc::new(ShardControl::new(0)),
+            notifier: Arc::new(Notifier::default()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut io = PartitionIo::open(&mut direct, &log, 0, false).unwrap();
+        assert!(io.start_buffer(&mut direct));
+        let mut batch = builder_batch();
+        let staged = log.stage(&mut batch, Origin::Builder).unwrap();
+        let ack = BatchAck::new(entry);
+        ack.appended(staged.base_offset);
+        ack.mark_submitted();
+        let end = staged.position + staged.len;
+        assert!(io.stage(
+            BatchBuf::new(batch, Recycler::new(1)),
+            end,
+            ack.clone(),
+            true
+        ));
+        assert_eq!(io.queue(&mut direct, &mut log).ok(), Some(true));
+
+        // What the pipeline is handed in place of the kernel's answer.
+        let done = Completion {
+            token: 0,
+            file: io.slot,
+            position: 0,
+            len: BLOCK,
+            written: 0,
+            result: Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            sync: SyncOutcome::Failed(io::Error::from_raw_os_error(libc::EIO)),
+        };
+        let failure = io.complete(&mut direct, &mut log, &done);
+        assert!(
+            matches!(failure, Some(Error::PartitionFailed(_))),
+            "{failure:?}"
+        );
+        assert!(log.poison().is_some(), "the partition stopped");
+        let ticket = Ticket::new(ack, 0, AckLevel::Durable);
+        assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
     }
 
     fn builder_batch() -> Vec<u8> {

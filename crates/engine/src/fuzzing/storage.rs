@@ -4,9 +4,9 @@
 //! It does the real I/O (so the engine's maps read real bytes) and keeps its own model of what
 //! a disk would hold after a power loss:
 //!
-//! - per file, the logical end of what was written and of what a successful sync covered;
-//! - the ranges a *failed* sync covered, which are lost for good (the kernel may drop dirty
-//!   pages after a failed `fsync` and report a later one as successful);
+//! - per file, the ranges written since the last successful sync;
+//! - the ranges a *failed* sync covered, which are lost for good unless written again (the
+//!   kernel may drop dirty pages after a failed `fsync` and report a later one as successful);
 //! - on [`SimStorage::crash`], every I/O fails (the process is gone); then
 //!   [`SimStorage::restart`] tears every unsynced range at sector granularity (each 512-byte
 //!   sector keeps its new bytes or reverts to zeros, at random) and zeroes every lost range.
@@ -20,7 +20,7 @@
 //! What it does not model: metadata operations outside the backend (creating, truncating and
 //! sealing segments, index and checkpoint files) are taken as durable when they return.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -106,30 +106,81 @@ impl FaultCounts {
     }
 }
 
-/// What the model knows of one file.
+/// What the model knows of one file: which byte ranges a crash may tear and which it loses.
+///
+/// Ranges, not a single "synced up to" mark, because the engine re-writes below its furthest
+/// write: after a write refused for lack of space it starts again from the log's published end,
+/// over bytes that a failed write (and maybe a failed sync) already covered.
 #[derive(Clone, Debug, Default)]
 struct FileModel {
-    /// Bytes below this are on disk for sure (synced, or there before the model saw the file).
-    synced_end: u64,
-    /// Bytes below this were written (maybe only to the page cache).
-    written_end: u64,
-    /// Ranges a failed sync covered: gone after a crash, whatever later syncs say.
-    lost: Vec<(u64, u64)>,
+    /// Written since the last successful sync (maybe only to the page cache): each sector
+    /// keeps its new bytes or not at a crash.
+    dirty: Ranges,
+    /// Covered by a failed sync and not written since: gone after a crash, whatever later
+    /// syncs say (the kernel may drop dirty pages after a failed `fsync`).
+    lost: Ranges,
 }
 
 impl FileModel {
-    fn starting_at(position: u64) -> Self {
-        Self {
-            synced_end: position,
-            written_end: position,
-            lost: Vec::new(),
-        }
+    /// New bytes over `from..to`: no longer lost, not yet durable.
+    fn written(&mut self, from: u64, to: u64) {
+        self.lost.remove(from, to);
+        self.dirty.insert(from, to);
+    }
+
+    fn synced(&mut self) {
+        self.dirty.clear();
     }
 
     fn sync_failed(&mut self) {
-        if self.written_end > self.synced_end {
-            self.lost.push((self.synced_end, self.written_end));
+        for (from, to) in std::mem::take(&mut self.dirty).0 {
+            self.lost.insert(from, to);
         }
+    }
+}
+
+/// Disjoint, sorted, non-adjacent half-open byte ranges.
+#[derive(Clone, Debug, Default)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    fn insert(&mut self, from: u64, to: u64) {
+        if from >= to {
+            return;
+        }
+        let (mut from, mut to) = (from, to);
+        // Absorb every range that overlaps or touches the new one.
+        self.0.retain(|&(a, b)| {
+            let apart = b < from || a > to;
+            if !apart {
+                from = from.min(a);
+                to = to.max(b);
+            }
+            apart
+        });
+        let at = self.0.partition_point(|&(a, _)| a < from);
+        self.0.insert(at, (from, to));
+    }
+
+    fn remove(&mut self, from: u64, to: u64) {
+        let mut kept = Vec::with_capacity(self.0.len() + 1);
+        for &(a, b) in &self.0 {
+            if b <= from || a >= to {
+                kept.push((a, b));
+                continue;
+            }
+            if a < from {
+                kept.push((a, from));
+            }
+            if b > to {
+                kept.push((to, b));
+            }
+        }
+        self.0 = kept;
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -149,6 +200,9 @@ struct State {
     syncs: u64,
     /// Fail the sync with this number (1-based) with this error number.
     fail_sync: Option<(u64, i32)>,
+    /// io_uring tokens whose last write result was a fault injected in place of a full write:
+    /// the sync linked to that write must come back cancelled.
+    broken_links: HashSet<u64>,
 }
 
 /// The simulator; share it with the engine through `EngineConfig::storage`.
@@ -170,6 +224,7 @@ impl SimStorage {
                 counts: FaultCounts::default(),
                 syncs: 0,
                 fail_sync: None,
+                broken_links: HashSet::new(),
             }),
         })
     }
@@ -226,17 +281,17 @@ impl SimStorage {
                 Err(error) => return Err(error),
             };
             let length = file.metadata()?.len();
-            let mut sector = model.synced_end - model.synced_end % SECTOR;
-            while sector < model.written_end {
-                if state.rng.chance(500) {
-                    let from = sector.max(model.synced_end);
-                    let to = (sector + SECTOR).min(model.written_end);
-                    zero(&file, from, to, length)?;
-                    state.counts.torn_sectors += 1;
+            for &(from, to) in &model.dirty.0 {
+                let mut sector = from - from % SECTOR;
+                while sector < to {
+                    if state.rng.chance(500) {
+                        zero(&file, sector.max(from), (sector + SECTOR).min(to), length)?;
+                        state.counts.torn_sectors += 1;
+                    }
+                    sector += SECTOR;
                 }
-                sector += SECTOR;
             }
-            for (from, to) in model.lost {
+            for (from, to) in model.lost.0 {
                 zero(&file, from, to, length)?;
             }
         }
@@ -334,13 +389,10 @@ impl IoBackend for SimBackend {
                 _ => bytes.len(),
             };
             state.put(key, rng);
-            let model = state
-                .files
-                .entry(path)
-                .or_insert_with(|| FileModel::starting_at(position));
             if fault.is_none_or(|code| code == 0) {
                 // What lands (all of it, or a torn prefix) is written but unsynced.
-                model.written_end = model.written_end.max(position + prefix as u64);
+                let model = state.files.entry(path).or_default();
+                model.written(position, position + prefix as u64);
             }
             (fault.map(|code| (code, prefix)), slow)
         };
@@ -373,7 +425,7 @@ impl IoBackend for SimBackend {
             if let Some(model) = state.files.get_mut(&path) {
                 match fault {
                     Some(_) => model.sync_failed(),
-                    None => model.synced_end = model.written_end,
+                    None => model.synced(),
                 }
             }
             (fault.map_or(Ok(()), |code| Err(errno(code))), slow)
@@ -410,6 +462,26 @@ fn decide_sync(state: &mut State, rng: &mut SimRng) -> Option<i32> {
     Some(code)
 }
 
+/// The result a write completion reports: the kernel's, or a fault the rates inject in its
+/// place (an error, or fewer bytes than were written).
+fn inject_write(state: &mut State, rng: &mut SimRng, res: i32) -> i32 {
+    let rates = state.rates;
+    if res <= 0 {
+        res
+    } else if rng.chance(rates.write_enospc) {
+        state.counts.write_enospc += 1;
+        -libc::ENOSPC
+    } else if rng.chance(rates.write_eio) {
+        state.counts.write_eio += 1;
+        -libc::EIO
+    } else if res > 1 && rng.chance(rates.short_write) {
+        state.counts.short_write += 1;
+        1 + rng.below(res as u64 - 1) as i32
+    } else {
+        res
+    }
+}
+
 fn count_sync_fault(state: &mut State, code: i32) {
     if code == libc::ENOSPC {
         state.counts.sync_enospc += 1;
@@ -430,30 +502,28 @@ impl Storage for Arc<SimStorage> {
             if state.crashed {
                 return -libc::EIO;
             }
-            let rates = state.rates;
             let mut rng = state.take(&key);
-            let slow = rng.chance(rates.slow);
+            let slow = rng.chance(state.rates.slow);
             if slow {
                 state.counts.slow += 1;
             }
             let res = if is_sync {
                 match res {
+                    _ if state.broken_links.remove(&token) => -libc::ECANCELED,
                     0 => decide_sync(&mut state, &mut rng).map_or(0, |code| -code),
                     other => other,
                 }
-            } else if res <= 0 {
-                res
-            } else if rng.chance(rates.write_enospc) {
-                state.counts.write_enospc += 1;
-                -libc::ENOSPC
-            } else if rng.chance(rates.write_eio) {
-                state.counts.write_eio += 1;
-                -libc::EIO
-            } else if res > 1 && rng.chance(rates.short_write) {
-                state.counts.short_write += 1;
-                1 + rng.below(res as u64 - 1) as i32
             } else {
-                res
+                let injected = inject_write(&mut state, &mut rng, res);
+                // A failed or short write breaks its link, as the kernel's own would: the
+                // fdatasync queued after it is cancelled, not run. (A partition has one write
+                // in flight, so its next write result comes after this one's sync.)
+                if injected == res {
+                    state.broken_links.remove(&token);
+                } else {
+                    state.broken_links.insert(token);
+                }
+                injected
             };
             state.put(key, rng);
             (res, slow)
@@ -469,17 +539,12 @@ impl Storage for Arc<SimStorage> {
         done: &crate::io::uring::Completion,
     ) {
         let mut state = self.state();
-        let model = state
-            .files
-            .entry(path.to_owned())
-            .or_insert_with(|| FileModel::starting_at(logical.start));
+        let model = state.files.entry(path.to_owned()).or_default();
         // Whatever the result said, the bytes may be in the file: unsynced until a sync.
-        model.written_end = model.written_end.max(logical.end);
-        match (&done.result, &done.sync) {
-            (Ok(_), crate::io::uring::SyncOutcome::Synced) => {
-                model.synced_end = model.written_end;
-            }
-            (_, crate::io::uring::SyncOutcome::Failed(_)) => model.sync_failed(),
+        model.written(logical.start, logical.end);
+        match &done.sync {
+            crate::io::uring::SyncOutcome::Synced => model.synced(),
+            crate::io::uring::SyncOutcome::Failed(_) => model.sync_failed(),
             _ => {}
         }
     }
