@@ -398,8 +398,12 @@ impl Run {
     /// intact; what a crash took back is forgotten, what survived counts as durable now.
     fn check_after_restart(&mut self, crashed: bool) -> Result<(), String> {
         let (starts, read) = read_all(self.engine()?)?;
+        let failed_syncs = self.sim.take_failed_syncs();
         for (partition, records) in read.iter().enumerate() {
             let acked = &mut self.acked[partition];
+            // After a failed sync the reopen cuts the log at the last good sync: a crash, for
+            // this partition.
+            let crashed = crashed || failed_syncs.contains(&format!("{TOPIC}-{partition}"));
             let mut lost = Vec::new();
             for (offset, record) in acked.iter_mut() {
                 if *offset < starts[partition] {

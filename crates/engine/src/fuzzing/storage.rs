@@ -203,6 +203,8 @@ struct State {
     /// io_uring tokens whose last write result was a fault injected in place of a full write:
     /// the sync linked to that write must come back cancelled.
     broken_links: HashSet<u64>,
+    /// Partition directories with a failed segment sync since [`SimStorage::take_failed_syncs`].
+    failed_syncs: HashSet<String>,
 }
 
 /// The simulator; share it with the engine through `EngineConfig::storage`.
@@ -225,6 +227,7 @@ impl SimStorage {
                 syncs: 0,
                 fail_sync: None,
                 broken_links: HashSet::new(),
+                failed_syncs: HashSet::new(),
             }),
         })
     }
@@ -257,6 +260,13 @@ impl SimStorage {
 
     /// A clean restart of the engine: recovery re-read the files, and what it kept is what
     /// the disk holds from now on.
+    /// The partition directories (by name) in which a segment sync failed since the last
+    /// call: their next open cuts the log at the last good sync, so records acknowledged as
+    /// written may be gone even without a crash.
+    pub fn take_failed_syncs(&self) -> HashSet<String> {
+        std::mem::take(&mut self.state().failed_syncs)
+    }
+
     pub fn forget_files(&self) {
         self.state().files.clear();
     }
@@ -418,7 +428,7 @@ impl IoBackend for SimBackend {
             let mut rng = state.take(&key);
             let fault = decide_sync(&mut state, &mut rng);
             let slow = rng.chance(state.rates.slow);
-            state.put(key, rng);
+            state.put(key.clone(), rng);
             if slow {
                 state.counts.slow += 1;
             }
@@ -427,6 +437,9 @@ impl IoBackend for SimBackend {
                     Some(_) => model.sync_failed(),
                     None => model.synced(),
                 }
+            }
+            if fault.is_some() {
+                state.failed_syncs.insert(key);
             }
             (fault.map_or(Ok(()), |code| Err(errno(code))), slow)
         };
@@ -544,7 +557,10 @@ impl Storage for Arc<SimStorage> {
         model.written(logical.start, logical.end);
         match &done.sync {
             crate::io::uring::SyncOutcome::Synced => model.synced(),
-            crate::io::uring::SyncOutcome::Failed(_) => model.sync_failed(),
+            crate::io::uring::SyncOutcome::Failed(_) => {
+                model.sync_failed();
+                state.failed_syncs.insert(stream_of(path));
+            }
             _ => {}
         }
     }

@@ -49,6 +49,11 @@ use crate::lock::{DirLock, LockMode};
 use crate::record::{Batch, RecordError, set_base_offset};
 use crate::topic::TopicPartition;
 
+/// The operations whose failure may have been a failed sync: after one, the bytes since the
+/// last good sync cannot be trusted even where the page cache still serves them. (A roll
+/// syncs and seals the segment it closes.)
+const SYNC_OPS: [&str; 2] = ["sync segment", "roll segment"];
+
 pub(crate) use recovery::segment_paths;
 pub(crate) use segment::header_at;
 
@@ -518,6 +523,9 @@ impl PartitionLog {
             "{}: {op} failed, partition stopped: {source}",
             self.shared.partition
         );
+        if self.shared.poison.get().is_none() && SYNC_OPS.contains(&op) {
+            self.distrust_unsynced();
+        }
         let kept = self.shared.poison.get_or_init(|| poison);
         kept.error(&self.shared.partition)
     }
@@ -579,8 +587,28 @@ impl PartitionLog {
         Checkpoint {
             recovery_point: self.active().base_offset(),
             clean,
+            untrusted_from: None,
         }
         .write(&self.dir)
+    }
+
+    /// After a failed sync: tells the next open to drop everything from the durable watermark
+    /// on (see [`checkpoint`]). The disk is failing, so this write may fail too; then only the
+    /// in-memory poison stands, and the log line says so.
+    fn distrust_unsynced(&self) {
+        let checkpoint = Checkpoint {
+            recovery_point: self.active().base_offset(),
+            clean: false,
+            untrusted_from: Some(self.shared.watermarks.durable()),
+        };
+        if let Err(error) = checkpoint.write(&self.dir) {
+            log::error!(
+                "{}: cannot record where the failed sync left the log ({error}); a reopen in \
+                 this boot may keep records after offset {}",
+                self.shared.partition,
+                self.shared.watermarks.durable()
+            );
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) struct Loaded {
 
 pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Result<Loaded> {
     remove_temporaries(dir)?;
+    let limit = checkpoint.untrusted_from.unwrap_or(i64::MAX);
     let paths = segment_paths(dir)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(paths.len());
     let mut tracker = IndexTracker::new(config.index_interval_bytes);
@@ -44,6 +45,8 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
         let trusted = checkpoint.clean || base_offset < checkpoint.recovery_point;
         if trusted && segment.load_indexes(file_size) {
             match segment.load_tail(file_size, config.limits, config.index_interval_bytes) {
+                // Records past a failed sync: scan, and cut there.
+                Ok(_) if segment.next_offset() > limit => segment.reset_indexes(),
                 Ok(loaded) => {
                     tracker = loaded;
                     segments.push(segment);
@@ -70,16 +73,25 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
                 }
             }
         }
-        let outcome = segment.scan(file_size, config.limits, config.index_interval_bytes);
+        let outcome = segment.scan(file_size, config.limits, config.index_interval_bytes, limit);
         tracker = outcome.tracker;
-        let Some(failure) = outcome.failure else {
+        if !outcome.limited && outcome.failure.is_none() {
             if !is_last {
                 segment.write_indexes()?;
             }
             segments.push(segment);
             continue;
-        };
-        if !is_zero_tail(&segment, outcome.valid_bytes, file_size) {
+        }
+        if outcome.limited {
+            log::warn!(
+                "{}: a sync failed before the last stop; dropping the records from offset \
+                 {limit} on (byte {}), which may not be on disk",
+                segment.path().display(),
+                outcome.valid_bytes,
+            );
+        } else if let Some(failure) = outcome.failure
+            && !is_zero_tail(&segment, outcome.valid_bytes, file_size)
+        {
             let cut = file_size - outcome.valid_bytes;
             log::warn!(
                 "{}: invalid batch at byte {}: {}; truncating the log there ({cut} bytes cut)",

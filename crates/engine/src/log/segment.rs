@@ -299,7 +299,9 @@ impl Segment {
 
     /// Validates every batch from the start, indexing as it goes; stops at the first invalid
     /// byte or offset that breaks density. Used by recovery and to rebuild lost indexes.
-    pub fn scan(&self, len: u64, limits: Limits, index_interval: u64) -> ScanOutcome {
+    /// Batches that end past `limit` are left out as if invalid (`limited` says so): the
+    /// records from a failed sync on are not trusted.
+    pub fn scan(&self, len: u64, limits: Limits, index_interval: u64, limit: i64) -> ScanOutcome {
         let map = match &self.map {
             Some(map) => &map[..],
             None => &[],
@@ -310,6 +312,7 @@ impl Segment {
         let mut valid: u64 = 0;
         let mut max_timestamp = i64::MIN;
         let mut failure = None;
+        let mut limited = false;
         for item in Batches::new(&map[..file_bytes], limits) {
             let (position, batch) = match item {
                 Ok(found) => found,
@@ -332,6 +335,10 @@ impl Segment {
                 });
                 break;
             }
+            if batch.next_offset() > limit {
+                limited = true;
+                break;
+            }
             let len = batch.size_bytes() as u64;
             self.index_batch(&mut tracker, expected, position, batch.max_timestamp(), len);
             expected = batch.next_offset();
@@ -342,6 +349,7 @@ impl Segment {
         ScanOutcome {
             valid_bytes: valid,
             failure,
+            limited,
             tracker,
         }
     }
@@ -420,7 +428,8 @@ impl Segment {
                 .set_len(self.capacity())
                 .context("extend segment", &self.path)?;
         }
-        Ok(())
+        // Durable before the checkpoint that stops asking for the cut replaces the old one.
+        self.file.sync_all().context("sync segment", &self.path)
     }
 
     /// Makes the segment final: its file shrinks to the bytes it holds, data and length are
@@ -510,6 +519,8 @@ impl Segment {
 pub(crate) struct ScanOutcome {
     pub valid_bytes: u64,
     pub failure: Option<InvalidBatch>,
+    /// The scan stopped at the limit it was given, before any invalid byte.
+    pub limited: bool,
     pub tracker: IndexTracker,
 }
 
