@@ -74,7 +74,8 @@ impl Checkpoint {
 
     fn decode(bytes: &[u8]) -> Option<Checkpoint> {
         let v1 = bytes.len() == LEN_V1 && bytes.starts_with(MAGIC_V1);
-        if !v1 && !(bytes.len() == LEN && bytes.starts_with(MAGIC)) {
+        let v2 = bytes.len() == LEN && bytes.starts_with(MAGIC);
+        if !(v1 || v2) {
             return None;
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
