@@ -84,7 +84,13 @@ pub fn heartbeat(
     } else if member_id.is_empty() && (cx.version >= 1 || request.member_epoch != 0) {
         // From v1 on the client names itself (KIP-1082); v0 gets a name on its first join.
         HeartbeatAnswer::error(ResponseError::InvalidRequest, "", "MemberId can't be empty")
-    } else if request.subscribed_topic_regex.is_some() && request.member_epoch >= 0 {
+    } else if request
+        .subscribed_topic_regex
+        .as_ref()
+        .is_some_and(|regex| !regex.is_empty())
+        && request.member_epoch >= 0
+    {
+        // librdkafka sends an empty one when it subscribes by name.
         HeartbeatAnswer::error(
             ResponseError::InvalidRequest,
             &member_id,
@@ -115,12 +121,13 @@ pub fn heartbeat(
         }
     };
     log::debug!(
-        "ConsumerGroupHeartbeat v{} group {group_id:?} member {:?} epoch {} -> epoch {} error {}",
+        "ConsumerGroupHeartbeat v{} group {group_id:?} member {:?} epoch {} -> epoch {} error {} {:?}",
         cx.version,
         answer.member_id,
         request.member_epoch,
         answer.member_epoch,
-        answer.error
+        answer.error,
+        answer.message
     );
     let assignment = answer.assignment.map(|partitions| {
         Assignment::default().with_topic_partitions(
