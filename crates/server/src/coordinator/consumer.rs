@@ -197,7 +197,10 @@ impl Member {
         if request.rack_id.is_some() {
             self.rack_id = request.rack_id.clone();
         }
-        self.instance_id = request.instance_id.clone();
+        // Like the rack, the instance id is sent when it is new and left null after.
+        if request.instance_id.is_some() {
+            self.instance_id = request.instance_id.clone();
+        }
         self.client_id = request.client_id.clone();
         self.client_host = request.client_host.clone();
         changed
@@ -311,6 +314,7 @@ impl ConsumerGroup {
             }
         };
         member.last_seen = now;
+        member.away = false;
         let before = member.assigned.clone();
         let changed = member.update(&request) || request.member_epoch == 0 && member.epoch == 0;
         let id = request.member_id.clone();
@@ -690,4 +694,147 @@ fn check_epoch(member: &Member, request: &HeartbeatRequest) -> Result<(), Code> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const TIMING: ConsumerTiming = ConsumerTiming {
+        session: Duration::from_secs(1),
+        heartbeat: Duration::from_millis(100),
+    };
+
+    fn known(partitions: u32) -> HashMap<String, u32> {
+        HashMap::from([("t".to_owned(), partitions)])
+    }
+
+    fn tps(list: &[u32]) -> BTreeSet<TopicPartition> {
+        let topic = TopicName::new("t").unwrap();
+        list.iter()
+            .map(|&p| TopicPartition::new(topic.clone(), p))
+            .collect()
+    }
+
+    fn join(id: &str, instance: Option<&str>, assignor: Option<&str>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: 0,
+            instance_id: instance.map(Into::into),
+            rebalance_timeout: Some(Duration::from_secs(1)),
+            subscription: Some(BTreeSet::from(["t".to_owned()])),
+            assignor: assignor.map(Into::into),
+            owned: Some(BTreeSet::new()),
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    fn beat(id: &str, epoch: i32, owned: &[u32]) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: epoch,
+            owned: Some(tps(owned)),
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    fn partitions(answer: &HeartbeatAnswer) -> Vec<u32> {
+        answer
+            .assignment
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|tp| tp.partition)
+            .collect()
+    }
+
+    #[test]
+    fn a_static_member_that_steps_away_gets_its_partitions_back_without_a_new_epoch() {
+        let mut group = ConsumerGroup::new(TIMING);
+        let now = Instant::now();
+        let k = known(4);
+        let a = group.heartbeat(join("a", Some("i"), None), &k, now, String::new);
+        let b = group.heartbeat(join("b", None, None), &k, now, String::new);
+        // a is told to give two back, acknowledges, and moves to the new epoch.
+        let told = group.heartbeat(
+            beat("a", a.member_epoch, &[0, 1, 2, 3]),
+            &k,
+            now,
+            String::new,
+        );
+        let held = partitions(&told);
+        assert_eq!(held.len(), 2);
+        let a = group.heartbeat(beat("a", told.member_epoch, &held), &k, now, String::new);
+        assert!(
+            a.assignment.is_none(),
+            "unchanged assignments are not sent again"
+        );
+        assert!(a.member_epoch > told.member_epoch);
+        let epoch = group.epoch;
+        let away = HeartbeatRequest {
+            member_epoch: -2,
+            ..beat("a", a.member_epoch, &held)
+        };
+        assert_eq!(group.heartbeat(away, &k, now, String::new).member_epoch, -2);
+        // While it is away its instance is reserved and its partitions stay with it.
+        let taken = group.heartbeat(join("c", Some("i"), None), &k, now, String::new);
+        assert_eq!(taken.member_epoch, a.member_epoch);
+        assert_eq!(partitions(&taken), held);
+        assert_eq!(
+            group.epoch, epoch,
+            "a returning static member is no rebalance"
+        );
+        let clash = group.heartbeat(join("d", Some("i"), None), &k, now, String::new);
+        assert_eq!(clash.error, Code::UnreleasedInstanceId.code());
+        let b = group.heartbeat(beat("b", b.member_epoch, &[]), &k, now, String::new);
+        assert_eq!(b.error, 0);
+    }
+
+    #[test]
+    fn the_assignor_most_members_ask_for_is_used() {
+        let mut group = ConsumerGroup::new(TIMING);
+        let now = Instant::now();
+        let k = known(4);
+        group.heartbeat(join("a", None, Some("range")), &k, now, String::new);
+        group.heartbeat(join("b", None, Some("range")), &k, now, String::new);
+        let view = group.view();
+        assert_eq!(view.assignor, "range");
+        let targets: Vec<Vec<u32>> = view
+            .members
+            .iter()
+            .map(|m| m.target.iter().map(|tp| tp.partition).collect())
+            .collect();
+        assert_eq!(targets, vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn a_deleted_topic_leaves_every_assignment_and_a_silent_member_expires() {
+        let mut group = ConsumerGroup::new(TIMING);
+        let now = Instant::now();
+        let a = group.heartbeat(join("a", None, None), &known(3), now, String::new);
+        assert_eq!(partitions(&a), vec![0, 1, 2]);
+        let gone = group.heartbeat(
+            beat("a", a.member_epoch, &[0, 1, 2]),
+            &HashMap::new(),
+            now,
+            String::new,
+        );
+        assert_eq!(gone.error, 0);
+        assert_eq!(partitions(&gone), Vec::<u32>::new());
+        assert_eq!(
+            group.tick(now + Duration::from_millis(999)),
+            Some(now + TIMING.session)
+        );
+        group.tick(now + TIMING.session);
+        assert!(group.is_empty());
+        let late = group.heartbeat(
+            beat("a", gone.member_epoch, &[]),
+            &known(3),
+            now,
+            String::new,
+        );
+        assert_eq!(late.error, Code::UnknownMemberId.code());
+    }
 }
