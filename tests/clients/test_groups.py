@@ -14,7 +14,7 @@ processes of the machine share. The checks:
   only the records produced after the restart.
 
 Classic timeouts are small (session 6 s, heartbeat 300 ms) so a rebalance takes well under a
-second; KIP-848 members heartbeat at the broker's interval (250 ms). Every wait is bounded.
+second; KIP-848 members heartbeat at the broker's interval (100 ms). Every wait is bounded.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ pub struct ServeArgs {
     pub group_consumer_session_timeout_ms: u64,
     /// How often KIP-848 group members heartbeat, in ms (Kafka's
     /// group.consumer.heartbeat.interval.ms, 5000 there).
-    #[arg(long, value_name = "MS", default_value_t = 250)]
+    #[arg(long, value_name = "MS", default_value_t = 100)]
     pub group_consumer_heartbeat_interval_ms: u64,
 }
 

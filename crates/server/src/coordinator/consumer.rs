@@ -11,6 +11,9 @@
 //!   takes each partition of T∖A as soon as its previous owner has released it
 //! ```
 //!
+//! A member still waiting for part of its target is told to heartbeat sooner (20 ms rather
+//! than the configured interval), so a released partition finds its next owner within that.
+//!
 //! Who holds a partition is rill-group's [`OwnershipTable`]: one word per partition, taken only
 //! from "unowned" and given back only by its holder (an acknowledged revocation, a leave) or by
 //! the coordinator fencing it (session or rebalance timeout), so no partition is ever assigned to
@@ -41,6 +44,12 @@ const ASSIGNORS: [&dyn Assignor; 2] = [&UniformAssignor, &RangeAssignor];
 pub(crate) fn assignor_named(name: &str) -> Option<&'static dyn Assignor> {
     ASSIGNORS.into_iter().find(|a| a.name() == name)
 }
+
+/// The heartbeat interval of a member waiting for partitions their previous owners are
+/// releasing. Clients take the interval from every answer, and such a member learns of each
+/// release only at its next heartbeat, so this bounds how long a released partition has no
+/// consumer; it costs a few short heartbeats per member and rebalance.
+const WAITING_HEARTBEAT: Duration = Duration::from_millis(20);
 
 /// How consumer groups behave, from the server's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -327,12 +336,20 @@ impl ConsumerGroup {
         };
         self.reconcile(&mut member, request.owned.as_ref(), now);
         let send = request.member_epoch == 0 || request.is_full() || member.assigned != before;
+        let waiting = self
+            .target
+            .get(&MemberId(u64::from(member.num)))
+            .is_some_and(|target| !target.is_subset(&member.assigned));
         let answer = HeartbeatAnswer {
             error: 0,
             message: None,
             member_id: id.clone(),
             member_epoch: member.epoch,
-            heartbeat_interval: self.timing.heartbeat,
+            heartbeat_interval: if waiting {
+                self.timing.heartbeat.min(WAITING_HEARTBEAT)
+            } else {
+                self.timing.heartbeat
+            },
             assignment: send.then(|| member.assigned.iter().cloned().collect()),
         };
         self.members.insert(id, member);

@@ -62,9 +62,11 @@ pub struct GroupsConfig {
     /// `group.consumer.session.timeout.ms`, 45 s there too).
     pub consumer_session_timeout: Duration,
     /// How often KIP-848 members are told to heartbeat (Kafka's
-    /// `group.consumer.heartbeat.interval.ms`, 5 s there). A member learns that a partition it
-    /// waits for was released at its next heartbeat, so this bounds each step of a rebalance;
-    /// a heartbeat costs this broker one short locked update, so ours is 250 ms.
+    /// `group.consumer.heartbeat.interval.ms`, 5 s there). Members learn that the group moved
+    /// (a member joined or left) only at their next heartbeat, so this bounds how long a leaving
+    /// member's partitions wait for their next owners; a heartbeat costs this broker one short
+    /// locked update, so ours is 100 ms. (A member waiting for partitions being released is told
+    /// to heartbeat sooner still.)
     pub consumer_heartbeat_interval: Duration,
 }
 
@@ -75,7 +77,7 @@ impl Default for GroupsConfig {
             min_session_timeout: Duration::from_millis(100),
             max_session_timeout: Duration::from_secs(30 * 60),
             consumer_session_timeout: Duration::from_secs(45),
-            consumer_heartbeat_interval: Duration::from_millis(250),
+            consumer_heartbeat_interval: Duration::from_millis(100),
         }
     }
 }
