@@ -263,64 +263,18 @@ impl ConsumerGroup {
         now: Instant,
         fresh_id: impl FnOnce() -> String,
     ) -> HeartbeatAnswer {
-        let id = request.member_id.clone();
-        let invalid = |message: &str| HeartbeatAnswer::error(Code::InvalidRequest, &id, message);
-        match request.member_epoch {
-            -1 | -2 => return self.leave(&request, now),
-            epoch if epoch < -2 => return invalid("MemberEpoch is invalid"),
-            0 if request.subscription.is_none() => {
-                return invalid("SubscribedTopicNames must be set in the first request");
-            }
-            0 if request.rebalance_timeout.is_none() => {
-                return invalid("RebalanceTimeoutMs must be set in the first request");
-            }
-            0 if request.owned.as_ref().is_some_and(|o| !o.is_empty()) => {
-                return invalid("TopicPartitions must be empty when (re-)joining");
-            }
-            _ => {}
+        if let -1 | -2 = request.member_epoch {
+            return self.leave(&request, now);
         }
-        if let Some(name) = &request.assignor
-            && assignor_named(name).is_none()
-        {
-            return HeartbeatAnswer::error(
-                Code::UnsupportedAssignor,
-                &id,
-                format!("no server-side assignor {name:?} (there are uniform and range)"),
-            );
+        if let Err(answer) = validate(&request) {
+            return answer;
         }
-        let mut member = if request.member_epoch == 0 {
-            if request.member_id.is_empty() {
-                request.member_id = fresh_id();
-            }
-            match self.join(&request, now) {
-                Ok(member) => member,
-                Err(answer) => return answer,
-            }
-        } else {
-            match self.members.remove(&id) {
-                None => {
-                    return HeartbeatAnswer::error(
-                        Code::UnknownMemberId,
-                        &id,
-                        "the member is not in the group",
-                    );
-                }
-                Some(member) => {
-                    if let Err(code) = check_epoch(&member, &request) {
-                        let epoch = member.epoch;
-                        self.members.insert(id.clone(), member);
-                        return HeartbeatAnswer::error(
-                            code,
-                            &id,
-                            format!(
-                                "member epoch {} is fenced: the coordinator's is {epoch}",
-                                request.member_epoch
-                            ),
-                        );
-                    }
-                    member
-                }
-            }
+        if request.member_epoch == 0 && request.member_id.is_empty() {
+            request.member_id = fresh_id();
+        }
+        let mut member = match self.locate(&request, now) {
+            Ok(member) => member,
+            Err(answer) => return answer,
         };
         member.last_seen = now;
         member.away = false;
@@ -328,6 +282,7 @@ impl ConsumerGroup {
         let changed = member.update(&request) || request.member_epoch == 0 && member.epoch == 0;
         let id = request.member_id.clone();
         self.members.insert(id.clone(), member);
+        // Both run: the topics are brought up to date whether or not the member changed.
         if changed | self.refresh_topics(known) {
             self.bump();
         }
@@ -336,24 +291,60 @@ impl ConsumerGroup {
         };
         self.reconcile(&mut member, request.owned.as_ref(), now);
         let send = request.member_epoch == 0 || request.is_full() || member.assigned != before;
-        let waiting = self
-            .target
-            .get(&MemberId(u64::from(member.num)))
-            .is_some_and(|target| !target.is_subset(&member.assigned));
         let answer = HeartbeatAnswer {
             error: 0,
             message: None,
             member_id: id.clone(),
             member_epoch: member.epoch,
-            heartbeat_interval: if waiting {
-                self.timing.heartbeat.min(WAITING_HEARTBEAT)
-            } else {
-                self.timing.heartbeat
-            },
+            heartbeat_interval: self.interval_for(&member),
             assignment: send.then(|| member.assigned.iter().cloned().collect()),
         };
         self.members.insert(id, member);
         answer
+    }
+
+    /// The member a (non-leave) heartbeat is from, taken out of the map: joined if its epoch is
+    /// 0, else known and at an epoch Kafka's rules accept.
+    fn locate(
+        &mut self,
+        request: &HeartbeatRequest,
+        now: Instant,
+    ) -> Result<Member, HeartbeatAnswer> {
+        let id = &request.member_id;
+        if request.member_epoch == 0 {
+            return self.join(request, now);
+        }
+        let Some(member) = self.members.remove(id) else {
+            return Err(HeartbeatAnswer::error(
+                Code::UnknownMemberId,
+                id,
+                "the member is not in the group",
+            ));
+        };
+        match check_epoch(&member, request) {
+            Ok(()) => Ok(member),
+            Err(code) => {
+                let message = format!(
+                    "member epoch {} is fenced: the coordinator's is {}",
+                    request.member_epoch, member.epoch
+                );
+                self.members.insert(id.clone(), member);
+                Err(HeartbeatAnswer::error(code, id, message))
+            }
+        }
+    }
+
+    /// Sooner for a member still waiting for part of its target (see [`WAITING_HEARTBEAT`]).
+    fn interval_for(&self, member: &Member) -> Duration {
+        let waiting = self
+            .target
+            .get(&MemberId(u64::from(member.num)))
+            .is_some_and(|target| !target.is_subset(&member.assigned));
+        if waiting {
+            self.timing.heartbeat.min(WAITING_HEARTBEAT)
+        } else {
+            self.timing.heartbeat
+        }
     }
 
     /// A member joining (epoch 0): new, a static member's instance coming back, or a member
@@ -693,6 +684,41 @@ impl ConsumerGroup {
                 .collect(),
         }
     }
+}
+
+/// What Kafka refuses in any heartbeat but a leave, before looking at the member.
+fn validate(request: &HeartbeatRequest) -> Result<(), HeartbeatAnswer> {
+    let invalid = |message: &str| {
+        Err(HeartbeatAnswer::error(
+            Code::InvalidRequest,
+            &request.member_id,
+            message,
+        ))
+    };
+    if request.member_epoch < 0 {
+        return invalid("MemberEpoch is invalid");
+    }
+    if request.member_epoch == 0 {
+        if request.subscription.is_none() {
+            return invalid("SubscribedTopicNames must be set in the first request");
+        }
+        if request.rebalance_timeout.is_none() {
+            return invalid("RebalanceTimeoutMs must be set in the first request");
+        }
+        if request.owned.as_ref().is_some_and(|o| !o.is_empty()) {
+            return invalid("TopicPartitions must be empty when (re-)joining");
+        }
+    }
+    if let Some(name) = &request.assignor
+        && assignor_named(name).is_none()
+    {
+        return Err(HeartbeatAnswer::error(
+            Code::UnsupportedAssignor,
+            &request.member_id,
+            format!("no server-side assignor {name:?} (there are uniform and range)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka's rule for the epoch a heartbeat carries (see the module docs).
