@@ -1,6 +1,6 @@
 //! The group coordinator: this broker coordinates every group, classic (JoinGroup and
 //! SyncGroup, client-side assignment) or KIP-848 (ConsumerGroupHeartbeat, server-side
-//! assignment, see [`consumer`]). A group id is one protocol at a time, as in Kafka: a
+//! assignment, see the `consumer` module). A group id is one protocol at a time, as in Kafka: a
 //! heartbeat for a classic group that has members is GROUP_ID_NOT_FOUND, a JoinGroup for a
 //! consumer group that has members is INCONSISTENT_GROUP_PROTOCOL, and an empty group of one
 //! kind turns into the other on first use.
