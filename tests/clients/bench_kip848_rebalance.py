@@ -1,5 +1,7 @@
 """How long KIP-848 partitions are ownerless when a member joins or leaves, over the wire.
 
+(`--classic ASSIGNOR` measures the classic protocol the same way, for comparison.)
+
 Not part of the test suite (pytest collects only test_*.py): a measurement, run by hand.
 
     python bench_kip848_rebalance.py [--rill target/release/rill] [--partitions 1000]
@@ -37,8 +39,10 @@ WAIT_S = 120.0
 
 
 class Member(threading.Thread):
-    def __init__(self, bootstrap: str, topic: str, group: str, name: str, events: list, lock):
+    def __init__(self, bootstrap: str, topic: str, group: str, name: str, events: list, lock,
+                 protocol: dict):
         super().__init__(name=name, daemon=True)
+        self.protocol = protocol
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
         self.events, self.lock = events, lock
         self.owned: set[int] = set()
@@ -60,7 +64,7 @@ class Member(threading.Thread):
         consumer = Consumer({
             "bootstrap.servers": self.bootstrap,
             "group.id": self.group,
-            "group.protocol": "consumer",
+            **self.protocol,
             "client.id": self.name,
             "enable.auto.commit": False,
         })
@@ -124,10 +128,27 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1000)
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--heartbeat-ms", type=int, default=100)
+    parser.add_argument(
+        "--classic",
+        metavar="ASSIGNOR",
+        help="measure the classic protocol with this client-side assignor instead "
+        "(e.g. cooperative-sticky or range), for comparison",
+    )
     parser.add_argument("--server-log", help="append the server's log here (RILL_LOG sets its level)")
     args = parser.parse_args()
 
     from confluent_kafka.admin import AdminClient, NewTopic
+
+    protocol = (
+        {"group.protocol": "consumer"}
+        if args.classic is None
+        else {
+            "group.protocol": "classic",
+            "partition.assignment.strategy": args.classic,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": args.heartbeat_ms,
+        }
+    )
 
     with tempfile.TemporaryDirectory() as data:
         port = free_port()
@@ -161,7 +182,7 @@ def main() -> None:
             events: list = []
             lock = threading.Lock()
             members = [
-                Member(bootstrap, "rebalance", "bench", f"m{i}", events, lock)
+                Member(bootstrap, "rebalance", "bench", f"m{i}", events, lock, protocol)
                 for i in range(args.members)
             ]
             for m in members:
@@ -169,7 +190,7 @@ def main() -> None:
             wait_settled(members, args.partitions, lock, "the start")
             time.sleep(1.0)
 
-            joined = Member(bootstrap, "rebalance", "bench", f"m{args.members}", events, lock)
+            joined = Member(bootstrap, "rebalance", "bench", f"m{args.members}", events, lock, protocol)
             t_join = time.monotonic()
             print(f"join at {t_join:.3f}", file=sys.stderr)
             joined.start()
@@ -197,6 +218,7 @@ def main() -> None:
         "partitions": args.partitions,
         "members": args.members,
         "heartbeat_ms": args.heartbeat_ms,
+        "protocol": "consumer (KIP-848)" if args.classic is None else f"classic {args.classic}",
         "join": join,
         "leave": leave,
     }, indent=2))
