@@ -50,8 +50,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Broker:
     """One `rill serve` process over a data directory that outlives restarts."""
 
-    def __init__(self, binary: Path, data_dir: Path, port: int, host: str = "127.0.0.1"):
+    def __init__(
+        self, binary: Path, data_dir: Path, port: int, host: str = "127.0.0.1", extra_args=()
+    ):
         self.binary = binary
+        # More `rill serve` options (e.g. shorter group timeouts), given on every start.
+        self.extra_args = list(extra_args)
         self.data_dir = data_dir
         self.port = port
         self.host = host
@@ -76,7 +80,8 @@ class Broker:
         self.log.append(f"--- rill serve {self.data_dir} --listen {self.bootstrap}")
         began = time.monotonic()
         self.proc = subprocess.Popen(
-            [str(self.binary), "serve", str(self.data_dir), "--listen", self.bootstrap],
+            [str(self.binary), "serve", str(self.data_dir), "--listen", self.bootstrap]
+            + self.extra_args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             # One pipe for both streams: the ready line is on stderr, and whatever the server

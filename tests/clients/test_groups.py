@@ -1,8 +1,10 @@
-"""Consumer groups (Kafka's classic protocol) through real clients, unchanged.
+"""Consumer groups through real clients, unchanged: Kafka's classic protocol (kafka-python and
+confluent-kafka) and KIP-848 (confluent-kafka with `group.protocol=consumer`).
 
-A group of consumers drains a topic with several partitions while a member joins and another
-leaves. What each member was assigned (from its rebalance callbacks) and each record it saw are
-logged with a monotonic clock, all members being threads of this process. The checks:
+A group of consumer processes drains a topic with several partitions while a member joins and
+another leaves. Each member is a process of its own (group_member.py) that reports what its
+rebalance callbacks assigned and revoked and each record it saw, with CLOCK_MONOTONIC, which all
+processes of the machine share. The checks:
 
 - every record produced is delivered to some member;
 - no partition is owned by two members at once: ownership intervals, from assignment to
@@ -11,26 +13,28 @@ logged with a monotonic clock, all members being threads of this process. The ch
 - the offsets the group committed survive a broker restart: a new member of the same group gets
   only the records produced after the restart.
 
-Timeouts are small (session 6 s, heartbeat 300 ms) so a rebalance takes well under a second;
-every wait is bounded.
+Classic timeouts are small (session 6 s, heartbeat 300 ms) so a rebalance takes well under a
+second; KIP-848 members heartbeat at the broker's interval (100 ms). Every wait is bounded.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from clients import REQUEST_TIMEOUT_MS, Record, all_delivered, confluent_common, create_topic, produce
+from clients import Record, all_delivered, create_topic, produce
 
+HERE = Path(__file__).resolve().parent
 PARTITIONS = 6
 PER_PHASE = 60  # records per partition per phase
-SESSION_MS = 6000
-HEARTBEAT_MS = 300
-MAX_POLL_MS = 10_000
 # Bound on each wait for the group to make progress.
 WAIT_S = 30.0
 
@@ -44,133 +48,73 @@ class Log:
     records: list = field(default_factory=list)  # (t, partition, offset, value)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def event(self, kind: str, partitions) -> None:
-        with self.lock:
-            self.events.append((time.monotonic(), kind, set(partitions)))
 
-    def record(self, partition: int, offset: int, value: bytes) -> None:
-        with self.lock:
-            self.records.append((time.monotonic(), partition, offset, value))
+class Member:
+    """A consumer of one client library in a process of its own, polling until told to stop."""
 
-
-class Member(threading.Thread):
-    """A consumer of one client library in its own thread, polling until told to stop."""
-
-    def __init__(self, make, name: str):
-        super().__init__(name=name, daemon=True)
-        self.make = make
+    def __init__(self, client: str, protocol: str, bootstrap: str, topic: str, group: str,
+                 name: str, instance: str | None = None):
+        self.name = name
+        self.args = [client, protocol, bootstrap, topic, group, name] + ([instance] if instance else [])
         self.log = Log(name)
-        self.stop_flag = threading.Event()
-        self.error: BaseException | None = None
+        self.errors: list[str] = []
+        self.stderr: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self.readers: list[threading.Thread] = []
 
-    def run(self) -> None:
-        try:
-            self.make(self)
-        except BaseException as e:  # reported by the test
-            self.error = e
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "group_member.py"), *self.args],
+            cwd=HERE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.readers = [
+            threading.Thread(target=self._read_events, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_events(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            kind, t, *rest = json.loads(line)
+            with self.log.lock:
+                if kind == "record":
+                    partition, offset, value = rest
+                    self.log.records.append((t, partition, offset, value.encode("latin-1")))
+                elif kind == "error":
+                    self.errors.append(rest[0])
+                else:
+                    self.log.events.append((t, kind, set(rest[0])))
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        self.stop_flag.set()
-        self.join(WAIT_S)
-        assert not self.is_alive(), f"{self.name} did not stop within {WAIT_S}s"
-        assert self.error is None, f"{self.name} failed: {self.error!r}"
-
-
-def kafka_python_member(bootstrap: str, topic: str, group: str, instance: str | None = None):
-    from kafka import KafkaConsumer
-    from kafka.consumer.subscription_state import ConsumerRebalanceListener
-
-    def run(member: Member) -> None:
-        log = member.log
-
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
-                log.event("revoked", [tp.partition for tp in revoked])
-
-            def on_partitions_assigned(self, assigned):
-                log.event("assigned", [tp.partition for tp in assigned])
-
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group,
-            client_id=member.name,
-            auto_offset_reset="earliest",
-            enable_auto_commit=True,
-            auto_commit_interval_ms=200,
-            session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=HEARTBEAT_MS,
-            max_poll_interval_ms=MAX_POLL_MS,
-            request_timeout_ms=REQUEST_TIMEOUT_MS + SESSION_MS,
-            fetch_max_wait_ms=100,
-            group_instance_id=instance,
+        """Closes its stdin: it stops polling, closes its consumer (commit, leave) and exits."""
+        assert self.proc is not None
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail(f"{self.name} did not stop within {WAIT_S}s:\n" + "\n".join(self.stderr[-20:]))
+        for reader in self.readers:
+            reader.join(5)
+        assert code == 0 and not self.errors, (
+            f"{self.name} exited {code} with errors {self.errors}:\n" + "\n".join(self.stderr[-20:])
         )
-        try:
-            consumer.subscribe([topic], listener=Listener())
-            # Learn the topic's partitions before the first poll (which joins the group).
-            # kafka-python 3.0.12 has a race a leader can lose otherwise: when it assigned on
-            # metadata that has changed since (here: before its first metadata response, so
-            # with no partitions), it rejoins on that metadata change alone, and its
-            # assignment of the new generation makes `need_rejoin()` false again while its
-            # SyncGroup is still in flight. If `poll(timeout_ms=100)` gives up then, no later
-            # poll awaits the join (unlike Java's `rejoinNeededOrPending`): the member never
-            # applies the SyncGroup answer nor heartbeats again, and its session runs out. A
-            # full metadata update after subscribing (the coordinator's snapshot is refreshed
-            # on it) means the leader's snapshot never changes on this fixed topic, so only
-            # rebalances the coordinator asks for happen, and those keep `need_rejoin()` true
-            # until the join completes. A metadata failure still ends the test in its waits.
-            consumer.topics()
-            while not member.stop_flag.is_set():
-                for tp, records in consumer.poll(timeout_ms=100).items():
-                    for r in records:
-                        log.record(tp.partition, r.offset, r.value)
-            log.event("stopped", [])
-        finally:
-            consumer.close(autocommit=True)
-
-    return run
-
-
-def confluent_member(bootstrap: str, topic: str, group: str, instance: str | None = None):
-    from confluent_kafka import Consumer
-
-    def run(member: Member) -> None:
-        log = member.log
-        consumer = Consumer({
-            **confluent_common(bootstrap),
-            "group.id": group,
-            "client.id": member.name,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
-            "auto.commit.interval.ms": 200,
-            "session.timeout.ms": SESSION_MS,
-            "heartbeat.interval.ms": HEARTBEAT_MS,
-            "max.poll.interval.ms": MAX_POLL_MS,
-            "fetch.wait.max.ms": 100,
-            **({"group.instance.id": instance} if instance else {}),
-        })
-
-        def on_assign(c, partitions):
-            log.event("assigned", [tp.partition for tp in partitions])
-
-        def on_revoke(c, partitions):
-            log.event("revoked", [tp.partition for tp in partitions])
-
-        try:
-            consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
-            while not member.stop_flag.is_set():
-                msg = consumer.poll(0.1)
-                if msg is None:
-                    continue
-                assert msg.error() is None, f"{member.name}: {msg.error()}"
-                log.record(msg.partition(), msg.offset(), msg.value())
-            log.event("stopped", [])
-        finally:
-            consumer.close()
-
-    return run
-
-
-MEMBERS = {"kafka-python": kafka_python_member, "confluent-kafka": confluent_member}
 
 
 def phase_records(phase: int) -> list[Record]:
@@ -239,12 +183,19 @@ def check_exclusive(members) -> None:
             )
 
 
+# (client, group protocol): the classic protocol in both libraries, KIP-848 in librdkafka
+# (kafka-python does not speak it).
+DRAINERS = [("kafka-python", "classic"), ("confluent-kafka", "classic"), ("confluent-kafka", "consumer")]
+
+
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("client", list(MEMBERS))
-def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, client):
+@pytest.mark.parametrize("client,protocol", DRAINERS, ids=[f"{c}-{p}" for c, p in DRAINERS])
+def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, client, protocol):
     create_topic(broker.bootstrap, topic_name, partitions=PARTITIONS)
     group = f"{topic_name}-group"
-    make = MEMBERS[client](broker.bootstrap, topic_name, group)
+
+    def make(name: str) -> Member:
+        return Member(client, protocol, broker.bootstrap, topic_name, group, name)
     expected: set[bytes] = set()
 
     def produce_phase(phase: int) -> None:
@@ -253,7 +204,7 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
         expected.update(r.value for r in records)
 
     produce_phase(1)
-    a, b = Member(make, "member-a"), Member(make, "member-b")
+    a, b = make("member-a"), make("member-b")
     members = [a, b]
     for m in members:
         m.start()
@@ -261,7 +212,7 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
         wait_for(lambda: assigned(a) and assigned(b), "a and b to share the partitions", broker=broker)
         wait_for(lambda: seen_values(members) >= expected, "a and b to drain phase 1")
 
-        c = Member(make, "member-c")
+        c = make("member-c")
         members.append(c)
         c.start()
         wait_for(lambda: all(assigned(m) for m in members), "a, b and c to share the partitions")
@@ -285,7 +236,7 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
     # The group's committed offsets survive a restart: a new member starts after them.
     broker.restart()
     produce_phase(4)
-    late = Member(make, "member-d")
+    late = make("member-d")
     late.start()
     try:
         after = {r.value for r in phase_records(4)}
@@ -297,14 +248,22 @@ def test_group_drains_topic_across_join_leave_and_restart(broker, topic_name, cl
 
 
 def assigned(member: Member) -> set[int]:
-    """The partitions of the member's latest assignment (eager protocol: the whole set)."""
+    """The partitions the member owns now, from its callbacks: eager protocols revoke all and
+    assign the whole new set; KIP-848 and cooperative ones assign and revoke the difference."""
+    owned: set[int] = set()
     with member.log.lock:
-        sets = [ps for _, kind, ps in member.log.events if kind == "assigned"]
-    return sets[-1] if sets else set()
+        for _, kind, partitions in member.log.events:
+            if kind == "assigned":
+                owned |= partitions
+            elif kind == "revoked":
+                owned -= partitions
+            elif kind == "stopped":
+                owned = set()
+    return owned
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("client", list(MEMBERS))
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker, topic_name, client):
     """A static member (group.instance.id) that restarts within its session timeout gets its
     partitions back, and the other member is not rebalanced (it sees no revocation).
@@ -315,9 +274,10 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker, 
     own, as it would against Kafka.)"""
     create_topic(broker.bootstrap, topic_name, partitions=4)
     group = f"{topic_name}-group"
-    make_a = MEMBERS[client](broker.bootstrap, topic_name, group, instance="static-a")
-    make_b = MEMBERS[client](broker.bootstrap, topic_name, group, instance="static-b")
-    a, b = Member(make_a, "static-a"), Member(make_b, "static-b-1")
+    def make(name: str, instance: str) -> Member:
+        return Member(client, "classic", broker.bootstrap, topic_name, group, name, instance)
+
+    a, b = make("static-a", "static-a"), make("static-b-1", "static-b")
     started = [a]
     a.start()
     try:
@@ -334,7 +294,7 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker, 
         events_a = len(a.log.events)
         owned_b = assigned(b)
         b.stop()  # a static member's close does not leave the group
-        again = Member(make_b, "static-b-2")
+        again = make("static-b-2", "static-b")
         started.append(again)
         again.start()
         wait_for(lambda: assigned(again), "the restarted static member's partitions")

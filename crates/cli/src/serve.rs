@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// group.min.session.timeout.ms, 6000 there).
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub group_min_session_timeout_ms: u64,
+    /// A KIP-848 group member that sends no heartbeat for this long is removed, in ms (Kafka's
+    /// group.consumer.session.timeout.ms, 45000 there too).
+    #[arg(long, value_name = "MS", default_value_t = 45_000)]
+    pub group_consumer_session_timeout_ms: u64,
+    /// How often KIP-848 group members heartbeat, in ms (Kafka's
+    /// group.consumer.heartbeat.interval.ms, 5000 there).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub group_consumer_heartbeat_interval_ms: u64,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -60,6 +68,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(args.group_initial_rebalance_delay_ms);
     config.groups.min_session_timeout =
         std::time::Duration::from_millis(args.group_min_session_timeout_ms);
+    config.groups.consumer_session_timeout =
+        std::time::Duration::from_millis(args.group_consumer_session_timeout_ms.max(1));
+    config.groups.consumer_heartbeat_interval =
+        std::time::Duration::from_millis(args.group_consumer_heartbeat_interval_ms.max(1));
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let engine = EngineConfig::new(&args.dir);

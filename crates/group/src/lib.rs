@@ -55,6 +55,7 @@ pub use error::{GroupError, Result};
 pub use group::{Group, GroupConfig, MemberConfig, RebalanceListener};
 pub use member::{Member, MemberPolled};
 pub use offsets::{CommittedOffsets, OFFSETS_TOPIC};
+pub use ownership::{Claim, Fence, OwnershipTable, Take};
 pub use rill_engine::StartFrom;
 
 // The handles' thread-safety is part of the API: a change that loses it must not compile.

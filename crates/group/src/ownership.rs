@@ -26,8 +26,10 @@ use crate::sync::{self, AtomicBool, AtomicU64, Ordering};
 
 /// The owner of a partition: a member and the member epoch it holds the partition under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Claim {
+pub struct Claim {
+    /// The owning member's id (1 or more; 0 is never a member).
     pub member: u32,
+    /// The member epoch it took or last confirmed the partition under.
     pub epoch: u32,
 }
 
@@ -47,13 +49,15 @@ impl Claim {
 /// Set once, when the coordinator removes a member; never cleared (a member that comes back
 /// joins under a new id).
 #[derive(Debug, Default)]
-pub(crate) struct Fence(AtomicBool);
+pub struct Fence(AtomicBool);
 
 impl Fence {
+    /// A fence that is not set.
     pub fn new() -> Self {
         Self(AtomicBool::new(false))
     }
 
+    /// Whether the coordinator has removed the member.
     pub fn is_fenced(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
@@ -68,7 +72,7 @@ impl Fence {
 
 /// What [`OwnershipTable::take`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Take {
+pub enum Take {
     /// The partition is now the caller's.
     Taken,
     /// Someone else still holds it; try again once they have reconciled.
@@ -78,22 +82,35 @@ pub(crate) enum Take {
 }
 
 /// The owners of one topic's partitions.
+///
+/// Public so that a coordinator outside this crate (the Kafka front end's KIP-848 groups, whose
+/// members are remote) hands partitions over under the same rule in-process members follow: a
+/// partition is taken only from "unowned", and only its owner (or the coordinator fencing it)
+/// gives it back.
 #[derive(Debug)]
-pub(crate) struct OwnershipTable {
+pub struct OwnershipTable {
     words: Box<[AtomicU64]>,
 }
 
 impl OwnershipTable {
+    /// A table of `partitions` unowned partitions.
     pub fn new(partitions: u32) -> Self {
         Self {
             words: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
+    /// How many partitions the table covers.
     pub fn len(&self) -> u32 {
         self.words.len() as u32
     }
 
+    /// Whether the table covers no partition.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// The current owner of `partition`; `None` if unowned or out of range.
     pub fn owner(&self, partition: u32) -> Option<Claim> {
         let word = self.words.get(partition as usize)?;
         Claim::unpack(word.load(Ordering::SeqCst))

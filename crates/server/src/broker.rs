@@ -226,6 +226,18 @@ impl Broker {
             ApiKey::ListGroups => {
                 ready(api::group::describe::list(self, cx, decode(&mut body, cx)?))
             }
+            ApiKey::ConsumerGroupHeartbeat => ready(api::group::consumer::heartbeat(
+                self,
+                cx,
+                header.client_id.as_ref(),
+                session.peer,
+                decode(&mut body, cx)?,
+            )),
+            ApiKey::ConsumerGroupDescribe => ready(api::group::consumer::describe(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
             _ => Err(ConnectionError::Unsupported {
                 api_key: header.request_api_key,
                 version: cx.version,

@@ -1,5 +1,9 @@
-//! The group coordinator for Kafka's classic group protocol: this broker coordinates every
-//! group.
+//! The group coordinator: this broker coordinates every group, classic (JoinGroup and
+//! SyncGroup, client-side assignment) or KIP-848 (ConsumerGroupHeartbeat, server-side
+//! assignment, see the `consumer` module). A group id is one protocol at a time, as in Kafka: a
+//! heartbeat for a classic group that has members is GROUP_ID_NOT_FOUND, a JoinGroup for a
+//! consumer group that has members is INCONSISTENT_GROUP_PROTOCOL, and an empty group of one
+//! kind turns into the other on first use.
 //!
 //! All groups' membership lives behind one mutex: group requests are control path (a few per
 //! member per heartbeat interval), and one lock keeps a group's transitions and its offset
@@ -14,6 +18,7 @@
 //! survive a restart. Group membership itself is not persisted: after a restart every group is
 //! empty and its members rejoin (their old member ids are unknown).
 
+pub(crate) mod consumer;
 pub(crate) mod group;
 pub(crate) mod reply;
 
@@ -26,6 +31,7 @@ use kafka_protocol::ResponseError;
 use rill_engine::Engine;
 use rill_group::CommittedOffsets;
 
+use consumer::{ConsumerGroup, ConsumerTiming};
 use group::{ClassicGroup, Timing};
 
 /// Kafka's `offsets.topic.num.partitions` is 50; the engine pays per partition, and a group's
@@ -52,6 +58,16 @@ pub struct GroupsConfig {
     pub min_session_timeout: Duration,
     /// Largest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`).
     pub max_session_timeout: Duration,
+    /// A KIP-848 member that sends no heartbeat for this long is removed (Kafka's
+    /// `group.consumer.session.timeout.ms`, 45 s there too).
+    pub consumer_session_timeout: Duration,
+    /// How often KIP-848 members are told to heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, 5 s there). Members learn that the group moved
+    /// (a member joined or left) only at their next heartbeat, so this bounds how long a leaving
+    /// member's partitions wait for their next owners; a heartbeat costs this broker one short
+    /// locked update, so ours is 100 ms. (A member waiting for partitions being released is told
+    /// to heartbeat sooner still.)
+    pub consumer_heartbeat_interval: Duration,
 }
 
 impl Default for GroupsConfig {
@@ -60,6 +76,8 @@ impl Default for GroupsConfig {
             initial_rebalance_delay: Duration::from_millis(50),
             min_session_timeout: Duration::from_millis(100),
             max_session_timeout: Duration::from_secs(30 * 60),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_heartbeat_interval: Duration::from_millis(100),
         }
     }
 }
@@ -72,12 +90,21 @@ impl GroupsConfig {
             max_session: self.max_session_timeout,
         }
     }
+
+    pub(crate) fn consumer_timing(&self) -> ConsumerTiming {
+        ConsumerTiming {
+            session: self.consumer_session_timeout,
+            heartbeat: self.consumer_heartbeat_interval,
+        }
+    }
 }
 
 /// Every group, and what the timer thread needs.
 #[derive(Debug, Default)]
 pub(crate) struct Groups {
     map: HashMap<String, ClassicGroup>,
+    /// KIP-848 groups; an id is in one map at most.
+    consumer: HashMap<String, ConsumerGroup>,
     /// When the timer thread will next wake on its own.
     next_wake: Option<Instant>,
     stopping: bool,
@@ -99,6 +126,39 @@ impl Groups {
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &ClassicGroup)> {
         self.map.iter()
+    }
+
+    /// The KIP-848 group if it exists.
+    pub fn consumer(&self, id: &str) -> Option<&ConsumerGroup> {
+        self.consumer.get(id)
+    }
+
+    /// The KIP-848 group if it exists, to change.
+    pub fn consumer_mut(&mut self, id: &str) -> Option<&mut ConsumerGroup> {
+        self.consumer.get_mut(id)
+    }
+
+    pub fn consumer_iter(&self) -> impl Iterator<Item = (&String, &ConsumerGroup)> {
+        self.consumer.iter()
+    }
+
+    /// Whether a classic request may use `id`: not while a KIP-848 group with members has it.
+    /// An empty KIP-848 group of that id is dropped (its offsets stay).
+    pub fn claim_classic(&mut self, id: &str) -> bool {
+        match self.consumer.get(id) {
+            Some(group) if !group.is_empty() => false,
+            Some(_) => {
+                self.consumer.remove(id);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn next_deadline(&self, id: &str) -> Option<Instant> {
+        let classic = self.map.get(id).and_then(ClassicGroup::next_deadline);
+        let consumer = self.consumer.get(id).and_then(ConsumerGroup::next_deadline);
+        classic.into_iter().chain(consumer).min()
     }
 
     /// A member id no other member of this server's life has had: the client id, this
@@ -157,6 +217,26 @@ impl Locked<'_> {
         let boot = self.inner.boot;
         self.guard.new_member_id(client_id, boot)
     }
+
+    /// The KIP-848 group a heartbeat changes, created if new; `None` while a classic group
+    /// with members has the id. An empty classic group of that id is dropped.
+    pub fn touch_consumer(&mut self, id: &str) -> Option<&mut ConsumerGroup> {
+        match self.guard.map.get(id) {
+            Some(group) if group.state() != group::State::Empty => return None,
+            Some(_) => {
+                self.guard.map.remove(id);
+            }
+            None => {}
+        }
+        self.touched = Some(id.to_owned());
+        let timing = self.inner.config.consumer_timing();
+        Some(
+            self.guard
+                .consumer
+                .entry(id.to_owned())
+                .or_insert_with(|| ConsumerGroup::new(timing)),
+        )
+    }
 }
 
 impl Drop for Locked<'_> {
@@ -164,7 +244,7 @@ impl Drop for Locked<'_> {
         let Some(id) = self.touched.take() else {
             return;
         };
-        let due = self.guard.get(&id).and_then(ClassicGroup::next_deadline);
+        let due = self.guard.next_deadline(&id);
         if let Some(due) = due
             && self.guard.next_wake.is_none_or(|wake| due < wake)
         {
@@ -305,6 +385,18 @@ fn run_timer(inner: &Inner) {
                 }
             })
             .min();
+        let next_consumer = groups
+            .consumer
+            .values_mut()
+            .filter_map(|g| {
+                if g.next_deadline().is_some_and(|d| d <= now) {
+                    g.tick(now)
+                } else {
+                    g.next_deadline()
+                }
+            })
+            .min();
+        let next = next.into_iter().chain(next_consumer).min();
         groups.next_wake = next;
         // At least a millisecond: a deadline that a tick could not clear must not spin.
         let nap = next.map_or(IDLE_NAP, |at| {

@@ -1,4 +1,4 @@
-//! DescribeGroups and ListGroups.
+//! DescribeGroups (classic groups) and ListGroups (both kinds).
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -14,8 +14,11 @@ use crate::response::Encoded;
 /// Kafka's name for a group that does not exist.
 const DEAD: &str = "Dead";
 
-/// The protocol family of every group this coordinator serves (KIP-848 groups are "consumer").
+/// The type of a classic group.
 const CLASSIC: &str = "classic";
+
+/// The type (and protocol type) of a KIP-848 group.
+const CONSUMER: &str = "consumer";
 
 /// DescribeGroups: state, protocol and members of each group; an unknown group is "Dead".
 pub fn describe(
@@ -83,23 +86,35 @@ pub fn list(
                 .iter()
                 .any(|s| s.as_str().eq_ignore_ascii_case(state))
     };
-    let wanted_type = request.types_filter.is_empty()
-        || request
-            .types_filter
-            .iter()
-            .any(|t| t.as_str().eq_ignore_ascii_case(CLASSIC));
-    let mut listed: Vec<ListedGroup> = groups
+    let wanted_type = |kind: &str| {
+        request.types_filter.is_empty()
+            || request
+                .types_filter
+                .iter()
+                .any(|t| t.as_str().eq_ignore_ascii_case(kind))
+    };
+    let classic = groups
         .iter()
-        .filter(|(_, g)| wanted_type && wanted_state(g.state().name()))
-        .map(|(id, g)| {
+        .map(|(id, g)| (id, g.state().name(), g.protocol_type(), CLASSIC));
+    let views: Vec<(&String, &'static str)> = groups
+        .consumer_iter()
+        .map(|(id, g)| (id, g.view().state))
+        .collect();
+    let consumer = views
+        .iter()
+        .map(|&(id, state)| (id, state, CONSUMER, CONSUMER));
+    let mut listed: Vec<ListedGroup> = classic
+        .chain(consumer)
+        .filter(|&(_, state, _, kind)| wanted_type(kind) && wanted_state(state))
+        .map(|(id, state, protocol_type, kind)| {
             let mut group = ListedGroup::default()
                 .with_group_id(GroupId(text(id.clone())))
-                .with_protocol_type(text(g.protocol_type()));
+                .with_protocol_type(text(protocol_type));
             if cx.version >= 4 {
-                group.group_state = text(g.state().name());
+                group.group_state = text(state);
             }
             if cx.version >= 5 {
-                group.group_type = text(CLASSIC);
+                group.group_type = text(kind);
             }
             group
         })

@@ -94,6 +94,10 @@ pub fn join(
             .map(Pending::Ready);
         }
     };
+    if !groups.claim_classic(&group_id) {
+        drop(groups);
+        return fail(ResponseError::InconsistentGroupProtocol);
+    }
     let fresh = groups.new_member_id(&join.client_id);
     let reply = groups
         .touch(&group_id)

@@ -1,5 +1,7 @@
-//! The classic consumer-group APIs, served by the [`coordinator`](crate::coordinator).
+//! The consumer-group APIs, classic and KIP-848, served by the
+//! [`coordinator`](crate::coordinator).
 
+pub mod consumer;
 pub mod describe;
 pub mod find;
 pub mod membership;

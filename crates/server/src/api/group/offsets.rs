@@ -40,8 +40,8 @@ fn group_code(error: &GroupError) -> i16 {
     }
 }
 
-/// OffsetCommit: checked against the member's generation (a stale one is ILLEGAL_GENERATION),
-/// appended to the offsets log, answered once durable.
+/// OffsetCommit: checked against the member's generation (a stale one is ILLEGAL_GENERATION)
+/// or, in a KIP-848 group, its member epoch (a stale one is STALE_MEMBER_EPOCH), appended to the offsets log, answered once durable.
 pub fn commit(
     broker: &Broker,
     cx: Context,
@@ -86,7 +86,7 @@ pub fn commit(
     let failure = if group_id.is_empty() {
         Some(ResponseError::InvalidGroupId.code())
     } else {
-        store_commit(broker, &group_id, &request, &entries).err()
+        store_commit(broker, cx.version, &group_id, &request, &entries).err()
     };
     let response = OffsetCommitResponse::default().with_topics(
         answers
@@ -120,6 +120,7 @@ pub fn commit(
 /// store lock and nothing, so other groups' requests and heartbeats are never held up.
 fn store_commit(
     broker: &Broker,
+    version: i16,
     group_id: &str,
     request: &OffsetCommitRequest,
     entries: &[(TopicPartition, i64)],
@@ -130,12 +131,21 @@ fn store_commit(
         .map_err(|e| group_code(&e))?;
     let ticket = {
         let mut groups = broker.groups.lock()?;
-        let epoch = groups.touch(group_id).check_commit(
-            request.generation_id_or_member_epoch,
-            request.member_id.as_str(),
-            request.group_instance_id.as_ref().map(|s| s.as_str()),
-            Instant::now(),
-        )?;
+        let epoch = match groups.consumer_mut(group_id) {
+            // A KIP-848 group's members commit under their member epoch.
+            Some(group) => group.check_commit(
+                request.generation_id_or_member_epoch,
+                request.member_id.as_str(),
+                version,
+                Instant::now(),
+            )?,
+            None => groups.touch(group_id).check_commit(
+                request.generation_id_or_member_epoch,
+                request.member_id.as_str(),
+                request.group_instance_id.as_ref().map(|s| s.as_str()),
+                Instant::now(),
+            )?,
+        };
         if entries.is_empty() {
             return Ok(());
         }
@@ -165,6 +175,21 @@ pub fn fetch(
     cx: Context,
     request: OffsetFetchRequest,
 ) -> Result<Encoded, ConnectionError> {
+    // v9+: a KIP-848 member names itself and its epoch; an unknown or stale one is refused.
+    let members: Vec<(Option<String>, i32)> = if cx.version >= 9 {
+        request
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.member_id.as_ref().map(|m| m.as_str().to_owned()),
+                    g.member_epoch,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let asked: Vec<Asked> = if cx.version >= 8 {
         request
             .groups
@@ -188,7 +213,12 @@ pub fn fetch(
     };
     let mut answered: Vec<(String, i16, Found)> = asked
         .into_iter()
-        .map(|(group, topics)| {
+        .enumerate()
+        .map(|(i, (group, topics))| {
+            let (member, epoch) = members.get(i).cloned().unwrap_or((None, -1));
+            if let Err(code) = check_fetcher(broker, &group, member.as_deref(), epoch) {
+                return (group, code, Vec::new());
+            }
             let (code, topics) = lookup(broker, &group, topics);
             (group, code, topics)
         })
@@ -251,6 +281,19 @@ pub fn fetch(
             .collect();
     }
     respond(cx, &response)
+}
+
+/// Checks the member an OffsetFetch names against its KIP-848 group, if the group is one.
+fn check_fetcher(
+    broker: &Broker,
+    group: &str,
+    member: Option<&str>,
+    epoch: i32,
+) -> Result<(), i16> {
+    let groups = broker.groups.lock()?;
+    groups
+        .consumer(group)
+        .map_or(Ok(()), |g| g.check_fetch(member, epoch))
 }
 
 /// A group's committed offsets for the asked partitions (-1 where none), or all of them.
