@@ -352,8 +352,10 @@ impl Engine {
         for partition in &topic.partitions {
             partition.deleted.store(true, Ordering::Release);
         }
-        // Consumers parked on the topic look again, and see it deleted.
-        topic.notifier.notify();
+        // Consumers parked on the topic or a partition look again, and see it deleted.
+        for partition in &topic.partitions {
+            partition.notify();
+        }
         let outcomes: Vec<_> = topic
             .partitions
             .iter()
@@ -465,7 +467,8 @@ impl Engine {
                 tp: log.partition().clone(),
                 reader: log.reader(),
                 shard: shard.clone(),
-                notifier: notifier.clone(),
+                notifier: Notifier::default(),
+                topic_notifier: notifier.clone(),
                 deleted: AtomicBool::new(false),
             });
             shard.add_partition(log, entry.clone());
@@ -519,7 +522,9 @@ impl Threads {
             .unwrap_or_else(PoisonError::into_inner)
             .values()
         {
-            topic.notifier.notify();
+            for partition in &topic.partitions {
+                partition.notify();
+            }
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -1,64 +1,141 @@
-//! Waiting without spinning: a shard that parks when idle, and waiters (acks, consumers) that
-//! sleep until a watermark moves.
+//! Waiting without spinning: a shard that sleeps when idle (parked, or in the kernel until its
+//! writes complete), and waiters (acks, consumers) that sleep until a watermark moves.
 //!
 //! Both follow one rule so that no wakeup is lost: the sleeper announces itself, then checks
 //! for work once more, then sleeps; the waker makes its change visible, then looks for an
 //! announced sleeper. A sequentially consistent fence on each side orders "announce / check"
-//! against "publish / look", so at least one of them sees the other.
+//! against "publish / look", so at least one of them sees the other. The sleep itself is on a
+//! primitive that remembers a wakeup given before the sleep starts (a thread's park token, an
+//! eventfd's counter, a futex word's value), so a wakeup between the check and the sleep ends
+//! the sleep at once.
+//!
+//! Nothing here takes a lock on the waker's side: a shard that finds nobody asleep pays one
+//! fence and one load, and one system call when somebody is.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
-use std::thread::Thread;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+#[cfg(loom)]
+use loom::thread::{Thread, current as current_thread};
+#[cfg(not(loom))]
+use std::thread::{Thread, current as current_thread};
+
+use crate::sync::{AtomicUsize, Ordering};
+use std::sync::atomic::fence;
 
 /// Longest single sleep of a waiter: a bound on every wait loop, so even a missed wakeup
 /// (a bug) costs at most this much latency, never a hang.
-const MAX_NAP: Duration = Duration::from_millis(100);
+pub(crate) const MAX_NAP: Duration = Duration::from_millis(100);
 
-/// Wakes a parked shard thread when producers hand it work.
+/// The shard runs (or spins): wakers have nothing to do.
+const RUNNING: usize = 0;
+/// The shard is parked (or about to): a waker unparks its thread.
+const PARKED: usize = 1;
+/// The shard sleeps in the kernel until a write completes (or is about to): a waker rings the
+/// eventfd registered with its io_uring, which ends that sleep as a completion would.
+const IN_KERNEL: usize = 2;
+
+/// Wakes a sleeping shard thread when producers hand it work, wherever it sleeps.
 #[derive(Debug, Default)]
 pub(crate) struct ShardWaker {
-    sleeping: AtomicBool,
+    state: AtomicUsize,
     thread: OnceLock<Thread>,
+    #[cfg(target_os = "linux")]
+    doorbell: OnceLock<std::sync::Arc<doorbell::Doorbell>>,
 }
 
 impl ShardWaker {
     /// Registers the shard's thread; called once from the shard itself.
     pub fn bind_current_thread(&self) {
-        let _ = self.thread.set(std::thread::current());
+        let _ = self.thread.set(current_thread());
     }
 
-    /// After handing the shard work: wakes it if it is parked or about to park.
+    /// Registers the eventfd the shard's io_uring signals on completions; called once.
+    #[cfg(target_os = "linux")]
+    pub fn bind_doorbell(&self, doorbell: std::sync::Arc<doorbell::Doorbell>) {
+        let _ = self.doorbell.set(doorbell);
+    }
+
+    /// After handing the shard work: wakes it if it sleeps or is about to. Of several
+    /// producers waking one sleep, only the first makes a system call.
     pub fn wake(&self) {
         fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed)
-            && let Some(thread) = self.thread.get()
-        {
-            thread.unpark();
+        if self.state.load(Ordering::Relaxed) == RUNNING {
+            return;
+        }
+        match self.state.swap(RUNNING, Ordering::AcqRel) {
+            PARKED => {
+                if let Some(thread) = self.thread.get() {
+                    thread.unpark();
+                }
+            }
+            #[cfg(target_os = "linux")]
+            IN_KERNEL => {
+                if let Some(doorbell) = self.doorbell.get() {
+                    doorbell.ring();
+                }
+            }
+            _ => {}
         }
     }
 
     /// Parks the shard unless `has_work` finds something once it has announced itself.
     pub fn park_unless(&self, has_work: impl FnOnce() -> bool, timeout: Option<Duration>) {
-        self.sleeping.store(true, Ordering::Relaxed);
+        self.state.store(PARKED, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if !has_work() {
-            match timeout {
-                Some(timeout) => std::thread::park_timeout(timeout),
-                None => std::thread::park(),
-            }
+            park(timeout);
         }
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.state.store(RUNNING, Ordering::Relaxed);
+    }
+
+    /// Sleeps in the kernel on the doorbell (which the ring also rings on each completion)
+    /// unless `has_work` finds work or a completion once the shard has announced itself.
+    /// Returns false when no doorbell is bound (the caller waits on the ring instead).
+    #[cfg(target_os = "linux")]
+    pub fn sleep_in_kernel_unless(
+        &self,
+        has_work: impl FnOnce() -> bool,
+        timeout: Duration,
+    ) -> bool {
+        let Some(doorbell) = self.doorbell.get() else {
+            return false;
+        };
+        self.state.store(IN_KERNEL, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Rings from before the announcement are answered by the check below; clearing them
+        // keeps the sleep from ending at once for nothing.
+        doorbell.clear();
+        if !has_work() {
+            doorbell.wait(timeout);
+        }
+        self.state.store(RUNNING, Ordering::Relaxed);
+        true
     }
 }
 
+#[cfg(not(loom))]
+fn park(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => std::thread::park_timeout(timeout),
+        None => std::thread::park(),
+    }
+}
+
+/// The model has no clock: an unbounded park, so that a lost wakeup shows as a deadlock.
+#[cfg(loom)]
+fn park(_timeout: Option<Duration>) {
+    loom::thread::park();
+}
+
 /// Lets threads wait for a condition that the shard makes true (a watermark moving, a batch
-/// acknowledged). The shard pays one atomic load per notification while nobody waits.
+/// acknowledged): an event count. The shard pays one fence and one load per notification while
+/// nobody waits, and never takes a lock; a waiter sleeps on the count's word (a futex on
+/// Linux), so a notification that comes between its last check and its sleep ends the sleep.
 #[derive(Debug, Default)]
 pub(crate) struct Notifier {
     waiters: AtomicUsize,
-    lock: Mutex<()>,
-    condvar: Condvar,
+    events: futex::Word,
 }
 
 impl Notifier {
@@ -66,8 +143,7 @@ impl Notifier {
     pub fn notify(&self) {
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            self.condvar.notify_all();
+            self.events.bump_and_wake_all();
         }
     }
 
@@ -81,9 +157,9 @@ impl Notifier {
             return Some(value);
         }
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         let result = loop {
+            fence(Ordering::SeqCst);
+            let seen = self.events.load();
             if let Some(value) = ready() {
                 break Some(value);
             }
@@ -94,19 +170,191 @@ impl Notifier {
                 },
                 None => MAX_NAP,
             };
-            guard = self
-                .condvar
-                .wait_timeout(guard, nap)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            self.events.wait(seen, nap);
         };
-        drop(guard);
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         result
     }
 }
 
-#[cfg(test)]
+/// A word that threads sleep on until its value changes: Linux's futex, or a mutex and a
+/// condition variable elsewhere and under the model checker (which then sees every wait).
+mod futex {
+    use std::time::Duration;
+
+    use crate::sync::Ordering;
+
+    #[cfg(all(target_os = "linux", not(loom)))]
+    #[derive(Debug, Default)]
+    pub(crate) struct Word(std::sync::atomic::AtomicU32);
+
+    #[cfg(all(target_os = "linux", not(loom)))]
+    impl Word {
+        pub fn load(&self) -> u32 {
+            self.0.load(Ordering::Acquire)
+        }
+
+        /// Changes the value (so sleepers that saw the old one do not sleep) and wakes all.
+        pub fn bump_and_wake_all(&self) {
+            self.0.fetch_add(1, Ordering::Release);
+            // SAFETY: FUTEX_WAKE reads nothing through the pointer; it names a live word this
+            // struct owns, private to the process.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    i32::MAX,
+                );
+            }
+        }
+
+        /// Sleeps while the value is `seen`, at most `timeout` (spurious returns are fine).
+        pub fn wait(&self, seen: u32, timeout: Duration) {
+            let timeout = libc::timespec {
+                tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+            };
+            // SAFETY: the word is live for the call (borrowed from `self`); the kernel compares
+            // it with `seen` atomically and sleeps only if they are equal, reading the timeout
+            // from a live local. Errors (EAGAIN: the value changed, EINTR, ETIMEDOUT) all mean
+            // "look again", which the caller's loop does.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.0.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    seen,
+                    &timeout as *const libc::timespec,
+                );
+            }
+        }
+    }
+
+    #[cfg(any(not(target_os = "linux"), loom))]
+    #[derive(Debug)]
+    pub(crate) struct Word {
+        value: crate::sync::AtomicUsize,
+        lock: Lock<()>,
+        changed: Condvar,
+    }
+
+    #[cfg(any(not(target_os = "linux"), loom))]
+    impl Default for Word {
+        fn default() -> Self {
+            Self {
+                value: crate::sync::AtomicUsize::new(0),
+                lock: Lock::new(()),
+                changed: Condvar::new(),
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    use loom::sync::{Condvar, Mutex as Lock};
+    #[cfg(all(not(target_os = "linux"), not(loom)))]
+    use std::sync::{Condvar, Mutex as Lock};
+
+    #[cfg(any(not(target_os = "linux"), loom))]
+    impl Word {
+        pub fn load(&self) -> u32 {
+            self.value.load(Ordering::Acquire) as u32
+        }
+
+        pub fn bump_and_wake_all(&self) {
+            let _guard = self
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.value.fetch_add(1, Ordering::Release);
+            self.changed.notify_all();
+        }
+
+        pub fn wait(&self, seen: u32, timeout: Duration) {
+            let guard = self
+                .lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.load() == seen {
+                #[cfg(loom)]
+                {
+                    // The model has no clock: an unbounded wait, so that a lost wakeup shows
+                    // as a deadlock of the model.
+                    let _ = timeout;
+                    drop(self.changed.wait(guard));
+                }
+                #[cfg(not(loom))]
+                drop(self.changed.wait_timeout(guard, timeout));
+            }
+        }
+    }
+}
+
+/// The eventfd a shard sleeps on while its writes are in flight: registered with its io_uring,
+/// which signals it on every completion, and rung by producers that hand the shard work.
+#[cfg(target_os = "linux")]
+pub(crate) mod doorbell {
+    use std::io;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    pub(crate) struct Doorbell(OwnedFd);
+
+    impl Doorbell {
+        pub fn new() -> io::Result<Self> {
+            // SAFETY: eventfd takes no pointers; the descriptor it returns is new and owned here.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a valid descriptor that nothing else owns.
+            Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+
+        /// Ends a sleep in [`Doorbell::wait`], now or when it starts.
+        pub fn ring(&self) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live local to a descriptor this struct owns. A
+            // failure can only be a saturated counter, which wakes the sleeper anyway.
+            unsafe {
+                libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8);
+            }
+        }
+
+        /// Forgets the rings so far (the caller is about to look for work itself).
+        pub fn clear(&self) {
+            let mut count: u64 = 0;
+            // SAFETY: reads at most 8 bytes into a live local; the descriptor is non-blocking,
+            // so an unrung doorbell returns EAGAIN at once.
+            unsafe {
+                libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8);
+            }
+        }
+
+        /// Sleeps until the doorbell rings (a completion or a producer), at most `timeout`.
+        pub fn wait(&self, timeout: Duration) {
+            let mut poll = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis =
+                libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one live pollfd, for the duration of the call. EINTR and a timeout both
+            // mean "look again", which the shard's loop does.
+            unsafe {
+                libc::poll(&mut poll, 1, millis);
+            }
+        }
+
+        pub fn fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -142,5 +390,113 @@ mod tests {
         let notifier = Notifier::default();
         let deadline = Some(Instant::now() + Duration::from_millis(20));
         assert_eq!(notifier.wait_until(deadline, || None::<()>), None);
+    }
+
+    /// A producer's ring ends a shard's sleep in the kernel long before its timeout: the sleep
+    /// of a shard whose writes are in flight no longer delays another partition's batch.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_ring_ends_a_sleep_in_the_kernel() {
+        let waker = Arc::new(ShardWaker::default());
+        waker.bind_doorbell(Arc::new(doorbell::Doorbell::new().unwrap()));
+        let work = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sleeper = {
+            let (waker, work) = (waker.clone(), work.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while !work.load(Ordering::Acquire) {
+                    assert!(waker.sleep_in_kernel_unless(
+                        || work.load(Ordering::Acquire),
+                        Duration::from_secs(20)
+                    ));
+                }
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        work.store(true, Ordering::Release);
+        waker.wake();
+        let slept = sleeper.join().unwrap();
+        assert!(slept < Duration::from_secs(10), "slept {slept:?}");
+    }
+}
+
+/// Model checks of the two sleep protocols: loom explores every interleaving of a sleeper's
+/// announce / check / sleep with a waker's publish / look / wake, and reports a lost wakeup as
+/// a deadlock (its waits have no timeout).
+///
+/// `RUSTFLAGS="--cfg loom" cargo test --release -p rill-engine --lib loom_`
+#[cfg(all(test, loom))]
+mod loom_model {
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicBool;
+    use loom::thread;
+
+    use super::Notifier;
+    use crate::sync::Ordering;
+
+    #[test]
+    fn loom_a_notification_is_never_lost() {
+        loom::model(|| {
+            let notifier = Arc::new(Notifier::default());
+            let ready = Arc::new(AtomicBool::new(false));
+            let waiter = {
+                let (notifier, ready) = (notifier.clone(), ready.clone());
+                thread::spawn(move || {
+                    notifier.wait_until(None, || ready.load(Ordering::Acquire).then_some(()))
+                })
+            };
+            ready.store(true, Ordering::Release);
+            notifier.notify();
+            let seen = waiter.join().unwrap_or_else(|_| panic!("waiter panicked"));
+            assert_eq!(seen, Some(()));
+        });
+    }
+
+    /// A producer's push and wake against a shard's announce, check and park: the shard
+    /// always ends up seeing the work (a lost wakeup would park it for good: a deadlock).
+    #[test]
+    fn loom_a_parking_shard_sees_every_push() {
+        use super::ShardWaker;
+        loom::model(|| {
+            let waker = Arc::new(ShardWaker::default());
+            let work = Arc::new(AtomicBool::new(false));
+            let shard = {
+                let (waker, work) = (waker.clone(), work.clone());
+                thread::spawn(move || {
+                    waker.bind_current_thread();
+                    while !work.load(Ordering::Acquire) {
+                        waker.park_unless(|| work.load(Ordering::Acquire), None);
+                    }
+                })
+            };
+            // The shard may not have bound its thread yet: then it has not parked either,
+            // and its own check sees the work.
+            work.store(true, Ordering::Release);
+            waker.wake();
+            shard.join().unwrap_or_else(|_| panic!("shard panicked"));
+        });
+    }
+
+    #[test]
+    fn loom_two_waiters_both_wake() {
+        loom::model(|| {
+            let notifier = Arc::new(Notifier::default());
+            let ready = Arc::new(AtomicBool::new(false));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let (notifier, ready) = (notifier.clone(), ready.clone());
+                    thread::spawn(move || {
+                        notifier.wait_until(None, || ready.load(Ordering::Acquire).then_some(()))
+                    })
+                })
+                .collect();
+            ready.store(true, Ordering::Release);
+            notifier.notify();
+            for waiter in waiters {
+                let seen = waiter.join().unwrap_or_else(|_| panic!("waiter panicked"));
+                assert_eq!(seen, Some(()));
+            }
+        });
     }
 }
