@@ -213,7 +213,8 @@ mod futex {
         pub fn wait(&self, seen: u32, timeout: Duration) {
             let timeout = libc::timespec {
                 tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+                // Below 10^9, so it fits a c_long of any width.
+                tv_nsec: timeout.subsec_nanos() as libc::c_long,
             };
             // SAFETY: the word is live for the call (borrowed from `self`); the kernel compares
             // it with `seen` atomically and sleeps only if they are equal, reading the timeout

@@ -152,6 +152,8 @@ mod loom_model {
             // SAFETY: only this thread writes, and each byte is written before the watermark
             // that covers it is published; readers touch only bytes below a watermark they saw.
             cell.with_mut(|byte| unsafe { *byte = i as u8 + 1 });
+            // Sequenced into the tail first (the bytes are in memory), written after.
+            log.marks.publish_appended(i as i64 + 1);
             log.marks.publish_written(i as i64 + 1);
             if i == 1 {
                 log.marks.publish_durable(2);
@@ -201,6 +203,11 @@ mod loom_model {
     #[test]
     fn loom_readers_never_see_a_batch_before_its_bytes() {
         model(Visibility::Written);
+    }
+
+    #[test]
+    fn loom_appended_readers_never_see_a_batch_before_its_bytes() {
+        model(Visibility::Appended);
     }
 
     #[test]
