@@ -95,7 +95,10 @@ pub struct EngineConfig {
     /// system that refuses `O_DIRECT` (tmpfs, for one) gets the page cache whatever this says.
     /// The portable backend always writes through the page cache.
     pub direct_io: bool,
-    /// How long an idle shard keeps polling its rings before it parks.
+    /// The longest an idle shard keeps polling its rings before it sleeps. The shard adapts
+    /// its window below this to the gaps between batches: it grows while batches come soon
+    /// after a park, and shrinks to nothing for a trickle, which then costs no CPU between
+    /// batches.
     pub idle_spin: Duration,
     /// How often shards enforce retention.
     pub retention_check_interval: Duration,
