@@ -753,7 +753,8 @@ impl Shard {
         let Some(direct) = self.direct.as_mut() else {
             return;
         };
-        for done in std::mem::take(&mut self.stashed) {
+        // Drained, not taken: the list keeps its memory for the next completions.
+        for done in self.stashed.drain(..) {
             let Some(owned) = usize::try_from(done.token)
                 .ok()
                 .and_then(|i| self.partitions.get_mut(i))
@@ -763,10 +764,17 @@ impl Shard {
             let Some(io) = owned.io.as_mut() else {
                 continue;
             };
+            let written_before = owned.entry.reader.written_offset();
             if let Some(error) = io.complete(direct, &mut owned.log, &done) {
                 log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
             }
-            owned.entry.notify();
+            if owned.log.completion_news_for_readers(written_before) {
+                owned.entry.notify();
+            } else {
+                // Under `Appended` consumers saw these batches when they were staged: only
+                // tickets (and consumers of this partition alone) are woken, not the topic's.
+                owned.entry.notifier.notify();
+            }
         }
     }
 

@@ -186,6 +186,19 @@ impl PartitionLog {
         self.shared.watermarks.publish_appended(staged.next_offset);
     }
 
+    /// Whether a completed write, after which the written watermark moved from
+    /// `written_before`, gave readers anything new: always, unless the log made its batches
+    /// visible at staging and every one of them was still in the tail (one evicted before its
+    /// write completed becomes readable only now).
+    pub(crate) fn completion_news_for_readers(&self, written_before: i64) -> bool {
+        !self.tails_when_staged()
+            || self
+                .shared
+                .tail
+                .oldest_base()
+                .is_none_or(|oldest| oldest > written_before)
+    }
+
     /// Undoes the staging of batches whose write ran out of space: the next batch gets the
     /// first unpublished offset and position again. The caller must have failed the ticket of
     /// every one of the `expected` batches, and have no write of this log in flight; if the

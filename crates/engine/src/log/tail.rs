@@ -72,6 +72,15 @@ impl Tail {
         (offset < chunk.next_offset).then(|| chunk.clone())
     }
 
+    /// The first offset the tail holds, if it holds any.
+    pub fn oldest_base(&self) -> Option<i64> {
+        let guard = epoch::pin();
+        let chunks = self.chunks.load(Ordering::Acquire, &guard);
+        // SAFETY: as in `find`.
+        let chunks = unsafe { chunks.as_ref() }?;
+        chunks.list.first().map(|chunk| chunk.base_offset)
+    }
+
     /// Publishes chunks that follow each other (called by the writer only), evicting the
     /// oldest beyond the bound. One publication per completed write, however many batches it
     /// carried.

@@ -46,8 +46,7 @@ impl Doorbell {
             events: libc::POLLIN,
             revents: 0,
         };
-        let millis =
-            libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        let millis = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
         // SAFETY: one live pollfd, for the duration of the call. EINTR and a timeout both
         // mean "look again", which the shard's loop does.
         unsafe {
