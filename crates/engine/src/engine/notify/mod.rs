@@ -20,8 +20,9 @@ use loom::thread::{Thread, current as current_thread};
 #[cfg(not(loom))]
 use std::thread::{Thread, current as current_thread};
 
-use crate::sync::{AtomicUsize, Ordering};
-use std::sync::atomic::fence;
+// The model checker's fence under loom: a std fence would be invisible to it, and the
+// announce / check protocols below hold only through these fences.
+use crate::sync::{AtomicUsize, Ordering, fence};
 
 #[cfg(target_os = "linux")]
 pub(crate) mod doorbell;
