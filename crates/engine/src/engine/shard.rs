@@ -325,11 +325,7 @@ impl Shard {
     /// parks at once and costs no CPU between batches, while a steady stream of close batches
     /// is caught spinning.
     fn adapt_spin(&mut self, parked: Duration) {
-        self.spin = if parked < self.idle_spin {
-            (self.spin * 2).max(self.idle_spin / 16).min(self.idle_spin)
-        } else {
-            self.spin / 2
-        };
+        self.spin = next_spin(self.spin, self.idle_spin, parked);
     }
 
     /// Applies queued commands; returns true when asked to shut down.
@@ -864,10 +860,43 @@ impl Shard {
     }
 }
 
+/// The spin window after a park that lasted `parked` (see [`Shard::adapt_spin`]).
+fn next_spin(spin: Duration, configured: Duration, parked: Duration) -> Duration {
+    if parked < configured {
+        (spin * 2).max(configured / 16).min(configured)
+    } else {
+        spin / 2
+    }
+}
+
 fn has_input(partitions: &[Owned]) -> bool {
     partitions
         .iter()
         .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+}
+
+#[cfg(test)]
+mod spin_tests {
+    use super::next_spin;
+    use std::time::Duration;
+
+    /// A trickle (every park outlasts the window) shrinks the spin to nothing; batches that
+    /// come right after a park grow it back, never past the configured window.
+    #[test]
+    fn the_spin_window_follows_the_gaps_between_batches() {
+        let configured = Duration::from_micros(50);
+        let mut spin = configured;
+        for _ in 0..40 {
+            spin = next_spin(spin, configured, Duration::from_micros(100));
+        }
+        assert_eq!(spin, Duration::ZERO, "a trickle parks at once");
+        spin = next_spin(spin, configured, Duration::from_micros(5));
+        assert!(spin > Duration::ZERO, "a quick wake starts spinning again");
+        for _ in 0..10 {
+            spin = next_spin(spin, configured, Duration::from_micros(5));
+        }
+        assert_eq!(spin, configured, "and grows up to the configured window");
+    }
 }
 
 /// Lets unit tests make starting a given shard fail, and see which shards were started.
