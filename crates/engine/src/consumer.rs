@@ -66,7 +66,7 @@ struct Assigned {
 /// Reads assigned partitions of one topic; made by [`Engine::consumer`](crate::Engine::consumer).
 ///
 /// A consumer sees only records below each partition's visible watermark (which the topic's
-/// [`Visibility`](crate::Visibility) ties to written or durable), in offset order, each once
+/// [`Visibility`](crate::Visibility) ties to appended, written or durable), in offset order, each once
 /// per pass. It is `Send`: use it from one thread at a time.
 pub struct Consumer {
     topic: Arc<TopicEntry>,
@@ -195,7 +195,14 @@ impl Consumer {
     /// (parked, not spinning) when there are none. An empty result means the timeout passed.
     pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
         let deadline = Instant::now() + timeout;
-        let notifier = self.topic.notifier.clone();
+        // One partition: sleep on its own notifier, so other partitions' writes do not wake
+        // this consumer. Several: on the topic's, which every partition of it rings.
+        let single = match self.assigned.as_slice() {
+            [one] => Some(one.entry.clone()),
+            _ => None,
+        };
+        let topic = self.topic.notifier.clone();
+        let notifier = single.as_ref().map_or(&*topic, |entry| &entry.notifier);
         let mut outcome = None;
         notifier.wait_until(Some(deadline), || match self.read_available() {
             Ok(polled) if polled.is_empty() => None,

@@ -262,9 +262,10 @@ impl Engine {
     /// `deadline` passes, or the engine closes, or `cancelled` says so; returns whether data
     /// arrived.
     ///
-    /// Parks on the first partition's topic notifier, so with every partition in one topic
-    /// (the common fetch) a write wakes the waiter at once; a write to another topic, and a
-    /// cancellation, are seen at the notifier's next bounded nap (at most 100 ms). Never spins.
+    /// Parks on the partition's own notifier when there is one partition, else on the first
+    /// partition's topic notifier, so with every partition in one topic (the common fetch) a
+    /// write wakes the waiter at once; a write to another topic, and a cancellation, are seen
+    /// at the notifier's next bounded nap (at most 100 ms). Never spins.
     pub fn wait_for_data(
         &self,
         waits: &[(RawPartition, i64)],
@@ -285,9 +286,11 @@ impl Engine {
                 || first.entry.is_deleted()
                 || cancelled()
         };
-        first
-            .entry
-            .notifier
+        let notifier = match waits {
+            [_] => &first.entry.notifier,
+            _ => &*first.entry.topic_notifier,
+        };
+        notifier
             .wait_until(Some(deadline), || {
                 if arrived() {
                     Some(true)

@@ -14,7 +14,7 @@
 //! retention_age_ns 604800000000000
 //! index_interval_bytes 4096
 //! fsync never                 (or `every_append`, or `interval_ns 5000000`)
-//! visibility written          (or `durable`)
+//! visibility written          (or `appended`, `durable`)
 //! tail_bytes 4194304
 //! max_batch_bytes 1048576
 //! max_decompressed_bytes 67108864
@@ -104,6 +104,7 @@ fn encode_config(text: &mut String, config: &LogConfig) {
         FsyncPolicy::Interval(every) => format!("interval_ns {}", every.as_nanos()),
     };
     let visibility = match config.visibility {
+        Visibility::Appended => "appended",
         Visibility::Written => "written",
         Visibility::Durable => "durable",
     };
@@ -169,6 +170,7 @@ fn decode_config(fields: &mut Fields<'_>) -> std::result::Result<LogConfig, Stri
         },
     };
     let visibility = match fields.value("visibility")? {
+        "appended" => Visibility::Appended,
         "written" => Visibility::Written,
         "durable" => Visibility::Durable,
         other => return Err(format!("unknown visibility {other:?}")),

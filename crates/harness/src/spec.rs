@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use rill_engine::log::FsyncPolicy;
+use rill_engine::log::{FsyncPolicy, Visibility};
 use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
 
 /// How much a scenario sends: a number of records, or as many as fit in a duration.
@@ -38,6 +38,8 @@ pub struct Spec {
     pub rate: u64,
     pub ack: AckLevel,
     pub fsync: FsyncPolicy,
+    /// Which watermark bounds what the consumers see.
+    pub visibility: Visibility,
     pub backend: Backend,
     pub direct_io: bool,
     pub pin: bool,
@@ -58,6 +60,7 @@ impl Spec {
             rate: 100_000,
             ack: AckLevel::Written,
             fsync: FsyncPolicy::Never,
+            visibility: Visibility::Written,
             backend: Backend::Uring,
             direct_io: true,
             pin: true,
@@ -94,6 +97,7 @@ impl Spec {
         config.pin_shards = self.pin;
         config.shards = self.shards;
         config.log.fsync = self.fsync;
+        config.log.visibility = self.visibility;
         config.direct_io = self.direct_io;
         let engine =
             Engine::open(config).with_context(|| format!("open an engine in {}", dir.display()))?;
@@ -113,6 +117,10 @@ impl Spec {
             ),
             ("ack".to_owned(), format!("{:?}", self.ack).to_lowercase()),
             ("fsync".to_owned(), format!("{:?}", self.fsync)),
+            (
+                "visibility".to_owned(),
+                visibility_name(self.visibility).to_owned(),
+            ),
             ("direct_io".to_owned(), self.direct_io.to_string()),
             ("pinned_shards".to_owned(), self.pin.to_string()),
         ];
@@ -159,6 +167,10 @@ pub struct Knobs {
     /// `never`, `every-append`, or an interval in milliseconds such as `10ms`.
     #[arg(long, global = true, value_parser = parse_fsync)]
     pub fsync: Option<FsyncPolicy>,
+    /// `appended`, `written` or `durable`: what consumers may see (durable needs an fsync
+    /// other than never).
+    #[arg(long, global = true, value_parser = parse_visibility)]
+    pub visibility: Option<Visibility>,
     #[arg(long, global = true, value_enum)]
     pub backend: Option<Backend>,
     /// Write segments with O_DIRECT (io_uring backend).
@@ -186,6 +198,7 @@ impl Knobs {
             rate,
             ack,
             fsync,
+            visibility,
             backend,
             direct_io,
             shards
@@ -236,6 +249,24 @@ fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
     }
 }
 
+fn parse_visibility(text: &str) -> Result<Visibility, String> {
+    match text {
+        "appended" => Ok(Visibility::Appended),
+        "written" => Ok(Visibility::Written),
+        "durable" => Ok(Visibility::Durable),
+        other => Err(format!("`{other}`: expected appended, written or durable")),
+    }
+}
+
+/// A visibility as the command line spells it.
+fn visibility_name(visibility: Visibility) -> &'static str {
+    match visibility {
+        Visibility::Appended => "appended",
+        Visibility::Written => "written",
+        Visibility::Durable => "durable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +297,25 @@ mod tests {
             Ok(FsyncPolicy::Interval(Duration::from_millis(10)))
         );
         assert!(parse_fsync("sometimes").is_err());
+    }
+
+    #[test]
+    fn visibilities_parse_and_reach_the_settings() {
+        for name in ["appended", "written", "durable"] {
+            let visibility = parse_visibility(name).unwrap();
+            assert_eq!(visibility_name(visibility), name);
+        }
+        assert!(parse_visibility("soon").is_err());
+        let mut spec = Spec::new(100, Amount::Records(10));
+        let knobs = Knobs {
+            visibility: Some(Visibility::Appended),
+            ..Knobs::default()
+        };
+        knobs.apply(&mut spec);
+        assert!(
+            spec.settings()
+                .contains(&("visibility".to_owned(), "appended".to_owned()))
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use super::BatchAck;
+use super::notify::doorbell::Doorbell;
 use crate::error::{Error, is_storage_full};
 use crate::io::Storage;
 use crate::io::aligned::{BLOCK, align_down, align_up};
@@ -80,6 +81,31 @@ impl DirectIo {
             completions: Vec::with_capacity(STAGING_BUFFERS as usize * 2),
             storage,
         })
+    }
+
+    /// An eventfd the kernel rings on every completion of this ring: the shard sleeps on it,
+    /// and producers ring it too, so a batch for one partition does not wait for another's
+    /// write to complete. `None` (the shard then sleeps in the ring) if it cannot be made.
+    pub fn doorbell(&self) -> Option<Arc<Doorbell>> {
+        let made = Doorbell::new().and_then(|doorbell| {
+            self.writer
+                .register_eventfd(doorbell.fd())
+                .map(|()| doorbell)
+        });
+        match made {
+            Ok(doorbell) => Some(Arc::new(doorbell)),
+            Err(error) => {
+                log::info!(
+                    "rill: no eventfd for io_uring completions ({error}); a shard with writes in flight wakes on completions only"
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether completions are ready or submissions pending: no reason to sleep.
+    pub fn has_unfinished_business(&mut self) -> bool {
+        self.writer.has_unfinished_business()
     }
 
     /// Sends every queued write to the kernel with one system call.
@@ -177,7 +203,8 @@ impl PartitionIo {
             buffer_end: end,
             buffer_acks: Vec::new(),
             buffer_sync: false,
-            keeps_tail: log.keeps_tail(),
+            // An `Appended` log took its batches into the tail when they were staged.
+            keeps_tail: log.keeps_tail() && !log.tails_when_staged(),
             buffer_batches: Vec::new(),
             spare_acks: Vec::new(),
             spare_batches: Vec::new(),
@@ -229,18 +256,27 @@ impl PartitionIo {
     /// to become the log's in-memory tail, if it keeps one: the one copy serves both the disk
     /// and the readers. Without a tail it is dropped here, which returns it to its producer.
     pub fn stage(&mut self, batch: BatchBuf, end: u64, ack: Arc<BatchAck>, sync: bool) -> bool {
+        if !self.stage_copy(&batch, end, ack, sync) {
+            return false;
+        }
+        if self.keeps_tail {
+            self.buffer_batches.push(batch);
+        }
+        true
+    }
+
+    /// Copies a staged batch into the open buffer and keeps nothing of it: the caller keeps
+    /// the batch (an `Appended` log puts it in its tail at once).
+    pub fn stage_copy(&mut self, batch: &[u8], end: u64, ack: Arc<BatchAck>, sync: bool) -> bool {
         let Some(buffer) = self.buffer.as_mut() else {
             return false;
         };
-        if buffer.extend_from_slice(&batch).is_err() {
+        if buffer.extend_from_slice(batch).is_err() {
             return false;
         }
         self.buffer_end = end;
         self.buffer_acks.push(ack);
         self.buffer_sync |= sync;
-        if self.keeps_tail {
-            self.buffer_batches.push(batch);
-        }
         true
     }
 
@@ -446,7 +482,8 @@ mod tests {
             tp,
             reader: log.reader(),
             shard: Arc::new(ShardControl::new(0)),
-            notifier: Arc::new(Notifier::default()),
+            notifier: Notifier::default(),
+            topic_notifier: Arc::new(Notifier::default()),
             deleted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();

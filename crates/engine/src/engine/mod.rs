@@ -95,7 +95,10 @@ pub struct EngineConfig {
     /// system that refuses `O_DIRECT` (tmpfs, for one) gets the page cache whatever this says.
     /// The portable backend always writes through the page cache.
     pub direct_io: bool,
-    /// How long an idle shard keeps polling its rings before it parks.
+    /// The longest an idle shard keeps polling its rings before it sleeps. The shard adapts
+    /// its window below this to the gaps between batches: it grows while batches come soon
+    /// after a park, and shrinks to nothing for a trickle, which then costs no CPU between
+    /// batches.
     pub idle_spin: Duration,
     /// How often shards enforce retention.
     pub retention_check_interval: Duration,
@@ -352,8 +355,10 @@ impl Engine {
         for partition in &topic.partitions {
             partition.deleted.store(true, Ordering::Release);
         }
-        // Consumers parked on the topic look again, and see it deleted.
-        topic.notifier.notify();
+        // Consumers parked on the topic or a partition look again, and see it deleted.
+        for partition in &topic.partitions {
+            partition.notify();
+        }
         let outcomes: Vec<_> = topic
             .partitions
             .iter()
@@ -465,7 +470,8 @@ impl Engine {
                 tp: log.partition().clone(),
                 reader: log.reader(),
                 shard: shard.clone(),
-                notifier: notifier.clone(),
+                notifier: Notifier::default(),
+                topic_notifier: notifier.clone(),
                 deleted: AtomicBool::new(false),
             });
             shard.add_partition(log, entry.clone());
@@ -519,7 +525,9 @@ impl Threads {
             .unwrap_or_else(PoisonError::into_inner)
             .values()
         {
-            topic.notifier.notify();
+            for partition in &topic.partitions {
+                partition.notify();
+            }
         }
         first_error.map_or(Ok(()), Err)
     }

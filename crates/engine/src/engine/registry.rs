@@ -19,13 +19,23 @@ pub(crate) struct PartitionEntry {
     pub tp: TopicPartition,
     pub reader: LogReader,
     pub shard: Arc<ShardControl>,
-    /// Shared by the topic's partitions: consumers of several partitions wait on one.
-    pub notifier: Arc<Notifier>,
+    /// This partition's own: tickets, and consumers of this partition alone, wait on it, so
+    /// a write to another partition does not wake them.
+    pub notifier: Notifier,
+    /// Shared by the topic's partitions: consumers of several partitions wait on it.
+    pub topic_notifier: Arc<Notifier>,
     /// Set when the topic is deleted: handles made before then fail instead of using it.
     pub deleted: AtomicBool,
 }
 
 impl PartitionEntry {
+    /// Wakes whoever waits on this partition, alone or with others of its topic; costs a fence
+    /// and two loads while nobody waits.
+    pub fn notify(&self) {
+        self.notifier.notify();
+        self.topic_notifier.notify();
+    }
+
     /// Whether the partition's topic was deleted.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)

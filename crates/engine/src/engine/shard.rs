@@ -4,8 +4,9 @@
 //! so one busy producer cannot starve the others), appends the batches, then lets the fsync
 //! policy sync once for all of them: group commit. Acks and watermarks are published after
 //! that, and waiters are woken only if any are waiting. An idle shard polls for a short spin
-//! window, then parks until a producer wakes it or a timed duty (an interval fsync, a
-//! retention check) comes due.
+//! window, adapted to the load, then parks until a producer wakes it or a timed duty (an
+//! interval fsync, a retention check) comes due. With writes in flight it sleeps on an eventfd
+//! that the kernel rings on each completion and producers ring when they hand it work.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::direct::{DirectIo, PartitionIo};
-use super::notify::ShardWaker;
+use super::notify::{MAX_NAP, ShardWaker};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
 use crate::io::Storage;
@@ -197,7 +198,10 @@ struct Shard {
     scratch: Vec<Request>,
     /// Acks of the batches appended in the current portable pass, failed if its sync fails.
     pass_acks: Vec<Arc<BatchAck>>,
+    /// The configured spin window: the most an idle shard polls before it sleeps.
     idle_spin: Duration,
+    /// The spin window in use, adapted to the load: see [`Shard::adapt_spin`].
+    spin: Duration,
     retention_interval: Duration,
     next_retention: Instant,
 }
@@ -225,6 +229,7 @@ pub(crate) fn spawn(
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
         pass_acks: Vec::new(),
         idle_spin: config.idle_spin,
+        spin: config.idle_spin,
         retention_interval: config.retention_check_interval,
         next_retention: Instant::now() + config.retention_check_interval,
     };
@@ -247,7 +252,12 @@ impl Shard {
         if self.use_uring {
             // The ring is made on the shard's own thread: it is this thread's alone.
             match DirectIo::probe(self.max_batch_bytes, self.storage.clone()) {
-                Ok(direct) => self.direct = Some(direct),
+                Ok(direct) => {
+                    if let Some(doorbell) = direct.doorbell() {
+                        self.control.waker.bind_doorbell(doorbell);
+                    }
+                    self.direct = Some(direct);
+                }
                 Err(why) => log::warn!(
                     "rill: shard {}: {why}; writing with the portable backend",
                     self.control.id
@@ -272,8 +282,9 @@ impl Shard {
                 continue;
             }
             if self.io_pending() {
-                // Writes in flight: sleep in the kernel until one completes, not on the park.
-                self.wait_for_completion();
+                // Writes in flight: sleep in the kernel until one completes or a producer
+                // hands over work, not on the park.
+                self.sleep_until_completion_or_work();
                 continue;
             }
             // The spin window is checked against the clock only every SPIN_BATCH rounds:
@@ -284,7 +295,7 @@ impl Shard {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < self.idle_spin {
+            if since.elapsed() < self.spin {
                 continue;
             }
             let timeout = self
@@ -294,6 +305,7 @@ impl Shard {
             let partitions = &self.partitions;
             // Everything the sleep decision reads is read inside the closure, after the shard
             // announced it is going to sleep; a flag read before that could be stale.
+            let parked_at = Instant::now();
             control.waker.park_unless(
                 || {
                     control.commands_pending.load(Ordering::Acquire)
@@ -301,8 +313,19 @@ impl Shard {
                 },
                 timeout,
             );
+            self.adapt_spin(parked_at.elapsed());
             idle_since = None;
         }
+    }
+
+    /// Adapts the spin window to the gaps between batches, from how long the last park lasted:
+    /// woken within the configured window, a longer spin would have caught the batch without
+    /// the two system calls of a park and a wake, so the window doubles (up to the configured
+    /// one); woken later, the spin was wasted, so it halves (down to none). A trickle thus
+    /// parks at once and costs no CPU between batches, while a steady stream of close batches
+    /// is caught spinning.
+    fn adapt_spin(&mut self, parked: Duration) {
+        self.spin = next_spin(self.spin, self.idle_spin, parked);
     }
 
     /// Applies queued commands; returns true when asked to shut down.
@@ -394,7 +417,7 @@ impl Shard {
                 }
             }
         }
-        owned.entry.notifier.notify();
+        owned.entry.notify();
         owned.log.close()
     }
 
@@ -426,7 +449,7 @@ impl Shard {
                     && io.queue(direct, &mut owned.log).is_err()
                 {
                     // The partition stopped and its batches failed with the reason.
-                    owned.entry.notifier.notify();
+                    owned.entry.notify();
                 }
             }
             if let Err(error) = direct.submit() {
@@ -487,7 +510,7 @@ impl Shard {
             pass_acks.clear();
         }
         if handled > 0 {
-            owned.entry.notifier.notify();
+            owned.entry.notify();
         }
         handled
     }
@@ -525,7 +548,19 @@ impl Shard {
                     Ok(staged) => {
                         ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;
-                        if !io.stage(batch, end, ack.clone(), sync || always_sync) {
+                        let sync = sync || always_sync;
+                        let copied = if owned.log.tails_when_staged() {
+                            // Visible now: the bytes are copied for the write, the batch
+                            // itself goes to the tail before the write is even queued.
+                            let copied = io.stage_copy(&batch, end, ack.clone(), sync);
+                            if copied {
+                                owned.log.publish_staged(batch, &staged);
+                            }
+                            copied
+                        } else {
+                            io.stage(batch, end, ack.clone(), sync)
+                        };
+                        if !copied {
                             // make_room guaranteed space; losing it is a bug. The batch has
                             // its offset but no bytes anywhere, so the partition stops: its
                             // offset is never handed out again and nothing after it published.
@@ -549,7 +584,7 @@ impl Shard {
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
         if handled > 0 {
             // Offsets were assigned (appended acks) or batches refused: waiters look now.
-            owned.entry.notifier.notify();
+            owned.entry.notify();
         }
         handled
     }
@@ -675,12 +710,47 @@ impl Shard {
         self.apply_completions();
     }
 
+    /// Sleeps on the doorbell until a write completes or a producer rings, then applies what
+    /// completed; without a doorbell, sleeps in the ring until a completion.
+    fn sleep_until_completion_or_work(&mut self) {
+        let timeout = self
+            .next_deadline()
+            .map_or(MAX_NAP, |due| due.saturating_duration_since(Instant::now()))
+            .min(MAX_NAP);
+        let Some(direct) = self.direct.as_mut() else {
+            return;
+        };
+        let control = self.control.clone();
+        let partitions = &self.partitions;
+        let slept = control.waker.sleep_in_kernel_unless(
+            || {
+                direct.has_unfinished_business()
+                    || control.commands_pending.load(Ordering::Acquire)
+                    || (!control.held.load(Ordering::Acquire) && has_input(partitions))
+            },
+            timeout,
+        );
+        if !slept {
+            self.wait_for_completion();
+            return;
+        }
+        if direct.has_unfinished_business() {
+            if let Err(error) = direct.submit() {
+                log::error!("rill: io_uring submit failed: {error}");
+            }
+            let ready = direct.reap();
+            self.stashed.extend(ready);
+        }
+        self.apply_completions();
+    }
+
     /// Publishes what completed writes carried, in each partition's order.
     fn apply_completions(&mut self) {
         let Some(direct) = self.direct.as_mut() else {
             return;
         };
-        for done in std::mem::take(&mut self.stashed) {
+        // Drained, not taken: the list keeps its memory for the next completions.
+        for done in self.stashed.drain(..) {
             let Some(owned) = usize::try_from(done.token)
                 .ok()
                 .and_then(|i| self.partitions.get_mut(i))
@@ -690,10 +760,17 @@ impl Shard {
             let Some(io) = owned.io.as_mut() else {
                 continue;
             };
+            let written_before = owned.entry.reader.written_offset();
             if let Some(error) = io.complete(direct, &mut owned.log, &done) {
                 log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
             }
-            owned.entry.notifier.notify();
+            if owned.log.completion_news_for_readers(written_before) {
+                owned.entry.notify();
+            } else {
+                // Under `Appended` consumers saw these batches when they were staged: only
+                // tickets (and consumers of this partition alone) are woken, not the topic's.
+                owned.entry.notifier.notify();
+            }
         }
     }
 
@@ -711,7 +788,7 @@ impl Shard {
                     continue;
                 }
                 match owned.log.sync_if_due() {
-                    Ok(_) => owned.entry.notifier.notify(),
+                    Ok(_) => owned.entry.notify(),
                     Err(error) => log::error!("rill: {}: sync failed: {error}", owned.entry.tp),
                 }
             }
@@ -778,8 +855,17 @@ impl Shard {
         // Dead before the last notification, so every waiter it wakes sees why.
         self.control.alive.store(false, Ordering::Release);
         for entry in entries {
-            entry.notifier.notify();
+            entry.notify();
         }
+    }
+}
+
+/// The spin window after a park that lasted `parked` (see [`Shard::adapt_spin`]).
+fn next_spin(spin: Duration, configured: Duration, parked: Duration) -> Duration {
+    if parked < configured {
+        (spin * 2).max(configured / 16).min(configured)
+    } else {
+        spin / 2
     }
 }
 
@@ -787,6 +873,30 @@ fn has_input(partitions: &[Owned]) -> bool {
     partitions
         .iter()
         .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+}
+
+#[cfg(test)]
+mod spin_tests {
+    use super::next_spin;
+    use std::time::Duration;
+
+    /// A trickle (every park outlasts the window) shrinks the spin to nothing; batches that
+    /// come right after a park grow it back, never past the configured window.
+    #[test]
+    fn the_spin_window_follows_the_gaps_between_batches() {
+        let configured = Duration::from_micros(50);
+        let mut spin = configured;
+        for _ in 0..40 {
+            spin = next_spin(spin, configured, Duration::from_micros(100));
+        }
+        assert_eq!(spin, Duration::ZERO, "a trickle parks at once");
+        spin = next_spin(spin, configured, Duration::from_micros(5));
+        assert!(spin > Duration::ZERO, "a quick wake starts spinning again");
+        for _ in 0..10 {
+            spin = next_spin(spin, configured, Duration::from_micros(5));
+        }
+        assert_eq!(spin, configured, "and grows up to the configured window");
+    }
 }
 
 /// Lets unit tests make starting a given shard fail, and see which shards were started.

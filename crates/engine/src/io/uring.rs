@@ -954,6 +954,21 @@ impl UringWriter {
         submit_retrying(&self.ring, 0)
     }
 
+    /// Has the kernel signal `eventfd` whenever it posts a completion, so that a thread can
+    /// sleep on that descriptor (beside others' wakeups) instead of in `io_uring_enter`.
+    pub fn register_eventfd(&self, eventfd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.ring.submitter().register_eventfd(eventfd.as_raw_fd())
+    }
+
+    /// Whether completions wait to be reaped, or entries (resubmissions) to be submitted:
+    /// either way a sleep on the eventfd would wait for nothing.
+    pub fn has_unfinished_business(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+            || !self.ring.submission().is_empty()
+            || !self.ops.resubmit.is_empty()
+    }
+
     /// Collects finished writes into `out` without blocking; returns how many were added.
     /// Their buffers are back in the pool.
     pub fn reap(&mut self, out: &mut Vec<Completion>) -> usize {

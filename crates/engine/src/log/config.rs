@@ -96,6 +96,14 @@ impl LogConfig {
                     .into(),
             );
         }
+        if self.visibility == Visibility::Appended && self.tail_bytes == 0 {
+            return invalid(
+                "LogConfig::visibility",
+                "Appended visibility serves records from the in-memory tail before they are \
+                 written; tail_bytes 0 turns the tail off"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }

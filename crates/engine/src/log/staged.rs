@@ -163,6 +163,42 @@ impl PartitionLog {
         published
     }
 
+    /// Whether staged batches go into the in-memory tail, and become visible, at once
+    /// ([`Visibility::Appended`](super::Visibility::Appended)) rather than when their write
+    /// completes.
+    pub(crate) fn tails_when_staged(&self) -> bool {
+        self.config.visibility == super::Visibility::Appended && self.shared.tail.is_enabled()
+    }
+
+    /// Puts a just-staged batch (its bytes already copied for the write) in the in-memory tail
+    /// and moves the appended watermark past it: consumers of an `Appended` log see it now.
+    pub(crate) fn publish_staged(&mut self, batch: BatchBuf, staged: &StagedBatch) {
+        let chunk = super::tail::TailChunk {
+            segment: self.active().clone(),
+            position: staged.position,
+            base_offset: staged.base_offset,
+            next_offset: staged.next_offset,
+            bytes: batch,
+        };
+        // The chunk goes in before the watermark moves, so a reader that sees the watermark
+        // finds the bytes.
+        self.shared.tail.extend(std::iter::once(chunk));
+        self.shared.watermarks.publish_appended(staged.next_offset);
+    }
+
+    /// Whether a completed write, after which the written watermark moved from
+    /// `written_before`, gave readers anything new: always, unless the log made its batches
+    /// visible at staging and every one of them was still in the tail (one evicted before its
+    /// write completed becomes readable only now).
+    pub(crate) fn completion_news_for_readers(&self, written_before: i64) -> bool {
+        !self.tails_when_staged()
+            || self
+                .shared
+                .tail
+                .oldest_base()
+                .is_none_or(|oldest| oldest > written_before)
+    }
+
     /// Undoes the staging of batches whose write ran out of space: the next batch gets the
     /// first unpublished offset and position again. The caller must have failed the ticket of
     /// every one of the `expected` batches, and have no write of this log in flight; if the
@@ -185,6 +221,10 @@ impl PartitionLog {
         self.staging.batches.clear();
         self.staging.end = None;
         self.next_offset = self.active().next_offset();
+        // Under `Appended` the undone batches were visible: take them back from the tail and
+        // the watermark, so their offsets can name the next batches (see `Visibility`).
+        self.shared.tail.truncate_from(self.next_offset);
+        self.shared.watermarks.retract_appended(self.next_offset);
         Ok(())
     }
 

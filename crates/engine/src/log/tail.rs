@@ -1,4 +1,5 @@
-//! The in-memory tail: the newest written batches of a partition, kept in memory for the
+//! The in-memory tail: the newest written batches of a partition (under `Visibility::Appended`,
+//! the newest staged ones, published before their write completes), kept in memory for the
 //! consumers that keep up.
 //!
 //! With O_DIRECT writes nothing written stays in the page cache, so a consumer reading the
@@ -71,6 +72,15 @@ impl Tail {
         (offset < chunk.next_offset).then(|| chunk.clone())
     }
 
+    /// The first offset the tail holds, if it holds any.
+    pub fn oldest_base(&self) -> Option<i64> {
+        let guard = epoch::pin();
+        let chunks = self.chunks.load(Ordering::Acquire, &guard);
+        // SAFETY: as in `find`.
+        let chunks = unsafe { chunks.as_ref() }?;
+        chunks.list.first().map(|chunk| chunk.base_offset)
+    }
+
     /// Publishes chunks that follow each other (called by the writer only), evicting the
     /// oldest beyond the bound. One publication per completed write, however many batches it
     /// carried.
@@ -107,6 +117,29 @@ impl Tail {
         }
         list.drain(..evict);
         self.replace(Chunks { list }, &guard);
+    }
+
+    /// Drops every chunk at or after `offset` (called by the writer only, when batches that
+    /// were published at staging are undone).
+    pub fn truncate_from(&self, offset: i64) {
+        if !self.is_enabled() {
+            return;
+        }
+        let guard = epoch::pin();
+        let current = self.chunks.load(Ordering::Acquire, &guard);
+        // SAFETY: as in `extend`: the single writer replaces the list it loaded here.
+        let Some(list) = (unsafe { current.as_ref() }).map(|c| &c.list) else {
+            return;
+        };
+        if list.last().is_none_or(|last| last.next_offset <= offset) {
+            return;
+        }
+        let kept = list
+            .iter()
+            .filter(|chunk| chunk.next_offset <= offset)
+            .cloned()
+            .collect();
+        self.replace(Chunks { list: kept }, &guard);
     }
 
     fn replace(&self, chunks: Chunks, guard: &epoch::Guard) {
