@@ -471,21 +471,9 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let mut log = PartitionLog::open(
-            dir.path(),
-            tp.clone(),
-            LogConfig::default(),
-            Box::new(PortableIo),
-        )
-        .unwrap();
-        let entry = Arc::new(PartitionEntry {
-            tp,
-            reader: log.reader(),
-            shard: Arc::new(ShardControl::new(0)),
-            notifier: Notifier::default(),
-            topic_notifier: Arc::new(Notifier::default()),
-            deleted: std::sync::atomic::AtomicBool::new(false),
-        });
+        let mut log =
+            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
+        let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
         // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.
         io.appender = Some(DirectAppender::new(10, &[1; 10]).unwrap());
@@ -532,20 +520,9 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let mut log = PartitionLog::open(
-            dir.path(),
-            tp.clone(),
-            LogConfig::default(),
-            Box::new(PortableIo),
-        )
-        .unwrap();
-        let entry = Arc::new(PartitionEntry {
-            tp,
-            reader: log.reader(),
-            shard: Arc::new(ShardControl::new(0)),
-            notifier: Arc::new(Notifier::default()),
-            deleted: std::sync::atomic::AtomicBool::new(false),
-        });
+        let mut log =
+            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
+        let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, false).unwrap();
         assert!(io.start_buffer(&mut direct));
         let mut batch = builder_batch();
@@ -580,6 +557,18 @@ mod tests {
         assert!(log.poison().is_some(), "the partition stopped");
         let ticket = Ticket::new(ack, 0, AckLevel::Durable);
         assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
+    }
+
+    /// The registry entry a shard would keep for `log`.
+    fn entry_of(log: &PartitionLog) -> Arc<PartitionEntry> {
+        Arc::new(PartitionEntry {
+            tp: log.partition().clone(),
+            reader: log.reader(),
+            shard: Arc::new(ShardControl::new(0)),
+            notifier: Notifier::default(),
+            topic_notifier: Arc::new(Notifier::default()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     fn builder_batch() -> Vec<u8> {
