@@ -52,7 +52,7 @@ use crate::record::{Batch, RecordError, set_base_offset};
 use crate::topic::TopicPartition;
 
 pub(crate) use recovery::segment_paths;
-pub(crate) use segment::header_at;
+pub(crate) use segment::{header_at, write_synced};
 
 /// Where a batch handed to the log comes from, which decides how much of it is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

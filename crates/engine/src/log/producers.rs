@@ -197,11 +197,6 @@ impl ProducerStates {
         self.producers
             .retain(|_, known| now_ms.saturating_sub(known.last_timestamp) < idle_ms);
     }
-
-    /// How many producers are known.
-    pub fn len(&self) -> usize {
-        self.producers.len()
-    }
 }
 
 // Snapshots: `<offset>.snapshot`, the state after every batch below `offset`.
@@ -217,7 +212,9 @@ const BATCH_LEN: usize = 4 + 4 + 8 + 8;
 
 impl ProducerStates {
     fn encode(&self, offset: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 8 + 4 + self.producers.len() * 64 + 4);
+        let mut out = Vec::with_capacity(
+            8 + 8 + 4 + self.producers.len() * (PRODUCER_LEN + BATCHES_KEPT * BATCH_LEN) + 4,
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
