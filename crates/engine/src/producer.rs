@@ -452,9 +452,10 @@ impl Producer {
         };
         let count = open.builder.len() as u32;
         let builder = match self.identity {
-            Some(identity) => open
-                .builder
-                .producer(identity.id, identity.epoch, lane.next_sequence),
+            Some(identity) => {
+                open.builder
+                    .producer(identity.id, identity.epoch, lane.next_sequence)
+            }
             None => open.builder,
         };
         let batch = builder.build().map_err(|source| Error::InvalidBatch {

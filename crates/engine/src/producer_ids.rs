@@ -63,9 +63,11 @@ impl ProducerIds {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (next, end) = *state;
         if next == end {
-            let end = next.checked_add(BLOCK).ok_or_else(|| Error::ProducerIdsExhausted {
-                path: self.path.clone(),
-            })?;
+            let end = next
+                .checked_add(BLOCK)
+                .ok_or_else(|| Error::ProducerIdsExhausted {
+                    path: self.path.clone(),
+                })?;
             self.reserve(end)?;
             state.1 = end;
         }
@@ -114,7 +116,10 @@ mod tests {
     fn ids_are_never_reused_after_a_reopen_and_damage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.allocate().unwrap(), ProducerIdentity { id: 0, epoch: 0 });
+        assert_eq!(
+            ids.allocate().unwrap(),
+            ProducerIdentity { id: 0, epoch: 0 }
+        );
         assert_eq!(ids.allocate().unwrap().id, 1);
         // A crash now: the rest of the block is skipped, nothing is handed out twice.
         drop(ids);
