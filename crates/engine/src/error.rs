@@ -272,6 +272,21 @@ pub enum Error {
         offset: i64,
     },
 
+    /// A transactional or control batch: rill offers no transactions, so such a batch could
+    /// never be committed or aborted, and control batches are written by brokers only.
+    #[error(
+        "{partition}: producer {producer_id}: {} batches are refused, transactions are not offered",
+        if *control { "control" } else { "transactional" }
+    )]
+    TransactionalBatch {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// A control batch (a transaction marker), not a transactional data batch.
+        control: bool,
+    },
+
     /// No producer id is left to hand out (the 63-bit space is used up).
     #[error("no producer id left in {path}")]
     ProducerIdsExhausted {
