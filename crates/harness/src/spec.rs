@@ -43,6 +43,8 @@ pub struct Spec {
     pub pin: bool,
     /// Shard threads; 0: one per core.
     pub shards: usize,
+    /// Producers stamp producer ids and sequences (the idempotence bookkeeping's cost).
+    pub idempotent: bool,
 }
 
 impl Spec {
@@ -62,6 +64,7 @@ impl Spec {
             direct_io: true,
             pin: true,
             shards: 0,
+            idempotent: false,
         }
     }
 
@@ -115,6 +118,7 @@ impl Spec {
             ("fsync".to_owned(), format!("{:?}", self.fsync)),
             ("direct_io".to_owned(), self.direct_io.to_string()),
             ("pinned_shards".to_owned(), self.pin.to_string()),
+            ("idempotent".to_owned(), self.idempotent.to_string()),
         ];
         if let Amount::Duration(d) = self.amount {
             out.push(("duration_s".to_owned(), format!("{}", d.as_secs_f64())));
@@ -170,6 +174,10 @@ pub struct Knobs {
     /// Shard threads (default: one per core).
     #[arg(long, global = true)]
     pub shards: Option<usize>,
+    /// Idempotent producers: every batch carries a producer id and sequences, checked by the
+    /// partition (to measure what that bookkeeping costs).
+    #[arg(long, global = true)]
+    pub idempotent: bool,
 }
 
 impl Knobs {
@@ -201,6 +209,9 @@ impl Knobs {
         }
         if self.no_pin {
             spec.pin = false;
+        }
+        if self.idempotent {
+            spec.idempotent = true;
         }
     }
 
