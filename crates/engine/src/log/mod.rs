@@ -768,6 +768,39 @@ mod tests {
         );
     }
 
+    fn idempotent_batch(sequence: i32) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None).producer(9, 0, sequence);
+        builder.append(1, None, Some(b"v"), &[]).unwrap();
+        builder.build().unwrap()
+    }
+
+    /// A retry of a batch still being written is refused (its write may fail and hand its
+    /// offsets to another batch); once written it gets the first offsets; a write undone for
+    /// lack of space takes the batch out of the producer state, so its retry is appended anew.
+    #[test]
+    fn retries_wait_for_the_first_write_and_undone_writes_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let first = log.stage(&mut idempotent_batch(0), Origin::Builder).unwrap();
+        assert!(!first.duplicate);
+        let early = log.stage(&mut idempotent_batch(0), Origin::Builder);
+        assert!(
+            matches!(early, Err(Error::DuplicateInFlight { offset: 0, .. })),
+            "{early:?}"
+        );
+        let end = first.position + first.len;
+        assert_eq!(log.complete_through(end, false, &mut Vec::new()), 1);
+        let retry = log.stage(&mut idempotent_batch(0), Origin::Builder).unwrap();
+        assert!(retry.duplicate && retry.base_offset == 0);
+        assert_eq!(log.next_offset(), 1);
+
+        log.stage(&mut idempotent_batch(1), Origin::Builder).unwrap();
+        log.discard_failed_writes(1).unwrap();
+        let again = log.stage(&mut idempotent_batch(1), Origin::Builder).unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(again.base_offset, 1);
+    }
+
     /// Outside bytes get the CRC check; the builder's own bytes get every other check.
     #[test]
     fn only_the_crc_depends_on_where_a_batch_comes_from() {
