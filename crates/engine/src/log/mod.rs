@@ -384,8 +384,10 @@ impl PartitionLog {
         Ok(Some(AppendInfo {
             base_offset: original.base_offset,
             last_offset: original.last_offset,
-            record_count: i32::try_from(original.last_offset - original.base_offset + 1)
-                .unwrap_or(i32::MAX),
+            record_count: i32::try_from(
+                (original.last_offset - original.base_offset).saturating_add(1),
+            )
+            .unwrap_or(i32::MAX),
             durable: self.durable_offset() > original.last_offset,
             duplicate: true,
         }))

@@ -259,12 +259,17 @@ impl ProducerStates {
             }
             let mut kept = VecDeque::with_capacity(BATCHES_KEPT);
             for _ in 0..batches {
-                kept.push_back(BatchMeta {
+                let meta = BatchMeta {
                     first_seq: i32::from_be_bytes(reader.take()?),
                     last_seq: i32::from_be_bytes(reader.take()?),
                     base_offset: i64::from_be_bytes(reader.take()?),
                     last_offset: i64::from_be_bytes(reader.take()?),
-                });
+                };
+                // Offsets as the log assigns them, or the file is not one this code wrote.
+                if meta.base_offset < 0 || meta.last_offset < meta.base_offset {
+                    return None;
+                }
+                kept.push_back(meta);
             }
             let known = Producer {
                 epoch,
