@@ -87,10 +87,8 @@ class KafkaPythonProducer:
             # How long send() may block for metadata, and how long the first connection may take.
             max_block_ms=REQUEST_TIMEOUT_MS,
             bootstrap_timeout_ms=REQUEST_TIMEOUT_MS,
-            # kafka-python 3 turns idempotence on by default, as the Java client does; the tests
-            # that are about codecs, offsets and limits do not depend on it (a test of the
-            # default settings covers it).
-            enable_idempotence=False,
+            # kafka-python 3's default, as the Java client's, is an idempotent producer: every
+            # test runs with it, so producer ids and sequences go through the whole suite.
             # After the broker restarts, reconnect at once rather than after growing back-offs.
             reconnect_backoff_max_ms=500,
         )

@@ -102,11 +102,6 @@ def test_aiokafka_admin_round_trip(broker, topic_name):
 # include idempotence (InitProducerId, producer ids and sequence numbers in every batch).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kafka-python 3 defaults to an idempotent producer, which needs InitProducerId "
-    "(API key 22); rill serve does not serve it yet",
-)
 def test_kafka_python_defaults(broker, topic_name):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 

@@ -205,6 +205,95 @@ pub enum Error {
         partition: TopicPartition,
     },
 
+    /// An idempotent producer's batch carries an epoch older than the one the partition
+    /// knows: a newer instance of the producer took over (Kafka's `INVALID_PRODUCER_EPOCH`).
+    #[error(
+        "{partition}: producer {producer_id} is fenced: its batch has epoch {epoch}, the partition knows epoch {current}"
+    )]
+    ProducerFenced {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest epoch the partition has seen of this producer.
+        current: i16,
+    },
+
+    /// An idempotent producer's batch does not continue its sequence: a batch before it is
+    /// missing (Kafka's `OUT_OF_ORDER_SEQUENCE_NUMBER`). Nothing was appended.
+    #[error(
+        "{partition}: producer {producer_id} epoch {epoch}: sequence {sequence} is out of order, expected {expected}"
+    )]
+    OutOfOrderSequence {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// The first sequence the partition expected.
+        expected: i32,
+    },
+
+    /// A batch with a producer id but a negative epoch or sequence.
+    #[error(
+        "{partition}: producer {producer_id}: epoch {epoch} and sequence {sequence} must not be negative"
+    )]
+    InvalidProducerFields {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+    },
+
+    /// A retry of an idempotent batch whose first send is still being written: it cannot be
+    /// answered yet (the write may still fail), so the producer should send it again.
+    #[error(
+        "{partition}: producer {producer_id} epoch {epoch}: sequence {sequence} is a retry of a batch at offset {offset} still being written; send it again"
+    )]
+    DuplicateInFlight {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// Where the first send of the batch starts.
+        offset: i64,
+    },
+
+    /// A transactional or control batch: rill offers no transactions, so such a batch could
+    /// never be committed or aborted, and control batches are written by brokers only.
+    #[error(
+        "{partition}: producer {producer_id}: {} batches are refused, transactions are not offered",
+        if *control { "control" } else { "transactional" }
+    )]
+    TransactionalBatch {
+        /// The partition.
+        partition: TopicPartition,
+        /// The producer id of the batch.
+        producer_id: i64,
+        /// A control batch (a transaction marker), not a transactional data batch.
+        control: bool,
+    },
+
+    /// No producer id is left to hand out (the 63-bit space is used up).
+    #[error("no producer id left in {path}")]
+    ProducerIdsExhausted {
+        /// The file that allocates them.
+        path: PathBuf,
+    },
+
     /// The operating system refused to start a shard thread.
     #[error("could not start shard thread {shard}: {source}")]
     ShardStart {

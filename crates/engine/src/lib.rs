@@ -39,6 +39,7 @@ mod engine;
 mod error;
 mod partitioner;
 mod producer;
+mod producer_ids;
 mod topic;
 mod topic_meta;
 
@@ -73,6 +74,7 @@ pub use engine::{AckLevel, Engine, EngineConfig, IoMode};
 pub use error::{Error, Result};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};
+pub use producer_ids::ProducerIdentity;
 pub use raw::{RawAppender, RawPartition, RawTicket};
 pub use topic::{InvalidTopicName, MAX_TOPIC_NAME_LEN, TopicId, TopicName, TopicPartition};
 

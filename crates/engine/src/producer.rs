@@ -44,6 +44,12 @@ pub struct ProducerConfig {
     pub partitioner: Partitioner,
     /// Longest `send` waits for room in a full ring; `None` waits as long as it takes.
     pub send_timeout: Option<Duration>,
+    /// Stamp every batch with a producer id (allocated durably when the producer is made, see
+    /// [`Engine::init_producer_id`]), its epoch and per-partition sequences, as Kafka's
+    /// idempotent producer does: the partition then refuses a gap in the sequence and answers
+    /// a repeated batch with its first offsets. Off by default: the embedded producer hands
+    /// each batch over once, so it only matters to a caller that re-sends batches itself.
+    pub idempotent: bool,
 }
 
 impl ProducerConfig {
@@ -75,6 +81,7 @@ impl Default for ProducerConfig {
             ring_batches: 64,
             partitioner: Partitioner::default(),
             send_timeout: Some(Duration::from_secs(30)),
+            idempotent: false,
         }
     }
 }
@@ -106,6 +113,13 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
+/// The sequence after `count` records from `sequence`: Kafka's sequences wrap to 0 after
+/// `i32::MAX`.
+fn following_sequence(sequence: i32, count: u32) -> i32 {
+    let next = (i64::from(sequence) + i64::from(count)) % (i64::from(i32::MAX) + 1);
+    next as i32
+}
+
 /// Why [`Producer::try_send`] did not take a record.
 #[derive(Debug, thiserror::Error)]
 pub enum TrySendError<'a> {
@@ -132,6 +146,8 @@ struct Lane {
     open: Option<OpenBatch>,
     /// The last record handed over, for `flush` to wait on.
     last: Option<Ticket>,
+    /// The sequence of the next batch's first record (idempotent producers only).
+    next_sequence: i32,
 }
 
 /// Appends records to one topic; made by [`Engine::producer`](crate::Engine::producer).
@@ -149,6 +165,8 @@ pub struct Producer {
     /// Earliest `opened` among open batches, so linger costs one comparison per send.
     oldest_open: Option<Instant>,
     clock: SendClock,
+    /// The producer id and epoch stamped in every batch, if idempotent.
+    identity: Option<crate::ProducerIdentity>,
 }
 
 /// One clock read per send serves both linger and record timestamps: reading the clock was
@@ -219,7 +237,12 @@ impl Producer {
                 topic: topic.name.to_string(),
             })?;
         config.validate()?;
+        let identity = match config.idempotent {
+            true => Some(engine.producer_ids.allocate()?),
+            false => None,
+        };
         Ok(Self {
+            identity,
             lanes: (0..partition_count.get()).map(|_| None).collect(),
             chooser: PartitionChooser::new(config.partitioner),
             max_batch_bytes: topic.config.limits.max_batch_bytes,
@@ -357,6 +380,7 @@ impl Producer {
             home: Recycler::new(RECYCLED_BATCHES),
             open: None,
             last: None,
+            next_sequence: 0,
         });
         Ok(())
     }
@@ -427,7 +451,14 @@ impl Producer {
             return Ok(());
         };
         let count = open.builder.len() as u32;
-        let batch = open.builder.build().map_err(|source| Error::InvalidBatch {
+        let builder = match self.identity {
+            Some(identity) => {
+                open.builder
+                    .producer(identity.id, identity.epoch, lane.next_sequence)
+            }
+            None => open.builder,
+        };
+        let batch = builder.build().map_err(|source| Error::InvalidBatch {
             partition: lane.entry.tp.clone(),
             source,
         })?;
@@ -439,6 +470,9 @@ impl Producer {
             origin: Origin::Builder,
         };
         lane.entry.push_blocking(&mut lane.ring, request, timeout)?;
+        // Only a batch handed over uses up its sequences: one that never reached the ring
+        // must not leave a gap.
+        lane.next_sequence = following_sequence(lane.next_sequence, count);
         open.ack.mark_submitted();
         lane.entry.shard.wake();
         lane.last = Some(Ticket::new(open.ack, count - 1, level));

@@ -132,7 +132,12 @@ impl RawAppender {
     /// within the topic's batch limit ([`RecordError::BatchTooLarge`]), magic 2, CRC-32C,
     /// nothing after the batch, and every record (decompressed if need be, within the
     /// decompression limit) with a record count and offset deltas that agree with the header.
-    /// Errors are [`Error::InvalidBatch`] or [`Error::SparseBatch`] naming the partition.
+    /// Errors are [`Error::InvalidBatch`] or [`Error::SparseBatch`] naming the partition;
+    /// a transactional or control batch is [`Error::TransactionalBatch`].
+    ///
+    /// A batch with a producer id is then checked by the shard against the partition's
+    /// idempotent producer state: its ticket fails with [`Error::OutOfOrderSequence`] or
+    /// [`Error::ProducerFenced`], or resolves to the first offsets of the batch it repeats.
     pub fn append(
         &mut self,
         partition: &RawPartition,
@@ -208,6 +213,13 @@ fn validate(partition: &RawPartition, batch: &[u8]) -> Result<i32> {
         }));
     }
     let header = parsed.header();
+    if header.is_transactional() || header.is_control() {
+        return Err(Error::TransactionalBatch {
+            partition: tp.clone(),
+            producer_id: header.producer_id.get(),
+            control: header.is_control(),
+        });
+    }
     let declared = header.record_count.get();
     let last_delta = header.last_offset_delta.get();
     if declared <= 0 || last_delta != declared - 1 {

@@ -112,7 +112,7 @@ fn encode_config(text: &mut String, config: &LogConfig) {
         text,
         "segment_bytes {}\nsegment_age_ns {}\nretention_bytes {}\nretention_age_ns {}\n\
          index_interval_bytes {}\nfsync {fsync}\nvisibility {visibility}\ntail_bytes {}\n\
-         max_batch_bytes {}\nmax_decompressed_bytes {}\n",
+         max_batch_bytes {}\nmax_decompressed_bytes {}\nproducer_id_expiration_ns {}\n",
         config.segment_bytes,
         nanos(config.segment_age),
         bytes(config.retention_bytes),
@@ -121,6 +121,7 @@ fn encode_config(text: &mut String, config: &LogConfig) {
         config.tail_bytes,
         config.limits.max_batch_bytes,
         config.limits.max_decompressed_bytes,
+        config.producer_id_expiration.as_nanos(),
     );
 }
 
@@ -187,6 +188,14 @@ fn decode_config(fields: &mut Fields<'_>) -> std::result::Result<LogConfig, Stri
         limits: Limits {
             max_batch_bytes: number(fields.value("max_batch_bytes")?)?,
             max_decompressed_bytes: number(fields.value("max_decompressed_bytes")?)?,
+        },
+        // Files written before idempotent producers lack the line: they get the default.
+        producer_id_expiration: match fields.0.next() {
+            None => LogConfig::default().producer_id_expiration,
+            Some(line) => match line.strip_prefix("producer_id_expiration_ns ") {
+                Some(nanos) => Duration::from_nanos(number(nanos)?),
+                None => return Err(format!("unexpected line {line:?}")),
+            },
         },
     })
 }

@@ -45,6 +45,8 @@ pub struct Spec {
     pub pin: bool,
     /// Shard threads; 0: one per core.
     pub shards: usize,
+    /// Producers stamp producer ids and sequences (the idempotence bookkeeping's cost).
+    pub idempotent: bool,
 }
 
 impl Spec {
@@ -65,6 +67,7 @@ impl Spec {
             direct_io: true,
             pin: true,
             shards: 0,
+            idempotent: false,
         }
     }
 
@@ -123,6 +126,7 @@ impl Spec {
             ),
             ("direct_io".to_owned(), self.direct_io.to_string()),
             ("pinned_shards".to_owned(), self.pin.to_string()),
+            ("idempotent".to_owned(), self.idempotent.to_string()),
         ];
         if let Amount::Duration(d) = self.amount {
             out.push(("duration_s".to_owned(), format!("{}", d.as_secs_f64())));
@@ -182,6 +186,10 @@ pub struct Knobs {
     /// Shard threads (default: one per core).
     #[arg(long, global = true)]
     pub shards: Option<usize>,
+    /// Idempotent producers: every batch carries a producer id and sequences, checked by the
+    /// partition (to measure what that bookkeeping costs).
+    #[arg(long, global = true)]
+    pub idempotent: bool,
 }
 
 impl Knobs {
@@ -214,6 +222,9 @@ impl Knobs {
         }
         if self.no_pin {
             spec.pin = false;
+        }
+        if self.idempotent {
+            spec.idempotent = true;
         }
     }
 

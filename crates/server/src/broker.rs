@@ -223,6 +223,11 @@ impl Broker {
                 cx,
                 decode(&mut body, cx)?,
             )),
+            ApiKey::InitProducerId => ready(api::init_producer_id::handle(
+                self,
+                cx,
+                decode(&mut body, cx)?,
+            )),
             ApiKey::ListGroups => {
                 ready(api::group::describe::list(self, cx, decode(&mut body, cx)?))
             }

@@ -30,6 +30,19 @@ pub fn code_of(error: &Error) -> i16 {
         | Error::Corrupt { .. }
         | Error::CorruptFile { .. } => ResponseError::KafkaStorageError,
         Error::Closed { .. } | Error::EngineClosed => ResponseError::NotLeaderOrFollower,
+        // What Kafka's log answers a produce with: an older epoch is INVALID_PRODUCER_EPOCH
+        // (PRODUCER_FENCED is the transaction coordinator's), a gap OUT_OF_ORDER_SEQUENCE.
+        Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        Error::InvalidProducerFields { .. } => ResponseError::InvalidRecord,
+        // A retry whose first send is still being written: retriable, and the client sends
+        // the same sequence again, which then gets the first send's offsets.
+        Error::DuplicateInFlight { .. } => ResponseError::RequestTimedOut,
+        // Kafka refuses a client's control batch as an invalid record; a transactional batch
+        // outside any transaction is INVALID_TXN_STATE, which clients do not retry.
+        Error::TransactionalBatch { control: true, .. } => ResponseError::InvalidRecord,
+        Error::TransactionalBatch { control: false, .. } => ResponseError::InvalidTxnState,
+        Error::ProducerIdsExhausted { .. } => ResponseError::UnknownServerError,
         _ => ResponseError::UnknownServerError,
     };
     kind.code()

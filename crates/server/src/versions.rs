@@ -25,6 +25,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    // Without a transactional id only (no transactions API is listed here).
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
@@ -67,5 +69,21 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch as i16, 13));
         assert!(!is_supported(ApiKey::Fetch as i16, 14));
         assert!(!is_supported(ApiKey::FindCoordinator as i16, 5));
+    }
+
+    #[test]
+    fn idempotence_is_offered_and_transactions_are_not() {
+        assert!(is_supported(ApiKey::InitProducerId as i16, 4));
+        for key in [
+            ApiKey::AddPartitionsToTxn,
+            ApiKey::AddOffsetsToTxn,
+            ApiKey::EndTxn,
+            ApiKey::WriteTxnMarkers,
+            ApiKey::TxnOffsetCommit,
+            ApiKey::DescribeTransactions,
+            ApiKey::ListTransactions,
+        ] {
+            assert!(range_of(key as i16).is_none(), "{key:?} is advertised");
+        }
     }
 }

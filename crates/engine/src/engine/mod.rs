@@ -186,6 +186,7 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let store = Store::open(&config.data_dir, config.log.clone())?;
+        let producer_ids = crate::producer_ids::ProducerIds::open(store.root())?;
         let shard_count = match config.shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -224,6 +225,7 @@ impl Engine {
             shards,
             closed: AtomicBool::new(false),
             backend,
+            producer_ids,
         });
         let engine = Engine {
             threads: Arc::new(Threads {
@@ -237,6 +239,17 @@ impl Engine {
             engine.load_topic(&topic, meta)?;
         }
         Ok(engine)
+    }
+
+    /// A fresh idempotent producer identity (epoch 0), never handed out before in this data
+    /// directory, crashes included: the reservation is on disk before the id is returned.
+    /// [`ProducerConfig::idempotent`](crate::ProducerConfig::idempotent) producers get theirs
+    /// here; a front end hands them to its clients (Kafka's `InitProducerId`).
+    pub fn init_producer_id(&self) -> Result<crate::ProducerIdentity> {
+        if self.inner.is_closed() {
+            return Err(Error::EngineClosed);
+        }
+        self.inner.producer_ids.allocate()
     }
 
     /// The topic's metadata from its file; a topic from before the file existed gets a fresh

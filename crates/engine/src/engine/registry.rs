@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(super) shards: Vec<Arc<ShardControl>>,
     pub(super) closed: AtomicBool,
     pub(super) backend: &'static str,
+    /// Hands out idempotent producers' ids.
+    pub producer_ids: crate::producer_ids::ProducerIds,
 }
 
 impl Inner {

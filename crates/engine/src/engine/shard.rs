@@ -545,6 +545,12 @@ impl Shard {
                     origin,
                 } = request;
                 match owned.log.stage(&mut batch, origin) {
+                    Ok(staged) if staged.duplicate => {
+                        ack.appended(staged.base_offset);
+                        if sync && owned.log.durable_offset() < staged.next_offset {
+                            sync_written(owned, &ack);
+                        }
+                    }
                     Ok(staged) => {
                         ack.appended(staged.base_offset);
                         let end = staged.position + staged.len;
@@ -866,6 +872,20 @@ fn next_spin(spin: Duration, configured: Duration, parked: Duration) -> Duration
         (spin * 2).max(configured / 16).min(configured)
     } else {
         spin / 2
+    }
+}
+
+/// Makes what is written durable for a retried batch that waits for durability: with the
+/// partition's next write if one is open (the sync is linked to it), else now.
+fn sync_written(owned: &mut Owned, ack: &BatchAck) {
+    if let Some(io) = owned.io.as_mut()
+        && io.has_open_buffer()
+    {
+        io.sync_next_write();
+        return;
+    }
+    if let Err(error) = owned.log.flush() {
+        ack.fail(Arc::new(error));
     }
 }
 

@@ -44,6 +44,10 @@ pub struct LogConfig {
     pub tail_bytes: usize,
     /// Largest batch accepted, and largest a compressed batch may expand to.
     pub limits: Limits,
+    /// How long a partition remembers an idempotent producer that appends nothing (Kafka's
+    /// `producer.id.expiration.ms`, one day by default). A producer forgotten this way may
+    /// resume at any sequence, so a retry older than this is no longer recognized.
+    pub producer_id_expiration: Duration,
 }
 
 impl LogConfig {
@@ -80,6 +84,13 @@ impl LogConfig {
                     self.limits.max_batch_bytes,
                     crate::record::HEADER_LEN
                 ),
+            );
+        }
+        if self.producer_id_expiration.is_zero() {
+            return invalid(
+                "LogConfig::producer_id_expiration",
+                "must be positive: a producer forgotten at once could never be deduplicated"
+                    .into(),
             );
         }
         if self.fsync == FsyncPolicy::Interval(Duration::ZERO) {
@@ -120,6 +131,7 @@ impl Default for LogConfig {
             visibility: Visibility::Written,
             tail_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
+            producer_id_expiration: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -20,6 +20,7 @@ mod checkpoint;
 mod config;
 mod index;
 mod poison;
+mod producers;
 mod reader;
 mod recovery;
 mod segment;
@@ -42,6 +43,7 @@ pub use watermark::Visibility;
 pub(crate) use watermark::Watermarks;
 
 pub(crate) use self::checkpoint::Checkpoint;
+use self::producers::{ProducerBatch, ProducerStates, Verdict};
 use self::segment::{IndexTracker, Segment};
 use crate::error::{Error, IoContext, Result, is_storage_full};
 use crate::io::IoBackend;
@@ -55,7 +57,7 @@ use crate::topic::TopicPartition;
 const SYNC_OPS: [&str; 2] = ["sync segment", "roll segment"];
 
 pub(crate) use recovery::segment_paths;
-pub(crate) use segment::header_at;
+pub(crate) use segment::{header_at, write_synced};
 
 /// Where a batch handed to the log comes from, which decides how much of it is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +78,18 @@ pub struct AppendInfo {
     pub record_count: i32,
     /// Whether the batch was synced to disk before `append` returned.
     pub durable: bool,
+    /// The batch repeats one an idempotent producer already appended: nothing was written,
+    /// and the offsets are those of the first send.
+    pub duplicate: bool,
+}
+
+/// What [`PartitionLog::check_batch`] learns of a batch.
+#[derive(Clone, Copy, Debug)]
+struct Checked {
+    records: i32,
+    max_timestamp: i64,
+    /// Its producer fields, if it has a producer id.
+    producer: Option<ProducerBatch>,
 }
 
 /// What [`PartitionLog::enforce_retention`] removed.
@@ -173,6 +187,8 @@ pub struct PartitionLog {
     next_offset: i64,
     last_sync: Instant,
     closed: bool,
+    /// The idempotent producers this partition knows (see `producers`).
+    producers: ProducerStates,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -220,6 +236,8 @@ impl PartitionLog {
             )?)),
         }
         let next_offset = segments.last().map_or(0, |s| s.next_offset());
+        let producers =
+            producers::rebuild(dir, &segments, next_offset, config.producer_id_expiration)?;
         let shared = Arc::new(Shared {
             partition,
             table: Atomic::null(),
@@ -241,6 +259,7 @@ impl PartitionLog {
             next_offset,
             last_sync: Instant::now(),
             closed: false,
+            producers,
         };
         // From here until a clean close, a crash must be treated as unclean.
         log.write_checkpoint(false)?;
@@ -306,7 +325,15 @@ impl PartitionLog {
         origin: Origin,
     ) -> Result<AppendInfo> {
         self.check_writable()?;
-        let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
+        let checked = self.check_batch(batch, origin)?;
+        if let Some(original) = self.screen(&checked)? {
+            return Ok(original);
+        }
+        let Checked {
+            records: record_count,
+            max_timestamp,
+            ..
+        } = checked;
         let len = batch.len() as u64;
         self.roll_if_needed(len)?;
         let base_offset = self.next_offset;
@@ -328,12 +355,56 @@ impl PartitionLog {
         active.publish(position + len, next_offset, max_timestamp);
         self.next_offset = next_offset;
         self.shared.watermarks.publish_written(next_offset);
+        self.remember(&checked, base_offset);
         Ok(AppendInfo {
             base_offset,
             last_offset: next_offset - 1,
             record_count,
             durable: false,
+            duplicate: false,
         })
+    }
+
+    /// Applies the idempotent producer rules to a checked batch: `Some` with the first send's
+    /// offsets for a retry of a batch already written, `None` to append it. A retry of a batch
+    /// not yet written is refused ([`Error::DuplicateInFlight`]): its write may still fail and
+    /// give its offsets to another batch.
+    fn screen(&self, checked: &Checked) -> Result<Option<AppendInfo>> {
+        let Some(batch) = &checked.producer else {
+            return Ok(None);
+        };
+        let original = match self.producers.check(&self.shared.partition, batch)? {
+            Verdict::Append => return Ok(None),
+            Verdict::Duplicate(original) => original,
+        };
+        if original.last_offset >= self.shared.watermarks.written() {
+            return Err(Error::DuplicateInFlight {
+                partition: self.shared.partition.clone(),
+                producer_id: batch.id,
+                epoch: batch.epoch,
+                sequence: batch.first_seq,
+                offset: original.base_offset,
+            });
+        }
+        Ok(Some(AppendInfo {
+            base_offset: original.base_offset,
+            last_offset: original.last_offset,
+            record_count: i32::try_from(
+                (original.last_offset - original.base_offset).saturating_add(1),
+            )
+            .unwrap_or(i32::MAX),
+            durable: self.durable_offset() > original.last_offset,
+            duplicate: true,
+        }))
+    }
+
+    /// Records an appended batch of an idempotent producer.
+    fn remember(&mut self, checked: &Checked, base_offset: i64) {
+        if let Some(batch) = &checked.producer {
+            let last_offset = base_offset + i64::from(checked.records) - 1;
+            let now = crate::time::unix_millis();
+            self.producers.record(batch, base_offset, last_offset, now);
+        }
     }
 
     /// Syncs everything written so far. Staged batches whose write has not completed are not
@@ -362,6 +433,8 @@ impl PartitionLog {
     /// retention or their newest record is older than the age retention.
     pub fn enforce_retention(&mut self) -> Result<RetentionOutcome> {
         let now_ms = crate::time::unix_millis();
+        self.producers
+            .expire(now_ms, self.config.producer_id_expiration);
         let mut total: u64 = self.size_bytes();
         let mut doomed = 0;
         for segment in &self.segments[..self.segments.len().saturating_sub(1)] {
@@ -405,6 +478,7 @@ impl PartitionLog {
         self.closed = true;
         self.sync_active()?;
         self.active().seal()?;
+        self.producers.write_snapshot(&self.dir, self.next_offset)?;
         self.write_checkpoint(true)
     }
 
@@ -425,7 +499,7 @@ impl PartitionLog {
     /// Everything the log relies on to lay batches end to end is checked whatever the origin
     /// (length, size limit, magic, no trailing bytes, dense offsets); only the CRC of a batch
     /// built in this process is not computed a second time.
-    fn check_batch(&self, batch: &[u8], origin: Origin) -> Result<(i32, i64)> {
+    fn check_batch(&self, batch: &[u8], origin: Origin) -> Result<Checked> {
         let parsed = match origin {
             Origin::Outside => Batch::parse(batch, &self.config.limits),
             Origin::Builder => Batch::parse_framing(batch, &self.config.limits),
@@ -446,7 +520,11 @@ impl PartitionLog {
                 last_offset_delta: last_delta,
             });
         }
-        Ok((records, parsed.max_timestamp()))
+        Ok(Checked {
+            records,
+            max_timestamp: parsed.max_timestamp(),
+            producer: ProducerBatch::of(header),
+        })
     }
 
     fn roll_if_needed(&mut self, incoming: u64) -> Result<()> {
@@ -487,7 +565,17 @@ impl PartitionLog {
         self.shared.publish_table(self.segments.clone());
         let path = self.dir.clone();
         self.write_checkpoint(false)
-            .map_err(|error| self.poison_error("write checkpoint", path, error))
+            .map_err(|error| self.poison_error("write checkpoint", path, error))?;
+        // Every batch below the new segment is synced and nothing is staged, so the state is
+        // exactly that of the new base offset. A failed snapshot costs only a longer scan on
+        // the next open, not the partition.
+        if let Err(error) = self.producers.write_snapshot(&self.dir, self.next_offset) {
+            log::warn!(
+                "{}: producer snapshot not written ({error}); the next open scans more",
+                self.shared.partition
+            );
+        }
+        Ok(())
     }
 
     /// Refuses writes to a closed or poisoned log.
@@ -708,6 +796,39 @@ mod tests {
                 .base_offset,
             0
         );
+    }
+
+    fn idempotent_batch(sequence: i32) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None).producer(9, 0, sequence);
+        builder.append(1, None, Some(b"v"), &[]).unwrap();
+        builder.build().unwrap()
+    }
+
+    /// A retry of a batch still being written is refused (its write may fail and hand its
+    /// offsets to another batch); once written it gets the first offsets; a write undone for
+    /// lack of space takes the batch out of the producer state, so its retry is appended anew.
+    #[test]
+    fn retries_wait_for_the_first_write_and_undone_writes_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let first = log.stage(&mut idempotent_batch(0), Origin::Builder).unwrap();
+        assert!(!first.duplicate);
+        let early = log.stage(&mut idempotent_batch(0), Origin::Builder);
+        assert!(
+            matches!(early, Err(Error::DuplicateInFlight { offset: 0, .. })),
+            "{early:?}"
+        );
+        let end = first.position + first.len;
+        assert_eq!(log.complete_through(end, false, &mut Vec::new()), 1);
+        let retry = log.stage(&mut idempotent_batch(0), Origin::Builder).unwrap();
+        assert!(retry.duplicate && retry.base_offset == 0);
+        assert_eq!(log.next_offset(), 1);
+
+        log.stage(&mut idempotent_batch(1), Origin::Builder).unwrap();
+        log.discard_failed_writes(1).unwrap();
+        let again = log.stage(&mut idempotent_batch(1), Origin::Builder).unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(again.base_offset, 1);
     }
 
     /// Outside bytes get the CRC check; the builder's own bytes get every other check.

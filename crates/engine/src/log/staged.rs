@@ -28,6 +28,9 @@ pub(crate) struct StagedBatch {
     pub position: u64,
     pub len: u64,
     pub max_timestamp: i64,
+    /// The batch repeats one an idempotent producer already appended: nothing is staged, the
+    /// offsets are those of the first send, and nothing is to be written.
+    pub duplicate: bool,
 }
 
 /// What the writer keeps about batches staged but not yet published.
@@ -46,7 +49,18 @@ impl PartitionLog {
     /// never staged across a segment boundary.
     pub(crate) fn stage(&mut self, batch: &mut [u8], origin: Origin) -> Result<StagedBatch> {
         self.check_writable()?;
-        let (record_count, max_timestamp) = self.check_batch(batch, origin)?;
+        let checked = self.check_batch(batch, origin)?;
+        if let Some(original) = self.screen(&checked)? {
+            return Ok(StagedBatch {
+                base_offset: original.base_offset,
+                next_offset: original.last_offset + 1,
+                position: self.staged_end(),
+                len: 0,
+                max_timestamp: checked.max_timestamp,
+                duplicate: true,
+            });
+        }
+        let (record_count, max_timestamp) = (checked.records, checked.max_timestamp);
         let base_offset = self.next_offset;
         set_base_offset(batch, base_offset).map_err(|source| self.invalid(source))?;
         let position = self.staged_end();
@@ -56,10 +70,12 @@ impl PartitionLog {
             position,
             len: batch.len() as u64,
             max_timestamp,
+            duplicate: false,
         };
         self.staging.batches.push_back(staged);
         self.staging.end = Some(position + staged.len);
         self.next_offset = staged.next_offset;
+        self.remember(&checked, base_offset);
         Ok(staged)
     }
 
@@ -225,6 +241,8 @@ impl PartitionLog {
         // the watermark, so their offsets can name the next batches (see `Visibility`).
         self.shared.tail.truncate_from(self.next_offset);
         self.shared.watermarks.retract_appended(self.next_offset);
+        // The discarded batches' offsets go to other batches: a retry of one is new again.
+        self.producers.truncate_from(self.next_offset);
         Ok(())
     }
 

@@ -137,6 +137,7 @@ pub fn producer_config(spec: &Spec) -> ProducerConfig {
         batch_bytes: spec.batch_bytes,
         linger: spec.linger,
         ack: spec.ack,
+        idempotent: spec.idempotent,
         ..ProducerConfig::default()
     }
 }
