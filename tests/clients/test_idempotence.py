@@ -222,3 +222,21 @@ def test_idempotent_librdkafka_across_sigkills_stores_each_record_once_in_order(
         assert all(n % PARTITIONS == partition for n in numbers)
     assert not failures, f"{len(failures)} deliveries failed, first: {failures[0]}"
     assert len(acked) == sent
+
+
+def test_a_transactional_librdkafka_producer_is_refused_at_once(broker):
+    """Transactions are not offered: init_transactions fails fast with a fatal error instead of
+    retrying a coordinator lookup until its timeout."""
+    from confluent_kafka import KafkaException, Producer
+
+    producer = Producer({**confluent_common(broker.bootstrap), "transactional.id": "tx-1"})
+    started = time.monotonic()
+    try:
+        producer.init_transactions(30)
+    except KafkaException as raised:
+        error = raised.args[0]
+    else:
+        raise AssertionError("init_transactions succeeded against a broker without transactions")
+    took = time.monotonic() - started
+    assert error.fatal() or not error.retriable(), error
+    assert took < 10, f"refused only after {took:.1f} s: {error}"

@@ -216,7 +216,8 @@ fn this_broker_coordinates_every_group_and_no_transaction() {
         .unwrap();
     assert_eq!(
         batched.coordinators[0].error_code,
-        ResponseError::CoordinatorNotAvailable.code()
+        ResponseError::TransactionalIdAuthorizationFailed.code(),
+        "a non-retriable refusal, not one a client retries until it times out"
     );
     drop(client);
     server.shutdown().unwrap();

@@ -44,8 +44,11 @@ pub fn handle(
 fn find(broker: &Broker, key: StrBytes, key_type: i8) -> Coordinator {
     let coordinator = Coordinator::default().with_key(key);
     if key_type != GROUP {
+        // Not COORDINATOR_NOT_AVAILABLE: clients retry that until their transaction timeout.
+        // The code InitProducerId answers a transactional id with is fatal to every client,
+        // so a transactional producer stops at once and says why.
         return coordinator
-            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_error_message(Some(text("transactions are not offered by this broker")))
             .with_node_id(BrokerId(-1))
             .with_port(-1);
