@@ -9,6 +9,7 @@
 mod cache;
 mod ceiling;
 mod charts;
+mod cpu;
 mod figures;
 mod machine;
 mod measure;

@@ -90,7 +90,12 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         "ceilings: disk {:.0} MB/s ({}), memcpy {:.1} GB/s",
         ceilings.disk_write_mb_s, ceilings.disk_write_method, ceilings.memcpy_gb_s
     );
-    let outcomes = run_scenarios(root, plan)?;
+    let mut pairing = Pairing {
+        root,
+        bytes_per_way: ceilings.neighbour_sample_bytes_per_way,
+        last: ceilings.disk_write_mb_s,
+    };
+    let outcomes = run_scenarios(root, plan, &mut pairing)?;
     let peers = if plan.wants(Only::Peers) {
         run_peers(root, plan, &outcomes, ceilings.disk_write_mb_s)?
     } else {
@@ -112,17 +117,46 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
 }
 
 fn measure_ceilings(root: &Path, quick: bool) -> anyhow::Result<Ceilings> {
-    let bytes = if quick { 64 << 20 } else { 512 << 20 };
+    let bytes = if quick { 32 << 20 } else { 256 << 20 };
     let disk = ceiling::disk(root, bytes, 3).context("measure the disk ceiling")?;
     Ok(Ceilings {
         disk_write_mb_s: disk.median_mb_s(),
         disk_write_method: disk.method.clone(),
         disk_write_samples_mb_s: disk.samples_mb_s.clone(),
+        disk_write_ways_mb_s: disk.ways.clone(),
+        neighbour_sample_bytes_per_way: if quick { 8 << 20 } else { 128 << 20 },
         memcpy_gb_s: ceiling::memcpy_gb_s(5),
     })
 }
 
-fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
+/// The disk ceiling sampled between scenarios: the sample after one scenario is the sample
+/// before the next, so every scenario has a neighbour on each side, seconds away.
+pub(crate) struct Pairing<'a> {
+    root: &'a Path,
+    bytes_per_way: u64,
+    /// The latest sample, MB/s.
+    last: f64,
+}
+
+impl Pairing<'_> {
+    /// Samples the ceiling now; returns (the previous sample, this one).
+    fn advance(&mut self) -> anyhow::Result<(f64, f64)> {
+        let before = self.last;
+        let now = ceiling::sample(self.root, self.bytes_per_way)
+            .context("sample the disk ceiling between scenarios")?;
+        self.last = now.mb_s;
+        Ok((before, now.mb_s))
+    }
+
+    /// Runs one scenario and gives it its neighbouring samples.
+    fn around(&mut self, run: impl FnOnce() -> anyhow::Result<Outcome>) -> anyhow::Result<Outcome> {
+        let mut outcome = run()?;
+        outcome.ceiling_neighbours = self.advance()?;
+        Ok(outcome)
+    }
+}
+
+fn run_scenarios(root: &Path, plan: &Plan, pairing: &mut Pairing) -> anyhow::Result<Vec<Outcome>> {
     let mut out = Vec::new();
     let mut step = 0;
     let mut fresh = || {
@@ -133,29 +167,30 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
             out.extend(in_dir(&fresh(), |dir| {
-                scenario::throughput::produce_then_consume(dir, &spec)
+                paired_throughput(dir, &spec, pairing)
             })?);
         }
     }
     if plan.wants(Only::E2e) {
         for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
-            out.push(in_dir(&fresh(), |dir| {
-                scenario::e2e::end_to_end(dir, &spec)
-            })?);
+            out.push(
+                pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::end_to_end(dir, &spec)))?,
+            );
         }
     }
     if plan.wants(Only::Durable) {
         for producers in [1, 8] {
             let spec = plan.spec(1024, plan.seconds(3.0), |s| s.producers = producers);
-            out.push(in_dir(&fresh(), |dir| {
-                scenario::durable::durable(dir, &spec)
-            })?);
+            out.push(
+                pairing
+                    .around(|| in_dir(&fresh(), |dir| scenario::durable::durable(dir, &spec)))?,
+            );
         }
     }
     if plan.wants(Only::Group) {
         let spec = plan.spec(1024, plan.records(GIB / 2 / 1024), |s| s.partitions = 8);
-        out.push(in_dir(&fresh(), |dir| scenario::group::group(dir, &spec))?);
+        out.push(pairing.around(|| in_dir(&fresh(), |dir| scenario::group::group(dir, &spec)))?);
     }
     if plan.wants(Only::Rate) {
         // Small batches and a short linger: at a fixed, modest rate, latency is the point.
@@ -163,9 +198,27 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
             s.batch_bytes = 16 * 1024;
             s.linger = Duration::from_millis(1);
         });
-        out.push(in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec))?);
+        out.push(pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec)))?);
     }
     Ok(out)
+}
+
+/// Produce then consume, with a ceiling sample between them (taken before the page cache is
+/// emptied for the consume, so it does not warm anything the consume reads).
+fn paired_throughput(
+    dir: &Path,
+    spec: &Spec,
+    pairing: &mut Pairing,
+) -> anyhow::Result<[Outcome; 2]> {
+    let mut middle = (0.0, 0.0);
+    let [mut produce, mut consume] =
+        scenario::throughput::produce_then_consume(dir, spec, &mut || {
+            middle = pairing.advance()?;
+            Ok(())
+        })?;
+    produce.ceiling_neighbours = middle;
+    consume.ceiling_neighbours = pairing.advance()?;
+    Ok([produce, consume])
 }
 
 /// The peers on the produce/consume workloads: the same record sizes and counts (when the
@@ -230,6 +283,8 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
         } else {
             0.0
         },
+        ratio_to_disk_range: Vec::new(),
+        disk_ceiling_neighbours_mb_s: Vec::new(),
         latency_us: Latency::from(phase.latency_ns).summary(),
         latency_of: if appending {
             "one append call (a batch of about 256 KiB)".to_owned()
@@ -242,6 +297,12 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
         } else {
             0.0
         },
+        cpu_ns_per_record: if phase.records > 0 {
+            phase.cpu.as_nanos() as f64 / phase.records as f64
+        } else {
+            0.0
+        },
+        cpu_ns_per_record_by_role: Default::default(),
         peak_rss_mb: phase.peak_rss_mb,
         lost_records: phase.lost_records,
         duplicate_records: 0,
