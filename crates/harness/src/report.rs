@@ -17,6 +17,42 @@ pub struct Report {
     pub ceilings: Ceilings,
     pub scenarios: Vec<ScenarioReport>,
     pub peers: Vec<ScenarioReport>,
+    /// Each peer phase against rill's in the same rounds: median ratio and range.
+    #[serde(default)]
+    pub peer_rounds: Vec<crate::rounds::PeerComparison>,
+    /// The wire scenarios' comparison and the server's footprint; absent when rill-bench was
+    /// built without the `wire` feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireReport>,
+}
+
+/// The wire scenarios beside the in-process ones of the same run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WireReport {
+    /// The client library that drove the wire scenarios.
+    pub client: String,
+    /// Wire produce records/s over the in-process produce of the same record size.
+    pub produce_ratio_to_in_process: f64,
+    /// Wire consume records/s over the in-process consume of the same record size.
+    pub consume_ratio_to_in_process: f64,
+    /// The rate the wire end-to-end scenario offered: half the wire produce rate.
+    pub e2e_offered_per_s: f64,
+    pub server: ServerFacts,
+}
+
+/// The server process alone (a child started for the purpose).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// From spawning the server to the answer to an ApiVersions request on its first
+    /// connection, empty data directory.
+    pub startup_ms: f64,
+    /// Resident set after a second idle with a client connected.
+    pub idle_rss_mb: f64,
+    /// The largest resident mappings then: (mapping, MB).
+    pub idle_rss_by_mapping_mb: Vec<(String, f64)>,
+    pub idle_threads: usize,
+    /// CPU the server spent in that idle second, milliseconds.
+    pub idle_cpu_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,6 +296,8 @@ mod tests {
             },
             scenarios: vec![entry("produce")],
             peers: vec![entry("fjall append")],
+            peer_rounds: Vec::new(),
+            wire: None,
         }
     }
 

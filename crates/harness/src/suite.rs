@@ -23,6 +23,7 @@ pub enum Only {
     Group,
     Rate,
     Peers,
+    Wire,
 }
 
 pub struct Plan {
@@ -95,11 +96,16 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         bytes_per_way: ceilings.neighbour_sample_bytes_per_way,
         last: ceilings.disk_write_mb_s,
     };
-    let outcomes = run_scenarios(root, plan, &mut pairing)?;
-    let peers = if plan.wants(Only::Peers) {
+    let mut outcomes = run_scenarios(root, plan, &mut pairing)?;
+    let wire = if plan.wants(Only::Wire) {
+        run_wire(root, plan, &mut pairing, &mut outcomes)?
+    } else {
+        None
+    };
+    let (peers, peer_rounds) = if plan.wants(Only::Peers) {
         run_peers(root, plan, &outcomes, ceilings.disk_write_mb_s)?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let scenarios = outcomes
         .iter()
@@ -113,7 +119,79 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         ceilings,
         scenarios,
         peers,
+        peer_rounds,
+        wire,
     })
+}
+
+/// Wire produce and consume (1 KiB records, a quarter of the in-process volume), the server's
+/// start-up and idle footprint, and end to end at half the wire produce rate; the comparison
+/// is against the in-process scenarios already in `outcomes`.
+#[cfg(feature = "wire")]
+fn run_wire(
+    root: &Path,
+    plan: &Plan,
+    pairing: &mut Pairing,
+    outcomes: &mut Vec<Outcome>,
+) -> anyhow::Result<Option<crate::report::WireReport>> {
+    use scenario::wire;
+    let bytes = plan.knobs.record_bytes.unwrap_or(1024);
+    let spec = plan.spec(bytes, plan.records(GIB / 4 / bytes.max(1) as u64), |_| {});
+    let [produce, consume] = in_dir(&root.join("wire-throughput"), |dir| {
+        let mut middle = (0.0, 0.0);
+        let [mut produce, mut consume] = wire::produce_then_consume(dir, &spec, &mut || {
+            middle = pairing.advance()?;
+            Ok(())
+        })?;
+        produce.ceiling_neighbours = middle;
+        consume.ceiling_neighbours = pairing.advance()?;
+        Ok([produce, consume])
+    })?;
+    let server = in_dir(&root.join("wire-server"), wire::facts::measure)?;
+    let rate = produce.records_per_s() / 2.0;
+    let e2e_spec = plan.spec(bytes, plan.seconds(5.0), |_| {});
+    let e2e = pairing.around(|| {
+        in_dir(&root.join("wire-e2e"), |dir| {
+            wire::end_to_end(dir, &e2e_spec, rate)
+        })
+    })?;
+    let in_process = |what: &str| {
+        let name = scenario::named(what, bytes);
+        outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map_or(0.0, Outcome::records_per_s)
+    };
+    let report = crate::report::WireReport {
+        client: wire::client_name(),
+        produce_ratio_to_in_process: scenario::ratio(
+            produce.records_per_s(),
+            in_process("produce"),
+        ),
+        consume_ratio_to_in_process: scenario::ratio(
+            consume.records_per_s(),
+            in_process("consume"),
+        ),
+        e2e_offered_per_s: rate,
+        server,
+    };
+    outcomes.extend([produce, consume, e2e]);
+    Ok(Some(report))
+}
+
+/// Built without the `wire` feature: the report says so instead of carrying wire figures.
+#[cfg(not(feature = "wire"))]
+fn run_wire(
+    _: &Path,
+    _: &Plan,
+    _: &mut Pairing,
+    _: &mut Vec<Outcome>,
+) -> anyhow::Result<Option<crate::report::WireReport>> {
+    eprintln!(
+        "wire scenarios skipped: rill-bench was built without the `wire` feature \
+         (cargo run --release -p rill-harness --features wire)"
+    );
+    Ok(None)
 }
 
 fn measure_ceilings(root: &Path, quick: bool) -> anyhow::Result<Ceilings> {
@@ -221,17 +299,21 @@ fn paired_throughput(
     Ok([produce, consume])
 }
 
-/// The peers on the produce/consume workloads: the same record sizes and counts (when the
-/// amount is a duration, the count rill's produce reached), with matched durability.
+/// The peers on the produce/consume workloads, alternating with rill in rounds (see
+/// [`crate::rounds`]): a quarter of the suite's volume per run (at least what `--quick` runs),
+/// the same record sizes, matched durability. The entries kept for the table are the peers'
+/// phases of the last round.
 fn run_peers(
     root: &Path,
     plan: &Plan,
     outcomes: &[Outcome],
     disk_mb_s: f64,
-) -> anyhow::Result<Vec<ScenarioReport>> {
+) -> anyhow::Result<(Vec<ScenarioReport>, Vec<crate::rounds::PeerComparison>)> {
     let mut out = Vec::new();
+    let mut comparisons = Vec::new();
+    let rounds = if plan.quick { 2 } else { PEER_ROUNDS };
     for (bytes, full) in plan.volumes() {
-        let spec = plan.spec(bytes, plan.records(full), |_| {});
+        let spec = plan.spec(bytes, plan.records(full / 4), |_| {});
         let records = match spec.amount {
             Amount::Records(n) => n,
             Amount::Duration(_) => outcomes
@@ -239,26 +321,22 @@ fn run_peers(
                 .find(|o| o.name == scenario::named("produce", spec.record_bytes))
                 .map_or(full, |o| o.records),
         };
+        let mut spec = spec;
+        spec.amount = Amount::Records(records);
         let work = PeerWorkload {
             record_bytes: spec.record_bytes,
             records,
             durable: spec.ack == AckLevel::Durable,
         };
-        let runs: [(&str, PeerRun); 2] = [
-            ("commitlog", peers::run_commitlog),
-            ("fjall", peers::run_fjall),
-        ];
-        for (peer, run) in runs {
-            let dir = root.join(format!("peer-{peer}-{bytes}"));
-            let phases =
-                in_dir(&dir, |dir| run(dir, &work)).with_context(|| format!("peer {peer}"))?;
-            out.extend(phases.into_iter().map(|p| peer_report(p, &work, disk_mb_s)));
-        }
+        let (compared, last) = crate::rounds::run(root, &spec, &work, rounds)?;
+        comparisons.extend(compared);
+        out.extend(last.into_iter().map(|p| peer_report(p, &work, disk_mb_s)));
     }
-    Ok(out)
+    Ok((out, comparisons))
 }
 
-type PeerRun = fn(&Path, &PeerWorkload) -> anyhow::Result<[PeerPhase; 2]>;
+/// Rounds of rill and the peers in the full suite.
+const PEER_ROUNDS: usize = 3;
 
 fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> ScenarioReport {
     let appending = phase.phase == "append";
@@ -316,7 +394,10 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
 }
 
 /// Runs `f` in a new directory `dir` and removes it afterwards, whatever happened.
-fn in_dir<T>(dir: &Path, f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn in_dir<T>(
+    dir: &Path,
+    f: impl FnOnce(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let result = f(dir);
     let removed = std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()));

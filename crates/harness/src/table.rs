@@ -31,6 +31,32 @@ pub fn print(report: &Report) {
             line(row);
         }
     }
+    if !report.peer_rounds.is_empty() {
+        println!();
+        println!(
+            "rill over each peer, in rounds (median [lowest, highest]; MB/s above 1 and CPU/GB below 1 favour rill):"
+        );
+        for c in &report.peer_rounds {
+            let span = |r: &[f64]| match r {
+                [low, high] => format!("[{low:.2}, {high:.2}]"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<10} {:<6} {:>5} B  MB/s {:.2} {}  CPU-s/GB {:.2} {}  ({} rounds)",
+                c.peer,
+                c.phase,
+                c.record_bytes,
+                c.rill_over_peer_mb_s_median,
+                span(&c.rill_over_peer_mb_s_range),
+                c.rill_over_peer_cpu_per_gb_median,
+                span(&c.rill_over_peer_cpu_per_gb_range),
+                c.rill_over_peer_mb_s.len()
+            );
+        }
+    }
+    if let Some(wire) = &report.wire {
+        wire_section(wire);
+    }
     println!();
     println!("CPU per record by thread role (ns; `other`: main thread, meter, threads not named):");
     for row in &report.scenarios {
@@ -100,5 +126,33 @@ fn line(row: &ScenarioReport) {
         row.cpu_s_per_gb,
         row.cpu_ns_per_record,
         row.lost_records,
+    );
+}
+
+fn wire_section(wire: &crate::report::WireReport) {
+    let server = &wire.server;
+    println!();
+    println!(
+        "wire ({}): produce {:.2}x and consume {:.2}x the in-process rate of this run; \
+         e2e offered {:.0} records/s (half the wire produce rate)",
+        wire.client,
+        wire.produce_ratio_to_in_process,
+        wire.consume_ratio_to_in_process,
+        wire.e2e_offered_per_s
+    );
+    let mappings: Vec<String> = server
+        .idle_rss_by_mapping_mb
+        .iter()
+        .take(3)
+        .map(|(name, mb)| format!("{name} {mb:.1}"))
+        .collect();
+    println!(
+        "server (child process): first connection answered {:.1} ms after spawn; idle RSS \
+         {:.1} MB ({} MB), {} threads, {:.1} ms CPU in 1 s idle",
+        server.startup_ms,
+        server.idle_rss_mb,
+        mappings.join(", "),
+        server.idle_threads,
+        server.idle_cpu_ms
     );
 }

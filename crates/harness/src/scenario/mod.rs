@@ -6,6 +6,8 @@
 //!   open-loop `rate` variant, where latency counts from each record's scheduled send time).
 //! - [`durable`]: many producers waiting for fsync acknowledgements: group commit at work.
 //! - [`group`]: a consumer group draining a topic while a member joins and another leaves.
+//! - `wire` (with the `wire` feature): produce, consume and end to end through librdkafka and
+//!   a rill server over loopback.
 
 pub mod durable;
 pub mod e2e;
@@ -13,6 +15,8 @@ pub mod group;
 mod read;
 mod send;
 pub mod throughput;
+#[cfg(feature = "wire")]
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -112,7 +116,7 @@ impl Outcome {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
