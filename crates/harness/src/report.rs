@@ -19,11 +19,30 @@ pub struct Report {
     pub peers: Vec<ScenarioReport>,
     /// Each peer phase against rill's in the same rounds: median ratio and range.
     #[serde(default)]
-    pub peer_rounds: Vec<crate::rounds::PeerComparison>,
+    pub peer_rounds: Vec<PeerComparison>,
     /// The wire scenarios' comparison and the server's footprint; absent when rill-bench was
     /// built without the `wire` feature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wire: Option<WireReport>,
+}
+
+/// One peer phase against rill's matching phase, over every round.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerComparison {
+    pub peer: String,
+    /// `append` (against rill's produce) or `read` (against rill's consume).
+    pub phase: String,
+    pub record_bytes: usize,
+    pub records: u64,
+    /// rill's MB/s over the peer's, one per round: above 1, rill is faster.
+    pub rill_over_peer_mb_s: Vec<f64>,
+    pub rill_over_peer_mb_s_median: f64,
+    /// [lowest, highest] of the rounds.
+    pub rill_over_peer_mb_s_range: Vec<f64>,
+    /// rill's CPU-seconds per GB over the peer's, one per round: below 1, rill spends less.
+    pub rill_over_peer_cpu_per_gb: Vec<f64>,
+    pub rill_over_peer_cpu_per_gb_median: f64,
+    pub rill_over_peer_cpu_per_gb_range: Vec<f64>,
 }
 
 /// The wire scenarios beside the in-process ones of the same run.

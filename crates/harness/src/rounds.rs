@@ -8,30 +8,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 use crate::peers::{self, PeerPhase, PeerWorkload};
+use crate::report::PeerComparison;
 use crate::scenario::{self, Outcome, ratio};
 use crate::spec::Spec;
-
-/// One peer phase against rill's matching phase, over every round.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PeerComparison {
-    pub peer: String,
-    /// `append` (against rill's produce) or `read` (against rill's consume).
-    pub phase: String,
-    pub record_bytes: usize,
-    pub records: u64,
-    /// rill's MB/s over the peer's, one per round: above 1, rill is faster.
-    pub rill_over_peer_mb_s: Vec<f64>,
-    pub rill_over_peer_mb_s_median: f64,
-    /// [lowest, highest] of the rounds.
-    pub rill_over_peer_mb_s_range: Vec<f64>,
-    /// rill's CPU-seconds per GB over the peer's, one per round: below 1, rill spends less.
-    pub rill_over_peer_cpu_per_gb: Vec<f64>,
-    pub rill_over_peer_cpu_per_gb_median: f64,
-    pub rill_over_peer_cpu_per_gb_range: Vec<f64>,
-}
 
 /// A peer's run: both phases on a fresh directory.
 pub type PeerRun = fn(&Path, &PeerWorkload) -> anyhow::Result<[PeerPhase; 2]>;
@@ -87,13 +68,13 @@ fn one_round(root: &Path, spec: &Spec, work: &PeerWorkload, round: usize) -> any
         let slot = (round + k) % slots;
         if slot == 0 {
             let dir = root.join(format!("round-rill-{bytes}"));
-            rill = Some(crate::suite::in_dir(&dir, |dir| {
+            rill = Some(crate::workdir::in_dir(&dir, |dir| {
                 scenario::throughput::produce_then_consume(dir, spec, &mut || Ok(()))
             })?);
         } else {
             let (peer, run) = PEERS[slot - 1];
             let dir = root.join(format!("round-{peer}-{bytes}"));
-            let phases = crate::suite::in_dir(&dir, |dir| run(dir, work))
+            let phases = crate::workdir::in_dir(&dir, |dir| run(dir, work))
                 .with_context(|| format!("peer {peer}, round {round}"))?;
             peer_phases[slot - 1] = Some(phases);
         }

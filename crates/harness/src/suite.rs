@@ -12,6 +12,7 @@ use crate::peers::{self, PeerPhase, PeerWorkload};
 use crate::report::{Ceilings, Report, ScenarioReport};
 use crate::scenario::{self, Outcome};
 use crate::spec::{Amount, Knobs, Spec};
+use crate::workdir::in_dir;
 use rill_engine::AckLevel;
 
 /// One scenario family, for running a subcommand alone.
@@ -308,7 +309,7 @@ fn run_peers(
     plan: &Plan,
     outcomes: &[Outcome],
     disk_mb_s: f64,
-) -> anyhow::Result<(Vec<ScenarioReport>, Vec<crate::rounds::PeerComparison>)> {
+) -> anyhow::Result<(Vec<ScenarioReport>, Vec<crate::report::PeerComparison>)> {
     let mut out = Vec::new();
     let mut comparisons = Vec::new();
     let rounds = if plan.quick { 2 } else { PEER_ROUNDS };
@@ -391,17 +392,4 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
             ("batch_bytes".to_owned(), peers::BATCH_BYTES.to_string()),
         ],
     }
-}
-
-/// Runs `f` in a new directory `dir` and removes it afterwards, whatever happened.
-pub(crate) fn in_dir<T>(
-    dir: &Path,
-    f: impl FnOnce(&Path) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let result = f(dir);
-    let removed = std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()));
-    let value = result?;
-    removed?;
-    Ok(value)
 }

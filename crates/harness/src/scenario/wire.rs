@@ -166,7 +166,7 @@ fn produce(addr: &str, spec: &Spec, records: u64) -> anyhow::Result<Outcome> {
         let handle = spawn_named(scope, "bench-producer-0".to_owned(), || {
             for seq in 0..records {
                 send(&producer, payload.stamp(seq, 0))?;
-                if seq % 1024 == 0 {
+                if seq.is_multiple_of(1024) {
                     producer.poll(Duration::ZERO);
                 }
             }
@@ -407,7 +407,7 @@ fn send_paced(
                     producer.poll(wait.min(Duration::from_millis(1)));
                     continue;
                 }
-                let stamp = if seq % STAMP_EVERY == 0 {
+                let stamp = if seq.is_multiple_of(STAMP_EVERY) {
                     clock.at_ns(due)
                 } else {
                     0
