@@ -70,7 +70,7 @@ pub struct ServerFacts {
     /// The largest resident mappings then: (mapping, MB).
     pub idle_rss_by_mapping_mb: Vec<(String, f64)>,
     pub idle_threads: usize,
-    /// CPU the server spent in that idle second, milliseconds.
+    /// CPU the server spent in one idle second (after a second's settling), milliseconds.
     pub idle_cpu_ms: f64,
 }
 

@@ -3,8 +3,9 @@
 //! the in-process scenarios of the same run.
 //!
 //! - `wire produce`: one librdkafka producer, `acks=1` (the server acknowledges once the batch
-//!   is written), as fast as the client takes records; the clock stops at the last delivery
-//!   report.
+//!   is written), as fast as the client takes records; the clock stops when the last delivery
+//!   report is in and the server has shut down (every segment synced), as the in-process
+//!   produce stops when its engine has.
 //! - `wire consume`: one librdkafka consumer reads everything back from the start, after the
 //!   segment files are evicted from the page cache (as the in-process consume).
 //! - `wire e2e`: a paced producer (open loop, at the rate the caller gives: half the wire
@@ -74,10 +75,7 @@ pub fn produce_then_consume(
         crate::spec::Amount::Records(n) => n,
         crate::spec::Amount::Duration(_) => bail!("wire produce takes a record count"),
     };
-    let produced = produce(&addr, spec, records);
-    let stopped = server.shutdown().context("stop the rill server");
-    let produce = produced?;
-    stopped?;
+    let produce = produce(server, &addr, spec, records)?;
     between()?;
     crate::cache::evict(dir)?;
     let server = start_server(dir, spec)?;
@@ -156,7 +154,9 @@ fn send(producer: &BaseProducer<Deliveries>, value: &[u8]) -> anyhow::Result<()>
     }
 }
 
-fn produce(addr: &str, spec: &Spec, records: u64) -> anyhow::Result<Outcome> {
+/// Timed, like the in-process produce, until the server has shut down (every segment synced),
+/// so the two rates end at the same place: records on the disk.
+fn produce(server: Server, addr: &str, spec: &Spec, records: u64) -> anyhow::Result<Outcome> {
     let producer = producer(addr, &format!("{}", spec.linger.as_secs_f64() * 1e3))?;
     warm_up(producer.client())?;
     let name = named("wire produce", spec.record_bytes);
@@ -178,10 +178,12 @@ fn produce(addr: &str, spec: &Spec, records: u64) -> anyhow::Result<Outcome> {
         handle
             .join()
             .map_err(|_| anyhow::anyhow!("the wire producer thread panicked"))?
-    })?;
+    });
+    let delivered = producer.context().ok.load(Ordering::Relaxed);
+    drop(producer);
+    let stopped = server.shutdown().context("stop the rill server");
+    let end = end.and_then(|_| stopped.map(|()| Instant::now()))?;
     let measured = window.close(end);
-    let context = producer.context();
-    let delivered = context.ok.load(Ordering::Relaxed);
     Ok(Outcome {
         name,
         spec: spec.clone(),

@@ -5,8 +5,9 @@
 //!
 //! - start-up: from spawning the child to the answer to an ApiVersions request on its first
 //!   accepted connection (process start, engine open and listener included);
-//! - idle: resident memory after a second with one client connected, the mappings that hold
-//!   it (from `/proc/<pid>/smaps`), its threads, and the CPU it spent in that second.
+//! - idle: with one client connected, the CPU spent in one second after a second's settling,
+//!   then the resident memory, the mappings that hold it (from `/proc/<pid>/smaps`) and the
+//!   threads.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
@@ -24,7 +25,9 @@ use crate::report::ServerFacts;
 
 /// How long the child may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the server is left idle before its memory is read.
+/// How long the server is left alone after its first answer before idle is measured.
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long idle CPU is measured over, before the memory is read.
 const IDLE: Duration = Duration::from_secs(1);
 
 /// The child's side: serve `dir` until standard input closes.
@@ -88,6 +91,8 @@ fn measure_child(child: &mut Child, began: Instant) -> anyhow::Result<ServerFact
         .context("ApiVersions")?;
     let startup = began.elapsed();
     let pid = child.id();
+    // The shards spin briefly after start-up before they park: that is start-up, not idle.
+    std::thread::sleep(SETTLE);
     let cpu_before = process_cpu_ns(pid);
     std::thread::sleep(IDLE);
     let cpu_after = process_cpu_ns(pid);
