@@ -221,7 +221,7 @@ fn ceilings(out: &mut String, report: &Report) -> std::fmt::Result {
     };
     writeln!(
         out,
-        "| Disk, sequential 1 MiB writes | {} MB/s | {how} |",
+        "| Disk, sequential writes, best of several ways | {} MB/s | {how} |",
         short(c.disk_write_mb_s)
     )?;
     writeln!(
@@ -238,8 +238,9 @@ fn headline(out: &mut String, report: &Report) -> std::fmt::Result {
     writeln!(
         out,
         "MB/s counts record values only (1 MB = 10^6 bytes); % of disk ceiling is that over the \
-         disk ceiling above. Peers (other engines run the same way on the same machine) are in \
-         italics."
+         mean of the ceiling samples taken right before and after the scenario (listed), and \
+         over the run's ceiling above for peers. Peers (other engines run the same way on the \
+         same machine) are in italics."
     )?;
     writeln!(out)?;
     writeln!(out, "{TABLE_HEADER}")?;

@@ -405,8 +405,14 @@ fn send_paced(
                     break;
                 }
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    // Serve delivery reports while waiting instead of sleeping blind.
-                    producer.poll(wait.min(Duration::from_millis(1)));
+                    // Serve delivery reports while waiting a millisecond or more; sleep
+                    // through shorter waits (librdkafka rounds them to a zero-timeout poll,
+                    // which would spin and take a core from the client and the server).
+                    if wait >= Duration::from_millis(1) {
+                        producer.poll(Duration::from_millis(1));
+                    } else {
+                        std::thread::sleep(wait);
+                    }
                     continue;
                 }
                 let stamp = if seq.is_multiple_of(STAMP_EVERY) {
