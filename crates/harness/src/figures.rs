@@ -18,6 +18,17 @@ pub(crate) fn short(v: f64) -> String {
     }
 }
 
+/// A power-of-two size as people write it: `256 KiB`, `1 MiB`.
+pub(crate) fn bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +41,8 @@ mod tests {
         assert_eq!(short(0.01234), "0.0123");
         assert_eq!(short(0.0), "0");
         assert_eq!(short(f64::NAN), "n/a");
+        assert_eq!(bytes(4 << 20), "4 MiB");
+        assert_eq!(bytes(256 << 10), "256 KiB");
+        assert_eq!(bytes(100), "100 B");
     }
 }

@@ -9,17 +9,20 @@
 mod cache;
 mod ceiling;
 mod charts;
+mod cpu;
 mod figures;
 mod machine;
 mod measure;
 mod peers;
 mod report;
+mod rounds;
 mod save;
 mod scenario;
 mod spec;
 mod suite;
 mod summary;
 mod table;
+mod workdir;
 mod workload;
 
 use std::path::PathBuf;
@@ -72,6 +75,15 @@ enum Command {
     Rate,
     /// The peer crates alone, on the suite's workloads.
     Peers,
+    /// Produce, consume and end to end through librdkafka and a rill server over loopback,
+    /// and the server's start-up time and idle memory (needs the `wire` feature).
+    Wire,
+    /// The server the wire scenarios measure as a child process; stops when stdin closes.
+    #[command(hide = true)]
+    WireServer {
+        /// Data directory to serve.
+        dir: PathBuf,
+    },
     /// Checks a JSON report (from `--json`) for every promised field and for lost records.
     Validate {
         /// The report to check.
@@ -97,6 +109,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let command = args.command.clone().unwrap_or(Command::Suite);
     if let Command::Validate { file } = &command {
         return validate(file);
+    }
+    if let Command::WireServer { dir } = &command {
+        return wire_server(dir);
     }
     let temp;
     let root = match &args.dir {
@@ -139,14 +154,26 @@ fn run(args: &Args) -> anyhow::Result<bool> {
 
 fn suite_filter(command: &Command) -> Option<suite::Only> {
     match command {
-        Command::Suite | Command::Validate { .. } => None,
+        Command::Suite | Command::Validate { .. } | Command::WireServer { .. } => None,
         Command::Produce | Command::Consume => Some(suite::Only::Throughput),
         Command::E2e => Some(suite::Only::E2e),
         Command::Durable => Some(suite::Only::Durable),
         Command::Group => Some(suite::Only::Group),
         Command::Rate => Some(suite::Only::Rate),
         Command::Peers => Some(suite::Only::Peers),
+        Command::Wire => Some(suite::Only::Wire),
     }
+}
+
+#[cfg(feature = "wire")]
+fn wire_server(dir: &std::path::Path) -> anyhow::Result<bool> {
+    scenario::wire::facts::serve_child(dir)?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "wire"))]
+fn wire_server(_: &std::path::Path) -> anyhow::Result<bool> {
+    anyhow::bail!("rill-bench was built without the `wire` feature")
 }
 
 fn validate(file: &std::path::Path) -> anyhow::Result<bool> {

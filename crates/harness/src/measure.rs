@@ -1,8 +1,8 @@
 //! Honest measurement: latency histograms, the process's CPU time and peak memory as the
 //! kernel accounts them, and throughput over time.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -158,14 +158,21 @@ pub struct Meter {
 impl Meter {
     pub const INTERVAL: Duration = Duration::from_millis(100);
 
-    /// `expected_records` sizes the bar; 0 shows a spinner (runs bounded by time).
-    pub fn start(name: &str, progress: Arc<Progress>, expected_records: u64) -> Self {
+    /// `expected_records` sizes the bar; 0 shows a spinner (runs bounded by time). Every
+    /// interval it also samples the threads' CPU times into `cpu`, so threads that end before
+    /// the window closes are counted up to their last interval.
+    pub fn start(
+        name: &str,
+        progress: Arc<Progress>,
+        expected_records: u64,
+        cpu: Arc<Mutex<crate::cpu::Tracker>>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let bar = progress_bar(name, expected_records);
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("rill-bench-meter".to_owned())
-            .spawn(move || sample(&progress, &flag, &bar))
+            .spawn(move || sample(&progress, &flag, &bar, &cpu))
             .ok();
         Self { stop, thread }
     }
@@ -205,13 +212,19 @@ fn progress_bar(name: &str, expected_records: u64) -> ProgressBar {
     bar
 }
 
-fn sample(progress: &Progress, stop: &AtomicBool, bar: &ProgressBar) -> Vec<TimelinePoint> {
+fn sample(
+    progress: &Progress,
+    stop: &AtomicBool,
+    bar: &ProgressBar,
+    cpu: &Mutex<crate::cpu::Tracker>,
+) -> Vec<TimelinePoint> {
     let began = Instant::now();
     let mut points = Vec::new();
     let (mut last_records, mut last_bytes) = progress.read();
     let mut last_at = began;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Meter::INTERVAL);
+        cpu.lock().unwrap_or_else(PoisonError::into_inner).sample();
         let now = Instant::now();
         let (records, bytes) = progress.read();
         let seconds = (now - last_at).as_secs_f64().max(1e-9);

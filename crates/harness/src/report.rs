@@ -17,6 +17,61 @@ pub struct Report {
     pub ceilings: Ceilings,
     pub scenarios: Vec<ScenarioReport>,
     pub peers: Vec<ScenarioReport>,
+    /// Each peer phase against rill's in the same rounds: median ratio and range.
+    #[serde(default)]
+    pub peer_rounds: Vec<PeerComparison>,
+    /// The wire scenarios' comparison and the server's footprint; absent when rill-bench was
+    /// built without the `wire` feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<WireReport>,
+}
+
+/// One peer phase against rill's matching phase, over every round.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerComparison {
+    pub peer: String,
+    /// `append` (against rill's produce) or `read` (against rill's consume).
+    pub phase: String,
+    pub record_bytes: usize,
+    pub records: u64,
+    /// rill's MB/s over the peer's, one per round: above 1, rill is faster.
+    pub rill_over_peer_mb_s: Vec<f64>,
+    pub rill_over_peer_mb_s_median: f64,
+    /// [lowest, highest] of the rounds.
+    pub rill_over_peer_mb_s_range: Vec<f64>,
+    /// rill's CPU-seconds per GB over the peer's, one per round: below 1, rill spends less.
+    pub rill_over_peer_cpu_per_gb: Vec<f64>,
+    pub rill_over_peer_cpu_per_gb_median: f64,
+    pub rill_over_peer_cpu_per_gb_range: Vec<f64>,
+}
+
+/// The wire scenarios beside the in-process ones of the same run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WireReport {
+    /// The client library that drove the wire scenarios.
+    pub client: String,
+    /// Wire produce records/s over the in-process produce of the same record size.
+    pub produce_ratio_to_in_process: f64,
+    /// Wire consume records/s over the in-process consume of the same record size.
+    pub consume_ratio_to_in_process: f64,
+    /// The rate the wire end-to-end scenario offered: half the wire produce rate.
+    pub e2e_offered_per_s: f64,
+    pub server: ServerFacts,
+}
+
+/// The server process alone (a child started for the purpose).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// From spawning the server to the answer to an ApiVersions request on its first
+    /// connection, empty data directory.
+    pub startup_ms: f64,
+    /// Resident set after a second idle with a client connected.
+    pub idle_rss_mb: f64,
+    /// The largest resident mappings then: (mapping, MB).
+    pub idle_rss_by_mapping_mb: Vec<(String, f64)>,
+    pub idle_threads: usize,
+    /// CPU the server spent in one idle second (after a second's settling), milliseconds.
+    pub idle_cpu_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,11 +86,19 @@ pub struct Machine {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ceilings {
-    /// Sequential 1 MiB writes, median of the samples: what every scenario is divided by.
+    /// The best of several ways of writing sequentially (O_DIRECT at several sizes and
+    /// depths, buffered with one fdatasync), median of the run's opening samples. Scenarios are
+    /// divided by their own neighbouring samples instead; peers by this.
     pub disk_write_mb_s: f64,
-    /// How the disk ceiling was written (io_uring with O_DIRECT, or the fallback used).
+    /// The way that won the median sample.
     pub disk_write_method: String,
     pub disk_write_samples_mb_s: Vec<f64>,
+    /// Every way of the last opening sample and its MB/s.
+    #[serde(default)]
+    pub disk_write_ways_mb_s: Vec<(String, f64)>,
+    /// Bytes each way writes in the samples taken between scenarios.
+    #[serde(default)]
+    pub neighbour_sample_bytes_per_way: u64,
     /// Copying a buffer much larger than the caches, median of the samples.
     pub memcpy_gb_s: f64,
 }
@@ -54,13 +117,29 @@ pub struct ScenarioReport {
     pub elapsed_s: f64,
     pub records_per_s: f64,
     pub mb_per_s: f64,
+    /// `mb_per_s` over the disk ceiling: the mean of the two samples taken right before and
+    /// right after this scenario (`disk_ceiling_neighbours_mb_s`) where there are some, else
+    /// the run's ceiling (peers).
     pub ratio_to_disk: f64,
+    /// [against the faster neighbour, against the slower one]: how much the disk moved.
+    #[serde(default)]
+    pub ratio_to_disk_range: Vec<f64>,
+    /// The ceiling sampled right before and right after the scenario, MB/s.
+    #[serde(default)]
+    pub disk_ceiling_neighbours_mb_s: Vec<f64>,
     pub latency_us: LatencyUs,
     /// What the latency measures, e.g. "send to acknowledgement (written)".
     pub latency_of: String,
     /// Process CPU time (user + system, every thread) during the scenario.
     pub cpu_s: f64,
     pub cpu_s_per_gb: f64,
+    /// `cpu_s` per record (per record delivered, for reading scenarios), in nanoseconds.
+    pub cpu_ns_per_record: f64,
+    /// `cpu_ns_per_record` split by the role of the thread that spent it (`producer`,
+    /// `consumer`, `shard`, `server`, `client`, and `other` for the rest: the main thread,
+    /// the meter, threads not ours). Empty for peers, whose threads are not ours.
+    #[serde(default)]
+    pub cpu_ns_per_record_by_role: std::collections::BTreeMap<String, f64>,
     /// Peak resident set during the scenario (reset before it where the kernel allows).
     pub peak_rss_mb: f64,
     /// Records produced but never consumed (or read back wrong). Anything but 0 fails the run.
@@ -109,6 +188,7 @@ const ENTRY_FIELDS: &[&str] = &[
     "ratio_to_disk",
     "latency_us",
     "cpu_s",
+    "cpu_ns_per_record",
     "peak_rss_mb",
     "lost_records",
 ];
@@ -196,10 +276,14 @@ mod tests {
             records_per_s: 10.0,
             mb_per_s: 0.001,
             ratio_to_disk: 0.0,
+            ratio_to_disk_range: Vec::new(),
+            disk_ceiling_neighbours_mb_s: Vec::new(),
             latency_us: LatencyUs::default(),
             latency_of: String::new(),
             cpu_s: 0.1,
             cpu_s_per_gb: 100.0,
+            cpu_ns_per_record: 10_000.0,
+            cpu_ns_per_record_by_role: Default::default(),
             peak_rss_mb: 10.0,
             lost_records: 0,
             duplicate_records: 0,
@@ -225,10 +309,14 @@ mod tests {
                 disk_write_mb_s: 1.0,
                 disk_write_method: String::new(),
                 disk_write_samples_mb_s: vec![1.0],
+                disk_write_ways_mb_s: Vec::new(),
+                neighbour_sample_bytes_per_way: 0,
                 memcpy_gb_s: 1.0,
             },
             scenarios: vec![entry("produce")],
             peers: vec![entry("fjall append")],
+            peer_rounds: Vec::new(),
+            wire: None,
         }
     }
 

@@ -103,6 +103,8 @@ pub(crate) mod tests {
             records_per_s: mb_per_s * 1e6 / 1024.0,
             mb_per_s,
             ratio_to_disk: mb_per_s / 500.0,
+            ratio_to_disk_range: vec![mb_per_s / 520.0, mb_per_s / 480.0],
+            disk_ceiling_neighbours_mb_s: vec![480.0, 520.0],
             latency_us: LatencyUs {
                 samples: 1000,
                 p50,
@@ -116,6 +118,13 @@ pub(crate) mod tests {
             latency_of: "send to acknowledgement (written)".to_owned(),
             cpu_s: 2.0,
             cpu_s_per_gb: 4.5,
+            cpu_ns_per_record: 4_600.0,
+            cpu_ns_per_record_by_role: [
+                ("producer".to_owned(), 3_000.0),
+                ("other".to_owned(), 1_600.0),
+            ]
+            .into_iter()
+            .collect(),
             peak_rss_mb: 120.0,
             lost_records: 0,
             duplicate_records: 0,
@@ -142,6 +151,8 @@ pub(crate) mod tests {
                 disk_write_mb_s: 500.0,
                 disk_write_method: "io_uring, O_DIRECT".to_owned(),
                 disk_write_samples_mb_s: vec![480.0, 500.0, 510.0],
+                disk_write_ways_mb_s: vec![("io_uring O_DIRECT".to_owned(), 500.0)],
+                neighbour_sample_bytes_per_way: 1 << 20,
                 memcpy_gb_s: 9.5,
             },
             scenarios: vec![
@@ -149,6 +160,8 @@ pub(crate) mod tests {
                 entry("consume 1KiB", 900.0, 3.0),
             ],
             peers: vec![entry("commitlog append 1KiB", 250.0, 20.0)],
+            peer_rounds: Vec::new(),
+            wire: None,
         }
     }
 

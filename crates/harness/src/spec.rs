@@ -92,6 +92,18 @@ impl Spec {
 
     /// Opens an engine on what an earlier one left in `dir`.
     pub fn reopen_engine(&self, dir: &Path) -> anyhow::Result<Engine> {
+        let config = self.engine_config(dir);
+        let engine =
+            Engine::open(config).with_context(|| format!("open an engine in {}", dir.display()))?;
+        engine
+            .create_topic(TOPIC, self.partitions)
+            .context("create the bench topic")?;
+        Ok(engine)
+    }
+
+    /// The engine settings this spec asks for, on `dir` (the wire scenarios' server opens
+    /// its engine with them too).
+    pub fn engine_config(&self, dir: &Path) -> EngineConfig {
         let mut config = EngineConfig::new(dir);
         config.io = match self.backend {
             Backend::Uring => IoMode::Auto,
@@ -102,12 +114,7 @@ impl Spec {
         config.log.fsync = self.fsync;
         config.log.visibility = self.visibility;
         config.direct_io = self.direct_io;
-        let engine =
-            Engine::open(config).with_context(|| format!("open an engine in {}", dir.display()))?;
-        engine
-            .create_topic(TOPIC, self.partitions)
-            .context("create the bench topic")?;
-        Ok(engine)
+        config
     }
 
     /// Settings a reader needs next to the figures.

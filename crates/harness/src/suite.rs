@@ -12,6 +12,7 @@ use crate::peers::{self, PeerPhase, PeerWorkload};
 use crate::report::{Ceilings, Report, ScenarioReport};
 use crate::scenario::{self, Outcome};
 use crate::spec::{Amount, Knobs, Spec};
+use crate::workdir::in_dir;
 use rill_engine::AckLevel;
 
 /// One scenario family, for running a subcommand alone.
@@ -23,6 +24,7 @@ pub enum Only {
     Group,
     Rate,
     Peers,
+    Wire,
 }
 
 pub struct Plan {
@@ -90,11 +92,21 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         "ceilings: disk {:.0} MB/s ({}), memcpy {:.1} GB/s",
         ceilings.disk_write_mb_s, ceilings.disk_write_method, ceilings.memcpy_gb_s
     );
-    let outcomes = run_scenarios(root, plan)?;
-    let peers = if plan.wants(Only::Peers) {
+    let mut pairing = Pairing {
+        root,
+        bytes_per_way: ceilings.neighbour_sample_bytes_per_way,
+        last: ceilings.disk_write_mb_s,
+    };
+    let mut outcomes = run_scenarios(root, plan, &mut pairing)?;
+    let wire = if plan.wants(Only::Wire) {
+        run_wire(root, plan, &mut pairing, &mut outcomes)?
+    } else {
+        None
+    };
+    let (peers, peer_rounds) = if plan.wants(Only::Peers) {
         run_peers(root, plan, &outcomes, ceilings.disk_write_mb_s)?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     let scenarios = outcomes
         .iter()
@@ -108,21 +120,122 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         ceilings,
         scenarios,
         peers,
+        peer_rounds,
+        wire,
     })
 }
 
+/// Wire produce and consume (1 KiB records, a quarter of the in-process volume), the server's
+/// start-up and idle footprint, and end to end at half the wire produce rate; the comparison
+/// is against the in-process scenarios already in `outcomes`.
+#[cfg(feature = "wire")]
+fn run_wire(
+    root: &Path,
+    plan: &Plan,
+    pairing: &mut Pairing,
+    outcomes: &mut Vec<Outcome>,
+) -> anyhow::Result<Option<crate::report::WireReport>> {
+    use scenario::wire;
+    let bytes = plan.knobs.record_bytes.unwrap_or(1024);
+    let spec = plan.spec(bytes, plan.records(GIB / 4 / bytes.max(1) as u64), |_| {});
+    let [produce, consume] = in_dir(&root.join("wire-throughput"), |dir| {
+        let mut middle = (0.0, 0.0);
+        let [mut produce, mut consume] = wire::produce_then_consume(dir, &spec, &mut || {
+            middle = pairing.advance()?;
+            Ok(())
+        })?;
+        produce.ceiling_neighbours = middle;
+        consume.ceiling_neighbours = pairing.advance()?;
+        Ok([produce, consume])
+    })?;
+    let server = in_dir(&root.join("wire-server"), wire::facts::measure)?;
+    let rate = produce.records_per_s() / 2.0;
+    let e2e_spec = plan.spec(bytes, plan.seconds(5.0), |_| {});
+    let e2e = pairing.around(|| {
+        in_dir(&root.join("wire-e2e"), |dir| {
+            wire::end_to_end(dir, &e2e_spec, rate)
+        })
+    })?;
+    let in_process = |what: &str| {
+        let name = scenario::named(what, bytes);
+        outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map_or(0.0, Outcome::records_per_s)
+    };
+    let report = crate::report::WireReport {
+        client: wire::client_name(),
+        produce_ratio_to_in_process: scenario::ratio(
+            produce.records_per_s(),
+            in_process("produce"),
+        ),
+        consume_ratio_to_in_process: scenario::ratio(
+            consume.records_per_s(),
+            in_process("consume"),
+        ),
+        e2e_offered_per_s: rate,
+        server,
+    };
+    outcomes.extend([produce, consume, e2e]);
+    Ok(Some(report))
+}
+
+/// Built without the `wire` feature: the report says so instead of carrying wire figures.
+#[cfg(not(feature = "wire"))]
+fn run_wire(
+    _: &Path,
+    _: &Plan,
+    _: &mut Pairing,
+    _: &mut Vec<Outcome>,
+) -> anyhow::Result<Option<crate::report::WireReport>> {
+    eprintln!(
+        "wire scenarios skipped: rill-bench was built without the `wire` feature \
+         (cargo run --release -p rill-harness --features wire)"
+    );
+    Ok(None)
+}
+
 fn measure_ceilings(root: &Path, quick: bool) -> anyhow::Result<Ceilings> {
-    let bytes = if quick { 64 << 20 } else { 512 << 20 };
+    let bytes = if quick { 32 << 20 } else { 256 << 20 };
     let disk = ceiling::disk(root, bytes, 3).context("measure the disk ceiling")?;
     Ok(Ceilings {
         disk_write_mb_s: disk.median_mb_s(),
         disk_write_method: disk.method.clone(),
         disk_write_samples_mb_s: disk.samples_mb_s.clone(),
+        disk_write_ways_mb_s: disk.ways.clone(),
+        neighbour_sample_bytes_per_way: if quick { 8 << 20 } else { 128 << 20 },
         memcpy_gb_s: ceiling::memcpy_gb_s(5),
     })
 }
 
-fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
+/// The disk ceiling sampled between scenarios: the sample after one scenario is the sample
+/// before the next, so every scenario has a neighbour on each side, seconds away.
+pub(crate) struct Pairing<'a> {
+    root: &'a Path,
+    bytes_per_way: u64,
+    /// The latest sample, MB/s.
+    last: f64,
+}
+
+impl Pairing<'_> {
+    /// Samples the ceiling now; returns (the previous sample, this one).
+    fn advance(&mut self) -> anyhow::Result<(f64, f64)> {
+        let before = self.last;
+        let now = ceiling::sample(self.root, self.bytes_per_way)
+            .context("sample the disk ceiling between scenarios")?;
+        self.last = now.mb_s;
+        Ok((before, now.mb_s))
+    }
+
+    /// Runs one scenario and gives it its neighbouring samples.
+    fn around(&mut self, run: impl FnOnce() -> anyhow::Result<Outcome>) -> anyhow::Result<Outcome> {
+        let mut outcome = run()?;
+        outcome.ceiling_neighbours = self.advance()?;
+        Ok(outcome)
+    }
+}
+
+fn run_scenarios(root: &Path, plan: &Plan, pairing: &mut Pairing) -> anyhow::Result<Vec<Outcome>> {
     let mut out = Vec::new();
     let mut step = 0;
     let mut fresh = || {
@@ -133,29 +246,30 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
         for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
             out.extend(in_dir(&fresh(), |dir| {
-                scenario::throughput::produce_then_consume(dir, &spec)
+                paired_throughput(dir, &spec, pairing)
             })?);
         }
     }
     if plan.wants(Only::E2e) {
         for (bytes, records) in plan.volumes() {
             let spec = plan.spec(bytes, plan.records(records), |_| {});
-            out.push(in_dir(&fresh(), |dir| {
-                scenario::e2e::end_to_end(dir, &spec)
-            })?);
+            out.push(
+                pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::end_to_end(dir, &spec)))?,
+            );
         }
     }
     if plan.wants(Only::Durable) {
         for producers in [1, 8] {
             let spec = plan.spec(1024, plan.seconds(3.0), |s| s.producers = producers);
-            out.push(in_dir(&fresh(), |dir| {
-                scenario::durable::durable(dir, &spec)
-            })?);
+            out.push(
+                pairing
+                    .around(|| in_dir(&fresh(), |dir| scenario::durable::durable(dir, &spec)))?,
+            );
         }
     }
     if plan.wants(Only::Group) {
         let spec = plan.spec(1024, plan.records(GIB / 2 / 1024), |s| s.partitions = 8);
-        out.push(in_dir(&fresh(), |dir| scenario::group::group(dir, &spec))?);
+        out.push(pairing.around(|| in_dir(&fresh(), |dir| scenario::group::group(dir, &spec)))?);
     }
     if plan.wants(Only::Rate) {
         // Small batches and a short linger: at a fixed, modest rate, latency is the point.
@@ -163,22 +277,44 @@ fn run_scenarios(root: &Path, plan: &Plan) -> anyhow::Result<Vec<Outcome>> {
             s.batch_bytes = 16 * 1024;
             s.linger = Duration::from_millis(1);
         });
-        out.push(in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec))?);
+        out.push(pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec)))?);
     }
     Ok(out)
 }
 
-/// The peers on the produce/consume workloads: the same record sizes and counts (when the
-/// amount is a duration, the count rill's produce reached), with matched durability.
+/// Produce then consume, with a ceiling sample between them (taken before the page cache is
+/// emptied for the consume, so it does not warm anything the consume reads).
+fn paired_throughput(
+    dir: &Path,
+    spec: &Spec,
+    pairing: &mut Pairing,
+) -> anyhow::Result<[Outcome; 2]> {
+    let mut middle = (0.0, 0.0);
+    let [mut produce, mut consume] =
+        scenario::throughput::produce_then_consume(dir, spec, &mut || {
+            middle = pairing.advance()?;
+            Ok(())
+        })?;
+    produce.ceiling_neighbours = middle;
+    consume.ceiling_neighbours = pairing.advance()?;
+    Ok([produce, consume])
+}
+
+/// The peers on the produce/consume workloads, alternating with rill in rounds (see
+/// [`crate::rounds`]): a quarter of the suite's volume per run (at least what `--quick` runs),
+/// the same record sizes, matched durability. The entries kept for the table are the peers'
+/// phases of the last round.
 fn run_peers(
     root: &Path,
     plan: &Plan,
     outcomes: &[Outcome],
     disk_mb_s: f64,
-) -> anyhow::Result<Vec<ScenarioReport>> {
+) -> anyhow::Result<(Vec<ScenarioReport>, Vec<crate::report::PeerComparison>)> {
     let mut out = Vec::new();
+    let mut comparisons = Vec::new();
+    let rounds = if plan.quick { 2 } else { PEER_ROUNDS };
     for (bytes, full) in plan.volumes() {
-        let spec = plan.spec(bytes, plan.records(full), |_| {});
+        let spec = plan.spec(bytes, plan.records(full / 4), |_| {});
         let records = match spec.amount {
             Amount::Records(n) => n,
             Amount::Duration(_) => outcomes
@@ -186,26 +322,22 @@ fn run_peers(
                 .find(|o| o.name == scenario::named("produce", spec.record_bytes))
                 .map_or(full, |o| o.records),
         };
+        let mut spec = spec;
+        spec.amount = Amount::Records(records);
         let work = PeerWorkload {
             record_bytes: spec.record_bytes,
             records,
             durable: spec.ack == AckLevel::Durable,
         };
-        let runs: [(&str, PeerRun); 2] = [
-            ("commitlog", peers::run_commitlog),
-            ("fjall", peers::run_fjall),
-        ];
-        for (peer, run) in runs {
-            let dir = root.join(format!("peer-{peer}-{bytes}"));
-            let phases =
-                in_dir(&dir, |dir| run(dir, &work)).with_context(|| format!("peer {peer}"))?;
-            out.extend(phases.into_iter().map(|p| peer_report(p, &work, disk_mb_s)));
-        }
+        let (compared, last) = crate::rounds::run(root, &spec, &work, rounds)?;
+        comparisons.extend(compared);
+        out.extend(last.into_iter().map(|p| peer_report(p, &work, disk_mb_s)));
     }
-    Ok(out)
+    Ok((out, comparisons))
 }
 
-type PeerRun = fn(&Path, &PeerWorkload) -> anyhow::Result<[PeerPhase; 2]>;
+/// Rounds of rill and the peers in the full suite.
+const PEER_ROUNDS: usize = 3;
 
 fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> ScenarioReport {
     let appending = phase.phase == "append";
@@ -230,6 +362,8 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
         } else {
             0.0
         },
+        ratio_to_disk_range: Vec::new(),
+        disk_ceiling_neighbours_mb_s: Vec::new(),
         latency_us: Latency::from(phase.latency_ns).summary(),
         latency_of: if appending {
             "one append call (a batch of about 256 KiB)".to_owned()
@@ -242,6 +376,12 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
         } else {
             0.0
         },
+        cpu_ns_per_record: if phase.records > 0 {
+            phase.cpu.as_nanos() as f64 / phase.records as f64
+        } else {
+            0.0
+        },
+        cpu_ns_per_record_by_role: Default::default(),
         peak_rss_mb: phase.peak_rss_mb,
         lost_records: phase.lost_records,
         duplicate_records: 0,
@@ -252,14 +392,4 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
             ("batch_bytes".to_owned(), peers::BATCH_BYTES.to_string()),
         ],
     }
-}
-
-/// Runs `f` in a new directory `dir` and removes it afterwards, whatever happened.
-fn in_dir<T>(dir: &Path, f: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let result = f(dir);
-    let removed = std::fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()));
-    let value = result?;
-    removed?;
-    Ok(value)
 }

@@ -17,7 +17,8 @@ pub struct ChartFile {
 
 /// The headline table's header row, as it appears in the summary.
 pub const TABLE_HEADER: &str = "| scenario | record bytes | records/s | MB/s | % of disk ceiling \
-     | p50 µs | p99 µs | p99.9 µs | CPU-s per GB | peak RSS MB | lost |";
+     | p50 µs | p99 µs | p99.9 µs | CPU-s per GB | CPU ns per record | peak RSS MB \
+     | ceiling before, after MB/s | lost |";
 
 /// What an entry does to the log, so rill's scenarios can be set beside peers doing the same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +134,10 @@ fn write_markdown(
     machine(out, report)?;
     ceilings(out, report)?;
     headline(out, report)?;
+    roles(out, report)?;
     peers(out, report)?;
+    rounds(out, report)?;
+    wire(out, report)?;
     setup(out, report)?;
 
     if !charts.is_empty() {
@@ -217,7 +221,7 @@ fn ceilings(out: &mut String, report: &Report) -> std::fmt::Result {
     };
     writeln!(
         out,
-        "| Disk, sequential 1 MiB writes | {} MB/s | {how} |",
+        "| Disk, sequential writes, best of several ways | {} MB/s | {how} |",
         short(c.disk_write_mb_s)
     )?;
     writeln!(
@@ -234,12 +238,13 @@ fn headline(out: &mut String, report: &Report) -> std::fmt::Result {
     writeln!(
         out,
         "MB/s counts record values only (1 MB = 10^6 bytes); % of disk ceiling is that over the \
-         disk ceiling above. Peers (other engines run the same way on the same machine) are in \
-         italics."
+         mean of the ceiling samples taken right before and after the scenario (listed), and \
+         over the run's ceiling above for peers. Peers (other engines run the same way on the \
+         same machine) are in italics."
     )?;
     writeln!(out)?;
     writeln!(out, "{TABLE_HEADER}")?;
-    writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+    writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
     let rows = report
         .scenarios
         .iter()
@@ -262,14 +267,25 @@ fn headline(out: &mut String, report: &Report) -> std::fmt::Result {
         } else {
             ("–".to_owned(), "–".to_owned(), "–".to_owned())
         };
+        let neighbours: Vec<String> = entry
+            .disk_ceiling_neighbours_mb_s
+            .iter()
+            .map(|v| short(*v))
+            .collect();
+        let neighbours = if neighbours.is_empty() {
+            "run's".to_owned()
+        } else {
+            neighbours.join(", ")
+        };
         writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {p50} | {p99} | {p999} | {} | {} | {lost} |",
+            "| {name} | {} | {} | {} | {} | {p50} | {p99} | {p999} | {} | {} | {} | {neighbours} | {lost} |",
             entry.record_bytes,
             grouped(entry.records_per_s),
             short(entry.mb_per_s),
             short(100.0 * entry.ratio_to_disk),
             short(entry.cpu_s_per_gb),
+            short(entry.cpu_ns_per_record),
             short(entry.peak_rss_mb),
         )?;
     }
@@ -323,6 +339,142 @@ fn peers(out: &mut String, report: &Report) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+fn roles(out: &mut String, report: &Report) -> std::fmt::Result {
+    const ROLES: [&str; 6] = ["producer", "consumer", "shard", "server", "client", "other"];
+    writeln!(out)?;
+    writeln!(out, "## CPU per record, by thread role")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Nanoseconds of CPU per record, from the kernel's per-thread accounting; a thread's role \
+         comes from its name (shards `rill-shard-N`, server `rill-conn-*`, librdkafka `rdk:*`). \
+         `other` is the rest of the process (main thread, meter, the last interval of threads \
+         that ended early). CPU time moves far less than wall time on a shared machine."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| scenario | all | {} |", ROLES.join(" | "))?;
+    writeln!(out, "|---|--:|{}", "--:|".repeat(ROLES.len()))?;
+    for entry in &report.scenarios {
+        let cells: Vec<String> = ROLES
+            .iter()
+            .map(|role| {
+                entry
+                    .cpu_ns_per_record_by_role
+                    .get(*role)
+                    .map_or_else(|| "–".to_owned(), |ns| short(*ns))
+            })
+            .collect();
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            cell(&entry.name),
+            short(entry.cpu_ns_per_record),
+            cells.join(" | ")
+        )?;
+    }
+    Ok(())
+}
+
+fn rounds(out: &mut String, report: &Report) -> std::fmt::Result {
+    if report.peer_rounds.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "## rill against its peers, in alternating rounds")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Each round ran rill's produce-then-consume and each peer's append-then-read on the \
+         same records, one after another (order rotated per round). Ratios are rill's over the \
+         peer's of the same round: MB/s above 1 and CPU-seconds per GB below 1 favour rill."
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| peer | phase | record bytes | records | rounds | MB/s ratio, median | range | CPU/GB ratio, median | range |"
+    )?;
+    writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|")?;
+    let span = |r: &[f64]| match r {
+        [low, high] => format!("{low:.2}–{high:.2}"),
+        _ => "–".to_owned(),
+    };
+    for c in &report.peer_rounds {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.2} | {} | {:.2} | {} |",
+            cell(&c.peer),
+            cell(&c.phase),
+            c.record_bytes,
+            grouped(c.records as f64),
+            c.rill_over_peer_mb_s.len(),
+            c.rill_over_peer_mb_s_median,
+            span(&c.rill_over_peer_mb_s_range),
+            c.rill_over_peer_cpu_per_gb_median,
+            span(&c.rill_over_peer_cpu_per_gb_range),
+        )?;
+    }
+    Ok(())
+}
+
+fn wire(out: &mut String, report: &Report) -> std::fmt::Result {
+    let Some(wire) = &report.wire else {
+        return Ok(());
+    };
+    let server = &wire.server;
+    writeln!(out)?;
+    writeln!(out, "## Over the wire")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} against a rill server in the harness's process over loopback (`wire` rows above).",
+        text(&wire.client)
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| figure | value |")?;
+    writeln!(out, "|---|--:|")?;
+    writeln!(
+        out,
+        "| wire produce ÷ in-process produce (records/s, same run) | {:.2} |",
+        wire.produce_ratio_to_in_process
+    )?;
+    writeln!(
+        out,
+        "| wire consume ÷ in-process consume (records/s, same run) | {:.2} |",
+        wire.consume_ratio_to_in_process
+    )?;
+    writeln!(
+        out,
+        "| wire e2e offered rate (half the wire produce rate) | {} records/s |",
+        grouped(wire.e2e_offered_per_s)
+    )?;
+    writeln!(
+        out,
+        "| server start-up: spawn to the first request answered | {} ms |",
+        short(server.startup_ms)
+    )?;
+    writeln!(
+        out,
+        "| server idle RSS (one client connected) | {} MB |",
+        short(server.idle_rss_mb)
+    )?;
+    writeln!(out, "| server threads, idle | {} |", server.idle_threads)?;
+    writeln!(
+        out,
+        "| server CPU in one idle second | {} ms |",
+        short(server.idle_cpu_ms)
+    )?;
+    let mappings: Vec<String> = server
+        .idle_rss_by_mapping_mb
+        .iter()
+        .map(|(name, mb)| format!("{} {} MB", cell(name), short(*mb)))
+        .collect();
+    writeln!(
+        out,
+        "| largest resident mappings, idle | {} |",
+        mappings.join(", ")
+    )
 }
 
 fn setup(out: &mut String, report: &Report) -> std::fmt::Result {

@@ -47,10 +47,12 @@ pub fn durable(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
             "send to durable acknowledgement (windows of {WINDOW_RECORDS} records per producer)"
         ),
         cpu: measured.cpu,
+        cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,
         lost: produced.saturating_sub(in_log),
         duplicates: in_log.saturating_sub(produced),
         pause_max: None,
         timeline: measured.timeline,
+        ceiling_neighbours: (0.0, 0.0),
     })
 }

@@ -87,11 +87,13 @@ fn run(
             "scheduled send time to a consumer's poll returning the record".to_owned()
         },
         cpu: measured.cpu,
+        cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,
         lost: ledger.lost(&per_producer),
         duplicates: ledger.duplicates(),
         pause_max: None,
         timeline: measured.timeline,
+        ceiling_neighbours: (0.0, 0.0),
     })
 }
 

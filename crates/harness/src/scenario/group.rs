@@ -102,11 +102,13 @@ pub fn group(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
         latency: gaps.latency(),
         latency_of: "gap between two deliveries on a partition".to_owned(),
         cpu: measured.cpu,
+        cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,
         lost: ledger.lost(&per_producer),
         duplicates: ledger.duplicates(),
         pause_max: Some(gaps.max()),
         timeline: measured.timeline,
+        ceiling_neighbours: (0.0, 0.0),
     })
 }
 

@@ -6,6 +6,8 @@
 //!   open-loop `rate` variant, where latency counts from each record's scheduled send time).
 //! - [`durable`]: many producers waiting for fsync acknowledgements: group commit at work.
 //! - [`group`]: a consumer group draining a topic while a member joins and another leaves.
+//! - `wire` (with the `wire` feature): produce, consume and end to end through librdkafka and
+//!   a rill server over loopback.
 
 pub mod durable;
 pub mod e2e;
@@ -13,8 +15,11 @@ pub mod group;
 mod read;
 mod send;
 pub mod throughput;
+#[cfg(feature = "wire")]
+pub mod wire;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -39,12 +44,17 @@ pub struct Outcome {
     pub latency: Latency,
     pub latency_of: String,
     pub cpu: Duration,
+    /// `cpu` split by the role of the thread that spent it.
+    pub cpu_by_role: BTreeMap<crate::cpu::Role, Duration>,
     pub peak_rss_mb: f64,
     pub lost: u64,
     pub duplicates: u64,
     /// Consumer groups: the longest gap between two deliveries on any partition.
     pub pause_max: Option<Duration>,
     pub timeline: Vec<TimelinePoint>,
+    /// The disk ceiling sampled right before and right after this scenario (MB/s); (0, 0)
+    /// until the suite has sampled them.
+    pub ceiling_neighbours: (f64, f64),
 }
 
 impl Outcome {
@@ -56,8 +66,26 @@ impl Outcome {
         self.records_per_s() * self.spec.record_bytes as f64 / 1e6
     }
 
+    /// The report entry; its ratio to the disk is against the scenario's own neighbouring
+    /// ceiling samples (their mean, with the range from the faster to the slower one), or
+    /// against `disk_mb_s` where the scenario has none.
     pub fn report(&self, disk_mb_s: f64) -> ScenarioReport {
         let gb = self.records as f64 * self.spec.record_bytes as f64 / 1e9;
+        let (before, after) = self.ceiling_neighbours;
+        let paired = before > 0.0 && after > 0.0;
+        let mb_s = self.mb_per_s();
+        let (ceiling, neighbours, range) = if paired {
+            (
+                (before + after) / 2.0,
+                vec![before, after],
+                vec![
+                    ratio(mb_s, before.max(after)),
+                    ratio(mb_s, before.min(after)),
+                ],
+            )
+        } else {
+            (disk_mb_s, Vec::new(), Vec::new())
+        };
         ScenarioReport {
             name: self.name.clone(),
             record_bytes: self.spec.record_bytes,
@@ -69,11 +97,15 @@ impl Outcome {
             elapsed_s: self.elapsed.as_secs_f64(),
             records_per_s: self.records_per_s(),
             mb_per_s: self.mb_per_s(),
-            ratio_to_disk: ratio(self.mb_per_s(), disk_mb_s),
+            ratio_to_disk: ratio(mb_s, ceiling),
+            ratio_to_disk_range: range,
+            disk_ceiling_neighbours_mb_s: neighbours,
             latency_us: self.latency.summary(),
             latency_of: self.latency_of.clone(),
             cpu_s: self.cpu.as_secs_f64(),
             cpu_s_per_gb: ratio(self.cpu.as_secs_f64(), gb),
+            cpu_ns_per_record: ratio(self.cpu.as_nanos() as f64, self.records as f64),
+            cpu_ns_per_record_by_role: crate::cpu::per_record(&self.cpu_by_role, self.records),
             peak_rss_mb: self.peak_rss_mb,
             lost_records: self.lost,
             duplicate_records: self.duplicates,
@@ -84,14 +116,16 @@ impl Outcome {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
-/// The measured stretch of a scenario: process CPU, peak memory, and the meter's timeline.
+/// The measured stretch of a scenario: process CPU (in all and per thread), peak memory, and
+/// the meter's timeline.
 pub struct Window {
     began: Instant,
     cpu_start: Duration,
+    threads: Arc<Mutex<crate::cpu::Tracker>>,
     rss: PeakRss,
     meter: Meter,
     pub progress: Arc<Progress>,
@@ -100,6 +134,7 @@ pub struct Window {
 pub struct Measured {
     pub elapsed: Duration,
     pub cpu: Duration,
+    pub cpu_by_role: BTreeMap<crate::cpu::Role, Duration>,
     pub peak_rss_mb: f64,
     pub timeline: Vec<TimelinePoint>,
 }
@@ -108,8 +143,15 @@ impl Window {
     pub fn open(name: &str, expected_records: u64) -> Self {
         let progress = Arc::new(Progress::default());
         let rss = PeakRss::start();
+        let threads = Arc::new(Mutex::new(crate::cpu::Tracker::start(None)));
         Self {
-            meter: Meter::start(name, Arc::clone(&progress), expected_records),
+            meter: Meter::start(
+                name,
+                Arc::clone(&progress),
+                expected_records,
+                Arc::clone(&threads),
+            ),
+            threads,
             progress,
             rss,
             cpu_start: process_cpu_time(),
@@ -122,11 +164,20 @@ impl Window {
     pub fn close(self, end: Instant) -> Measured {
         let cpu = process_cpu_time().saturating_sub(self.cpu_start);
         let peak_rss_mb = self.rss.peak_mb();
+        let timeline = self.meter.finish();
+        let threads = Arc::try_unwrap(self.threads)
+            .map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_else(|shared| {
+                // The meter thread could not be joined; start afresh rather than guess.
+                let _ = shared;
+                crate::cpu::Tracker::start(None)
+            });
         Measured {
             elapsed: end.saturating_duration_since(self.began),
             cpu,
+            cpu_by_role: threads.finish(cpu),
             peak_rss_mb,
-            timeline: self.meter.finish(),
+            timeline,
         }
     }
 }
@@ -187,7 +238,11 @@ pub fn spawn_named<'scope, 'env, T: Send + 'scope>(
 ) -> anyhow::Result<std::thread::ScopedJoinHandle<'scope, anyhow::Result<T>>> {
     std::thread::Builder::new()
         .name(name.clone())
-        .spawn_scoped(scope, f)
+        .spawn_scoped(scope, move || {
+            let result = f();
+            crate::cpu::report_exit();
+            result
+        })
         .with_context(|| format!("spawn thread {name}"))
 }
 

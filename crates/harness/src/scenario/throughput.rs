@@ -20,8 +20,14 @@ use crate::workload::{Clock, Ledger};
 /// read per record.
 const ACK_SAMPLE_EVERY: u64 = 64;
 
-pub fn produce_then_consume(dir: &Path, spec: &Spec) -> anyhow::Result<[Outcome; 2]> {
+/// `between` runs after the produce, before the page cache is emptied for the consume.
+pub fn produce_then_consume(
+    dir: &Path,
+    spec: &Spec,
+    between: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<[Outcome; 2]> {
     let (produce, per_producer) = produce(dir, spec)?;
+    between()?;
     crate::cache::evict(dir)?;
     let consume = consume(dir, spec, &per_producer, &produce.backend)?;
     Ok([produce, consume])
@@ -53,11 +59,13 @@ fn produce(dir: &Path, spec: &Spec) -> anyhow::Result<(Outcome, Vec<u64>)> {
         latency,
         latency_of: format!("send to acknowledgement ({:?})", spec.ack).to_lowercase(),
         cpu: measured.cpu,
+        cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,
         lost: produced.saturating_sub(in_log),
         duplicates: in_log.saturating_sub(produced),
         pause_max: None,
         timeline: measured.timeline,
+        ceiling_neighbours: (0.0, 0.0),
     };
     Ok((outcome, per_producer))
 }
@@ -95,10 +103,12 @@ fn consume(
         latency,
         latency_of: "one poll that returned records".to_owned(),
         cpu: measured.cpu,
+        cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,
         lost: ledger.lost(per_producer),
         duplicates: ledger.duplicates(),
         pause_max: None,
         timeline: measured.timeline,
+        ceiling_neighbours: (0.0, 0.0),
     })
 }
