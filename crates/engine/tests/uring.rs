@@ -100,6 +100,8 @@ fn writes_land_at_their_positions() {
         } else {
             assert!(!w.fixed_buffers());
         }
+        // The pool starts small and grows as writes hold buffers (registering each new one).
+        assert_eq!(w.allocated_buffers(), 1);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = open_rw(&path, 0).unwrap();
@@ -135,6 +137,11 @@ fn writes_land_at_their_positions() {
             assert_eq!(back, pattern(c.token, len), "token {}", c.token);
         }
         assert_eq!(w.free_buffers(), 8);
+        assert_eq!(
+            w.allocated_buffers(),
+            writes.len(),
+            "grown only as far as needed"
+        );
     }
 }
 

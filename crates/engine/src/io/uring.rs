@@ -13,17 +13,20 @@
 //! # Why registered buffers and files
 //!
 //! A plain write makes the kernel look up the file descriptor and pin the user pages on every
-//! call. Registering the buffer pool once (`IORING_REGISTER_BUFFERS`) pins those pages for the
-//! life of the ring, and registering files into a table (`IORING_REGISTER_FILES`, sparse so that
+//! call. Registering each buffer of the pool once (into a sparse table as the pool grows, or
+//! all at setup on kernels without sparse tables) pins its pages for the life of the ring, and registering files into a table (`IORING_REGISTER_FILES`, sparse so that
 //! segments can come and go) replaces the descriptor lookup and its reference counting by an
 //! index. Both are per-write costs that a log writing hundreds of thousands of batches a second
 //! would otherwise pay each time. Where buffer registration is refused (typically
 //! `RLIMIT_MEMLOCK` for an unprivileged user) the writer can fall back to unregistered
 //! `IORING_OP_WRITE` with the same buffers; see [`BufferRegistration`].
 //!
-//! Because the pool is fixed, it is also the back-pressure: when every buffer is in flight
+//! Because the pool is bounded, it is also the back-pressure: when every buffer is in flight
 //! [`UringWriter::take_buffer`] returns `None` and the caller must reap completions before
-//! staging more. Nothing here allocates per write.
+//! staging more. The pool starts with one buffer and grows, one buffer at a time, only when
+//! every buffer it has is lent out: registered buffers are pinned memory, and an idle server
+//! should not hold a pool sized for its busiest moment. Once grown, nothing here allocates
+//! per write.
 //!
 //! # Why a linked fdatasync gives group commit
 //!
@@ -538,8 +541,14 @@ pub struct UringWriter {
     ring: IoUring,
     id: u64,
     fixed: bool,
+    registration: Registration,
     registration_error: Option<io::Error>,
     buffer_size: usize,
+    /// The most buffers the pool grows to.
+    pool_limit: u16,
+    /// Buffers allocated so far: indices `0..allocated`. An index is never reused, so a
+    /// buffer dropped by a caller leaves its registration pointing at nothing we write from.
+    allocated: u16,
     ops: Ops,
     files: Vec<FileEntry>,
     free_files: Vec<u32>,
@@ -562,6 +571,62 @@ impl fmt::Debug for UringWriter {
             .field("in_flight", &self.ops.in_flight)
             .finish_non_exhaustive()
     }
+}
+
+/// How the staging buffers are registered with the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// Not at all: writes are `IORING_OP_WRITE`.
+    None,
+    /// A sparse table sized for the whole pool, each buffer registered as it is allocated
+    /// (5.13+), so registration does not pin memory the load never needed.
+    Sparse,
+    /// Older kernels: the whole pool allocated and registered at setup.
+    Whole,
+}
+
+fn allocate(size: usize) -> io::Result<AlignedBuf> {
+    AlignedBuf::new(size).map_err(|e| {
+        let kind = match e {
+            AlignedBufError::Capacity(_) => io::ErrorKind::InvalidInput,
+            AlignedBufError::OutOfMemory(_) => io::ErrorKind::OutOfMemory,
+        };
+        io::Error::new(kind, e)
+    })
+}
+
+fn iovec_of(buf: &AlignedBuf) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.capacity(),
+    }
+}
+
+/// Registers the pool: a sparse table with the buffers allocated so far in it, or, where the
+/// kernel has no sparse tables, every buffer of the pool allocated and registered at once.
+fn register_pool(
+    ring: &IoUring,
+    idle: &mut [Option<AlignedBuf>],
+    buffer_size: usize,
+) -> io::Result<Registration> {
+    let limit = u32::try_from(idle.len()).unwrap_or(u32::MAX);
+    let iovecs = |idle: &[Option<AlignedBuf>]| -> Vec<libc::iovec> {
+        idle.iter().flatten().map(iovec_of).collect()
+    };
+    if ring.submitter().register_buffers_sparse(limit).is_ok() {
+        // SAFETY: every iovec describes a live allocation owned by `idle`, which moves into
+        // the writer; the allocations are never reallocated and are freed only after the
+        // ring (declared first) is dropped, or when a caller drops a lent-out `PooledBuf`,
+        // whose index is then never named in a write again. The kernel pins the pages.
+        unsafe { ring.submitter().register_buffers_update(0, &iovecs(idle), None)? };
+        return Ok(Registration::Sparse);
+    }
+    for slot in idle.iter_mut().filter(|slot| slot.is_none()) {
+        *slot = Some(allocate(buffer_size)?);
+    }
+    // SAFETY: as above, for every buffer of the pool.
+    unsafe { ring.submitter().register_buffers(&iovecs(idle))? };
+    Ok(Registration::Whole)
 }
 
 fn build_ring(entries: u32, cq_entries: u32) -> io::Result<IoUring> {
@@ -627,58 +692,37 @@ impl UringWriter {
             return Err(missing("IORING_OP_WRITE or IORING_OP_WRITE_FIXED"));
         }
 
-        let mut idle = Vec::with_capacity(usize::from(config.buffers));
-        for _ in 0..config.buffers {
-            let buf = AlignedBuf::new(config.buffer_size).map_err(|e| {
-                let kind = match e {
-                    AlignedBufError::Capacity(_) => io::ErrorKind::InvalidInput,
-                    AlignedBufError::OutOfMemory(_) => io::ErrorKind::OutOfMemory,
-                };
-                UringUnavailable::new(SetupStep::AllocateBuffers, io::Error::new(kind, e))
-            })?;
-            idle.push(Some(buf));
-        }
-
+        let mut idle: Vec<Option<AlignedBuf>> = (0..config.buffers).map(|_| None).collect();
+        // One buffer now, so that an allocation failure shows at setup; the rest on demand.
+        idle[0] = Some(
+            allocate(config.buffer_size)
+                .map_err(|e| UringUnavailable::new(SetupStep::AllocateBuffers, e))?,
+        );
         let mut registration_error = None;
-        let fixed = match config.registration {
-            BufferRegistration::Off => false,
+        let registration = match config.registration {
+            BufferRegistration::Off => Registration::None,
             _ if !has_write_fixed => {
                 registration_error = Some(io::Error::new(
                     io::ErrorKind::Unsupported,
                     "the kernel does not support IORING_OP_WRITE_FIXED",
                 ));
-                false
+                Registration::None
             }
-            _ => {
-                let iovecs: Vec<libc::iovec> = idle
-                    .iter()
-                    .flatten()
-                    .map(|buf| libc::iovec {
-                        iov_base: buf.as_ptr().cast_mut().cast(),
-                        iov_len: buf.capacity(),
-                    })
-                    .collect();
-                // SAFETY: every iovec describes a live allocation of exactly `iov_len` bytes
-                // owned by `idle`, which moves into the writer. Those allocations are never
-                // reallocated, and the writer frees them only after the ring (declared first)
-                // has been dropped, or when a caller drops a lent-out `PooledBuf`, after which
-                // that index can no longer be named in a write. The kernel pins the pages, so
-                // it never touches memory we have freed.
-                match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                    Ok(()) => true,
-                    Err(e) => {
-                        if config.registration == BufferRegistration::Require {
-                            return Err(UringUnavailable::new(SetupStep::RegisterBuffers, e));
-                        }
-                        log::info!(
-                            "io_uring: registering buffers failed ({e}); using unregistered writes"
-                        );
-                        registration_error = Some(e);
-                        false
+            _ => match register_pool(&ring, &mut idle, config.buffer_size) {
+                Ok(registration) => registration,
+                Err(e) => {
+                    if config.registration == BufferRegistration::Require {
+                        return Err(UringUnavailable::new(SetupStep::RegisterBuffers, e));
                     }
+                    log::info!(
+                        "io_uring: registering buffers failed ({e}); using unregistered writes"
+                    );
+                    registration_error = Some(e);
+                    Registration::None
                 }
-            }
+            },
         };
+        let fixed = registration != Registration::None;
         if !fixed && !has_write {
             return Err(missing("IORING_OP_WRITE (buffers are not registered)"));
         }
@@ -697,15 +741,19 @@ impl UringWriter {
         }
 
         let buffers = usize::from(config.buffers);
+        let allocated = idle.iter().filter(|buf| buf.is_some()).count();
         Ok(Self {
             ring,
             id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
             fixed,
+            registration,
             registration_error,
             buffer_size: config.buffer_size,
+            pool_limit: config.buffers,
+            allocated: u16::try_from(allocated).unwrap_or(config.buffers),
             ops: Ops {
                 idle,
-                free: (0..config.buffers).rev().collect(),
+                free: (0..u16::try_from(allocated).unwrap_or(0)).rev().collect(),
                 ops: (0..buffers).map(|_| None).collect(),
                 resubmit: Vec::with_capacity(buffers),
                 expected_cqes: 0,
@@ -748,10 +796,58 @@ impl UringWriter {
         self.buffer_size
     }
 
-    /// Buffers ready to be taken.
+    /// Buffers ready to be taken, counting those the pool may still allocate.
     #[must_use]
     pub fn free_buffers(&self) -> usize {
-        self.ops.free.len()
+        self.ops.free.len() + usize::from(self.pool_limit - self.allocated)
+    }
+
+    /// Buffers allocated so far (the pool grows on demand up to its configured size).
+    #[must_use]
+    pub fn allocated_buffers(&self) -> usize {
+        usize::from(self.allocated)
+    }
+
+    /// Adds one buffer to the pool, registered like the others; false when the pool is at its
+    /// limit or the buffer cannot be had (then the pool stops growing: the buffers it has
+    /// keep serving, and a full pool is the usual back-pressure).
+    fn grow(&mut self) -> bool {
+        if self.allocated >= self.pool_limit {
+            return false;
+        }
+        let index = self.allocated;
+        let grown = allocate(self.buffer_size).and_then(|buf| {
+            if self.registration == Registration::Sparse {
+                let iovec = iovec_of(&buf);
+                // SAFETY: the iovec describes the live allocation `buf`, which moves into
+                // `idle` below and is freed only after the ring (declared first) is dropped,
+                // or when a caller drops it as a lent-out `PooledBuf`; its index is never
+                // handed out again, so no write names freed memory, and the kernel pins the
+                // pages it registered.
+                unsafe {
+                    self.ring
+                        .submitter()
+                        .register_buffers_update(u32::from(index), &[iovec], None)?;
+                }
+            }
+            Ok(buf)
+        });
+        match grown {
+            Ok(buf) => {
+                self.ops.idle[usize::from(index)] = Some(buf);
+                self.ops.free.push(index);
+                self.allocated += 1;
+                true
+            }
+            Err(e) => {
+                log::warn!(
+                    "io_uring: staging pool stays at {} buffers: {e}",
+                    self.allocated
+                );
+                self.pool_limit = self.allocated;
+                false
+            }
+        }
     }
 
     /// Writes queued and not yet reaped.
@@ -818,8 +914,13 @@ impl UringWriter {
     }
 
     /// Lends out an empty staging buffer, or `None` when all are in use: reap completions
-    /// first. The pool never grows.
+    /// first. The pool grows (allocating and registering a buffer) only when every buffer it
+    /// has is lent out, up to its configured size, so a quiet engine keeps only the few
+    /// buffers its load needed.
     pub fn take_buffer(&mut self) -> Option<PooledBuf> {
+        if self.ops.free.is_empty() {
+            self.grow();
+        }
         let index = self.ops.free.pop()?;
         let buf = self.ops.idle.get_mut(usize::from(index))?.take()?;
         Some(PooledBuf {
