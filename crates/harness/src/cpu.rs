@@ -222,10 +222,14 @@ mod tests {
         std::thread::Builder::new()
             .name("bench-consumer-9".to_owned())
             .spawn(|| {
-                let began = std::time::Instant::now();
+                // Busy until the thread itself has run 30 ms (not 30 ms of wall time: on a
+                // loaded machine that may hold only a few ms of CPU).
+                let own = std::path::Path::new("/proc/thread-self");
                 let mut x = 0u64;
-                while began.elapsed() < Duration::from_millis(30) {
-                    x = x.wrapping_add(std::hint::black_box(1));
+                while schedstat_ns(own).is_some_and(|ns| ns < 30_000_000) {
+                    for _ in 0..10_000 {
+                        x = x.wrapping_add(std::hint::black_box(1));
+                    }
                 }
                 report_exit();
                 x
