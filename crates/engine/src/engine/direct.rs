@@ -465,14 +465,9 @@ mod tests {
     /// for good) and the tickets never resolved.
     #[test]
     fn a_failed_plan_keeps_the_pool_and_fails_its_tickets() {
-        let Ok(mut direct) = DirectIo::probe(64 * 1024, None) else {
-            eprintln!("skipped: io_uring is not available here");
+        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let mut log =
-            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
         let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
         // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.
@@ -514,14 +509,9 @@ mod tests {
     /// could publish as durable earlier writes that the failed sync had covered.
     #[test]
     fn a_failed_sync_stops_the_partition_even_when_its_write_ran_out_of_space() {
-        let Ok(mut direct) = DirectIo::probe(64 * 1024, None) else {
-            eprintln!("skipped: io_uring is not available here");
+        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let mut log =
-            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
         let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, false).unwrap();
         assert!(io.start_buffer(&mut direct));
@@ -557,6 +547,20 @@ mod tests {
         assert!(log.poison().is_some(), "the partition stopped");
         let ticket = Ticket::new(ack, 0, AckLevel::Durable);
         assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
+    }
+
+    /// A ring and a fresh partition log in a temporary directory (kept alive by the caller),
+    /// or `None` where io_uring is not available.
+    fn ring_and_log() -> Option<(DirectIo, tempfile::TempDir, PartitionLog)> {
+        let Ok(direct) = DirectIo::probe(64 * 1024, None) else {
+            eprintln!("skipped: io_uring is not available here");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+        let log =
+            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
+        Some((direct, dir, log))
     }
 
     /// The registry entry a shard would keep for `log`.
