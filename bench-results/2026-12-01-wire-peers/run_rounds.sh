@@ -17,14 +17,15 @@ mkdir -p "$OUT"
 start() { # broker dir -> sets PID
   case $1 in
     rill)   exec "$RILL" serve "$2" --listen 127.0.0.1:$PORT ;;
-    tansu)  exec "$TANSU" broker --kafka-listener-url tcp://127.0.0.1:$PORT \
-              --kafka-advertised-listener-url tcp://127.0.0.1:$PORT \
-              --prometheus-listener-url tcp://127.0.0.1:19100 --storage-engine memory://tansu/ ;;
+    tansu)  exec "$TANSU" broker --listener-url tcp://127.0.0.1:$PORT \
+              --advertised-listener-url tcp://127.0.0.1:$PORT \
+              --storage-engine memory://tansu/ ;;
     crabka) exec "$CRABKA" 127.0.0.1:$PORT 127.0.0.1:19093 "$2" ;;
   esac
 }
 
-for r in $(seq 1 "$ROUNDS"); do
+FIRST=${FIRST:-1}  # number of the first round (to add rounds to an earlier OUT)
+for r in $(seq "$FIRST" $((FIRST + ROUNDS - 1))); do
   for b in "${BROKERS[@]}"; do
     case $b in rill) [ -n "${RILL:-}" ] || continue;; tansu) [ -n "${TANSU:-}" ] || continue;;
       crabka) [ -n "${CRABKA:-}" ] || continue;; esac

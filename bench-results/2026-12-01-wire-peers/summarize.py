@@ -22,6 +22,7 @@ FIGURES = [
     ("e2e p99 ms @5k/s", lambda r: r["latency"]["p99_ms"], False),
     ("broker CPU s /100k produced", lambda r: r["cpu_s_per_100k"]["produce"], False),
     ("broker CPU s /100k consumed", lambda r: r["cpu_s_per_100k"]["consume"], False),
+    ("broker CPU s, e2e phase (50k records)", lambda r: r["cpu_s"]["latency"], False),
 ]
 
 
@@ -58,7 +59,7 @@ for name, get, higher in FIGURES:
             row.append("—")
     for p in peers:
         if "rill" in med and p in med and med[p]:
-            row.append(f"{med['rill'] / med[p]:.2f}")
+            row.append(f"{med['rill'] / med[p]:.3g}")
         else:
             row.append("—")
     print("| " + " | ".join(row) + " |")
