@@ -540,7 +540,6 @@ pub struct UringWriter {
     // registered are freed.
     ring: IoUring,
     id: u64,
-    fixed: bool,
     registration: Registration,
     registration_error: Option<io::Error>,
     buffer_size: usize,
@@ -565,7 +564,7 @@ impl fmt::Debug for UringWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UringWriter")
             .field("id", &self.id)
-            .field("fixed", &self.fixed)
+            .field("fixed", &self.fixed_buffers())
             .field("buffer_size", &self.buffer_size)
             .field("free_buffers", &self.ops.free.len())
             .field("in_flight", &self.ops.in_flight)
@@ -722,8 +721,7 @@ impl UringWriter {
                 }
             },
         };
-        let fixed = registration != Registration::None;
-        if !fixed && !has_write {
+        if registration == Registration::None && !has_write {
             return Err(missing("IORING_OP_WRITE (buffers are not registered)"));
         }
 
@@ -745,7 +743,6 @@ impl UringWriter {
         Ok(Self {
             ring,
             id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
-            fixed,
             registration,
             registration_error,
             buffer_size: config.buffer_size,
@@ -781,7 +778,7 @@ impl UringWriter {
     /// Whether writes use registered buffers (`IORING_OP_WRITE_FIXED`).
     #[must_use]
     pub fn fixed_buffers(&self) -> bool {
-        self.fixed
+        self.registration != Registration::None
     }
 
     /// Why buffer registration was given up, when [`BufferRegistration::Prefer`] fell back.
@@ -989,7 +986,7 @@ impl UringWriter {
             write_res: None,
             sync_res: None,
         };
-        let (entries, count) = attempt_entries(&op, index, self.fixed);
+        let (entries, count) = attempt_entries(&op, index, self.registration != Registration::None);
         // SAFETY: the entries point into `op.buf`'s heap allocation, which stays where it is
         // when `op` moves into the operation table just below. The table owns it until every
         // CQE of the attempt has been reaped (`Ops::complete` releases it only then), and
@@ -1024,7 +1021,7 @@ impl UringWriter {
             // Nothing to resubmit, so nothing to retry either.
             return true;
         };
-        let (entries, count) = attempt_entries(op, index, self.fixed);
+        let (entries, count) = attempt_entries(op, index, self.registration != Registration::None);
         // SAFETY: as in `queue_write`: the operation table owns `op.buf` until every CQE of
         // this attempt has been reaped; the previous attempt's CQEs have all arrived, so the
         // kernel holds no other reference to it.
