@@ -35,7 +35,8 @@ use crate::io::uring::{
 use crate::log::PartitionLog;
 use crate::recycle::BatchBuf;
 
-/// Writes one staging buffer can carry together.
+/// The most staging buffers a shard's pool grows to: each busy partition holds one in flight and
+/// fills another, so this lets 16 partitions per shard pipeline before the pool is the limit.
 const STAGING_BUFFERS: u16 = 32;
 /// Registered file slots: one per partition a shard owns.
 const FILE_SLOTS: u32 = 4096;
