@@ -16,7 +16,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use bytes::Bytes;
 
-use crate::broker::{Broker, Pending};
+use crate::api::Pending;
+use crate::broker::Broker;
 use crate::error::ConnectionError;
 use crate::frame::read_frame;
 

@@ -72,7 +72,8 @@ mod topic_config;
 pub mod versions;
 
 pub use alloc::ReserveLazily;
-pub use broker::{Broker, Pending, Session};
+pub use api::Pending;
+pub use broker::{Broker, Session};
 pub use config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT, ServerConfig};
 pub use coordinator::GroupsConfig;
 pub use error::{ConnectionError, Error};

@@ -19,7 +19,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use rill_engine::{LogSlice, RawPartition};
 
-use crate::broker::{Broker, Context, Pending};
+use crate::api::Pending;
+use crate::broker::{Broker, Context};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
 use crate::response::{Encoded, MAX_PLACEHOLDER, Splice, encode};

@@ -3,6 +3,7 @@
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
+mod dispatch;
 pub mod fetch;
 pub mod group;
 pub mod init_producer_id;
@@ -10,6 +11,8 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod topics;
+
+pub use dispatch::Pending;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;

@@ -13,7 +13,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use rill_engine::{AckLevel, RawPartition, RawTicket};
 
-use crate::broker::{Broker, Context, Pending, Session, respond};
+use crate::api::Pending;
+use crate::broker::{Broker, Context, Session, respond};
 use crate::codes::code_of;
 use crate::error::ConnectionError;
 use crate::response::Encoded;

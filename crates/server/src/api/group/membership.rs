@@ -13,8 +13,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{ANSWER_SLACK, Slot, Waiting, millis};
+use crate::api::Pending;
 use crate::api::text;
-use crate::broker::{Broker, Context, Pending, respond};
+use crate::broker::{Broker, Context, respond};
 use crate::coordinator::group::{JoinAnswer, JoinRequest, SyncAnswer, SyncRequest};
 use crate::error::ConnectionError;
 use crate::response::Encoded;
