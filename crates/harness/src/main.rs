@@ -22,6 +22,7 @@ mod spec;
 mod suite;
 mod summary;
 mod table;
+mod trickle;
 mod workdir;
 mod workload;
 

@@ -103,6 +103,7 @@ impl Outcome {
             latency_us: self.latency.summary(),
             latency_of: self.latency_of.clone(),
             cpu_s: self.cpu.as_secs_f64(),
+            cpu_cores: ratio(self.cpu.as_secs_f64(), self.elapsed.as_secs_f64()),
             cpu_s_per_gb: ratio(self.cpu.as_secs_f64(), gb),
             cpu_ns_per_record: ratio(self.cpu.as_nanos() as f64, self.records as f64),
             cpu_ns_per_record_by_role: crate::cpu::per_record(&self.cpu_by_role, self.records),
@@ -112,6 +113,8 @@ impl Outcome {
             rebalance_pause_ms_max: self.pause_max.map(|d| d.as_secs_f64() * 1e3),
             timeline: self.timeline.clone(),
             settings: self.spec.settings(),
+            offered_records_per_s: None,
+            targets: Vec::new(),
         }
     }
 }
