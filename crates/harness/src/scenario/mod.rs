@@ -3,7 +3,8 @@
 //!
 //! - [`throughput`]: `produce` as fast as producers can, then `consume` it all back.
 //! - [`e2e`]: producers and consumers at once; latency from `send` to the consumer (and the
-//!   open-loop `rate` variant, where latency counts from each record's scheduled send time).
+//!   open-loop `rate` variant, where latency counts from each record's scheduled send time;
+//!   the suite runs it in the configurations of [`crate::trickle`] too).
 //! - [`durable`]: many producers waiting for fsync acknowledgements: group commit at work.
 //! - [`group`]: a consumer group draining a topic while a member joins and another leaves.
 //! - `wire` (with the `wire` feature): produce, consume and end to end through librdkafka and
