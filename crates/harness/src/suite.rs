@@ -545,6 +545,10 @@ mod tests {
         );
         assert!(!outcomes[8].spec.direct_io, "written buffered");
         assert!(outcomes[7].spec.direct_io, "appended, O_DIRECT");
+        assert!(
+            outcomes[7].spec.linger > Duration::ZERO,
+            "half-max rows batch"
+        );
     }
 
     #[test]
