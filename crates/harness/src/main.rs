@@ -2,9 +2,17 @@
 //! this machine can do (the disk and memory ceilings, measured in the same run) and what peers
 //! do with the same records.
 //!
-//! With no subcommand it runs the whole suite (about a minute) in a temporary directory and
-//! prints one table; `--quick` shrinks every scenario to seconds for CI. Each subcommand runs
-//! one scenario, and the knobs override the suite's settings.
+//! With no subcommand it runs the whole suite in a temporary directory and prints one table;
+//! `--quick` shrinks every scenario to seconds for CI. Each subcommand runs one scenario
+//! family, and the knobs override the suite's settings.
+//!
+//! The `rate` family (`rill-bench rate`) is the open loop: `rate 100k/s 1KiB`, then latency
+//! at a trickle ([`trickle`]): 100-byte records at 10,000 records/s with the engine's
+//! defaults, with `linger 0`, with `linger 0` through the page cache and with `Appended`
+//! visibility, then at half the maximum sustainable rate (half the run's `produce 100B`,
+//! which the family runs first when the plan left it out) with `Appended` and with `Written`
+//! through the page cache. Those rows report CPU as a share of one core (`cpu_cores`) and
+//! the project's targets beside the figures; `--quick` runs only the `Appended` trickle row.
 
 mod cache;
 mod ceiling;
@@ -22,6 +30,7 @@ mod spec;
 mod suite;
 mod summary;
 mod table;
+mod trickle;
 mod workdir;
 mod workload;
 
@@ -71,7 +80,9 @@ enum Command {
     Durable,
     /// A consumer group drains a topic while a member joins and another leaves.
     Group,
-    /// Open loop at a fixed rate (`--rate`): latency without coordinated omission.
+    /// Open loop at a fixed rate (`--rate`): latency without coordinated omission; then the
+    /// latency-at-a-trickle rows (100 B at 10,000 records/s, and at half the produce rate),
+    /// whose defining settings the knobs do not change.
     Rate,
     /// The peer crates alone, on the suite's workloads.
     Peers,

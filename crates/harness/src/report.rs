@@ -132,6 +132,10 @@ pub struct ScenarioReport {
     pub latency_of: String,
     /// Process CPU time (user + system, every thread) during the scenario.
     pub cpu_s: f64,
+    /// `cpu_s` over `elapsed_s`: how many cores the process kept busy on average (0.1 is a
+    /// tenth of one core).
+    #[serde(default)]
+    pub cpu_cores: f64,
     pub cpu_s_per_gb: f64,
     /// `cpu_s` per record (per record delivered, for reading scenarios), in nanoseconds.
     pub cpu_ns_per_record: f64,
@@ -152,6 +156,37 @@ pub struct ScenarioReport {
     pub timeline: Vec<TimelinePoint>,
     /// Settings that matter for reading the figures (ack level, batch size, ...).
     pub settings: Vec<(String, String)>,
+    /// Open-loop scenarios (`rate ...`): the records per second they were asked to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_records_per_s: Option<f64>,
+    /// The project's targets for this configuration beside the measured figures; empty where
+    /// the project sets none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetCheck>,
+}
+
+/// One target against one figure of the same entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    /// The figure as the entry's JSON names it: `latency_us.p50`, `latency_us.p99`,
+    /// `latency_us.p999` or `cpu_cores`.
+    pub figure: String,
+    /// The target: the figure must be at most this (in the figure's own unit).
+    pub at_most: f64,
+    pub measured: f64,
+    pub met: bool,
+}
+
+impl TargetCheck {
+    /// The figure checked against the bound; a figure that is not a number misses.
+    pub fn new(figure: &str, at_most: f64, measured: f64) -> Self {
+        Self {
+            figure: figure.to_owned(),
+            at_most,
+            measured,
+            met: measured <= at_most,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -188,6 +223,7 @@ const ENTRY_FIELDS: &[&str] = &[
     "ratio_to_disk",
     "latency_us",
     "cpu_s",
+    "cpu_cores",
     "cpu_ns_per_record",
     "peak_rss_mb",
     "lost_records",
@@ -210,11 +246,93 @@ pub fn problems(report: &serde_json::Value) -> Vec<String> {
             Some(entries) => {
                 for (i, entry) in entries.iter().enumerate() {
                     check_entry(list, i, entry, &mut out);
+                    check_open_loop(list, i, entry, &mut out);
                 }
             }
         }
     }
+    check_trickle_rows(report, &mut out);
     out
+}
+
+/// Open-loop entries (`rate ...`) say what rate they offered, and each target they carry is
+/// whole and agrees with the figure it bounds.
+fn check_open_loop(list: &str, index: usize, entry: &serde_json::Value, out: &mut Vec<String>) {
+    let name = entry
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("?");
+    let here = format!("{list}[{index}] ({name})");
+    if name.starts_with("rate ")
+        && entry
+            .get("offered_records_per_s")
+            .and_then(serde_json::Value::as_f64)
+            .is_none()
+    {
+        out.push(format!("{here}: `offered_records_per_s` is missing"));
+    }
+    let targets = entry
+        .get("targets")
+        .and_then(serde_json::Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for (t, target) in targets.iter().enumerate() {
+        if let Some(problem) = target_problem(entry, target) {
+            out.push(format!("{here}: `targets[{t}]` {problem}"));
+        }
+    }
+}
+
+/// What is wrong with one target of `entry`, if anything.
+fn target_problem(entry: &serde_json::Value, target: &serde_json::Value) -> Option<String> {
+    let figure = target.get("figure").and_then(serde_json::Value::as_str);
+    let at_most = target.get("at_most").and_then(serde_json::Value::as_f64);
+    let measured = target.get("measured").and_then(serde_json::Value::as_f64);
+    let met = target.get("met").and_then(serde_json::Value::as_bool);
+    let (Some(figure), Some(at_most), Some(measured), Some(met)) = (figure, at_most, measured, met)
+    else {
+        return Some("lacks one of `figure`, `at_most`, `measured`, `met`".to_owned());
+    };
+    let actual = figure
+        .split('.')
+        .try_fold(entry, |value, key| value.get(key))
+        .and_then(serde_json::Value::as_f64);
+    let Some(actual) = actual else {
+        return Some(format!("bounds `{figure}`, which the entry does not have"));
+    };
+    // JSON numbers may come back a rounding away from what was written.
+    if (actual - measured).abs() > 1e-9 * actual.abs().max(1.0) {
+        return Some(format!(
+            "says `{figure}` measured {measured}, the entry says {actual}"
+        ));
+    }
+    (met != (measured <= at_most))
+        .then(|| format!("says met={met} for {measured} against at most {at_most}"))
+}
+
+/// A run that took the open-loop scenarios (any `rate ...` entry) has every
+/// latency-at-a-trickle row of its kind (`--quick` or full).
+fn check_trickle_rows(report: &serde_json::Value, out: &mut Vec<String>) {
+    let names: Vec<&str> = report
+        .get("scenarios")
+        .and_then(serde_json::Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|entry| entry.get("name").and_then(serde_json::Value::as_str))
+        .collect();
+    if !names.iter().any(|name| name.starts_with("rate ")) {
+        return;
+    }
+    let quick = report
+        .get("quick")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    for row in crate::trickle::names(quick) {
+        if !names.contains(&row.as_str()) {
+            out.push(format!(
+                "scenario `{row}` is missing (latency at a trickle)"
+            ));
+        }
+    }
 }
 
 fn require_fields(parent: &serde_json::Value, key: &str, fields: &[&str], out: &mut Vec<String>) {
@@ -260,10 +378,10 @@ fn check_entry(list: &str, index: usize, entry: &serde_json::Value, out: &mut Ve
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(name: &str) -> ScenarioReport {
+    pub(crate) fn entry(name: &str) -> ScenarioReport {
         ScenarioReport {
             name: name.to_owned(),
             record_bytes: 100,
@@ -281,6 +399,7 @@ mod tests {
             latency_us: LatencyUs::default(),
             latency_of: String::new(),
             cpu_s: 0.1,
+            cpu_cores: 0.1,
             cpu_s_per_gb: 100.0,
             cpu_ns_per_record: 10_000.0,
             cpu_ns_per_record_by_role: Default::default(),
@@ -290,6 +409,8 @@ mod tests {
             rebalance_pause_ms_max: None,
             timeline: Vec::new(),
             settings: Vec::new(),
+            offered_records_per_s: None,
+            targets: Vec::new(),
         }
     }
 
@@ -363,6 +484,83 @@ mod tests {
                 "peers[0] (fjall append): `latency_us.p999` is missing".to_owned(),
             ]
         );
+    }
+
+    #[test]
+    fn cpu_cores_is_a_promised_field() {
+        let mut value = json(&report());
+        value["scenarios"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("cpu_cores");
+        assert_eq!(
+            problems(&value),
+            vec!["scenarios[0] (produce): `cpu_cores` is missing".to_owned()]
+        );
+    }
+
+    /// A report with one rate entry, as a `--quick` run of the rate family writes it.
+    fn quick_rate_report() -> Report {
+        let mut r = report();
+        for name in crate::trickle::names(true) {
+            let mut rate = entry(&name);
+            rate.offered_records_per_s = Some(10_000.0);
+            rate.latency_us.p99 = 30.0;
+            rate.targets = vec![TargetCheck::new("latency_us.p99", 25.0, 30.0)];
+            r.scenarios.push(rate);
+        }
+        r
+    }
+
+    #[test]
+    fn open_loop_entries_are_checked() {
+        assert_eq!(problems(&json(&quick_rate_report())), Vec::<String>::new());
+
+        let mut value = json(&quick_rate_report());
+        let rate = value["scenarios"][1].as_object_mut().unwrap();
+        rate.remove("offered_records_per_s");
+        rate["targets"][0]["met"] = serde_json::Value::Bool(true);
+        let found = problems(&value);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].ends_with("`offered_records_per_s` is missing"));
+        assert!(found[1].ends_with("`targets[0]` says met=true for 30 against at most 25"));
+
+        let mut value = json(&quick_rate_report());
+        value["scenarios"][1]["targets"][0]["figure"] = "latency_us.p42".into();
+        value["scenarios"][1]["latency_us"]["p99"] = 31.0.into();
+        value["scenarios"][1]["targets"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"figure": "cpu_cores"}));
+        let found = problems(&value);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].ends_with("bounds `latency_us.p42`, which the entry does not have"));
+        assert!(found[1].ends_with("lacks one of `figure`, `at_most`, `measured`, `met`"));
+    }
+
+    #[test]
+    fn a_measured_figure_must_be_the_entrys() {
+        let mut value = json(&quick_rate_report());
+        value["scenarios"][1]["latency_us"]["p99"] = 31.0.into();
+        let found = problems(&value);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].ends_with("measured 30, the entry says 31"));
+    }
+
+    #[test]
+    fn a_run_with_rate_entries_has_every_trickle_row() {
+        let mut r = quick_rate_report();
+        r.quick = false;
+        let found = problems(&json(&r));
+        let missing: Vec<String> = crate::trickle::names(false)
+            .into_iter()
+            .filter(|name| !crate::trickle::names(true).contains(name))
+            .map(|name| format!("scenario `{name}` is missing (latency at a trickle)"))
+            .collect();
+        assert!(!missing.is_empty());
+        assert_eq!(found, missing);
+        // A run without the rate family owes none.
+        assert!(problems(&json(&report())).is_empty());
     }
 
     #[test]

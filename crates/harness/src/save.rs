@@ -117,6 +117,7 @@ pub(crate) mod tests {
             },
             latency_of: "send to acknowledgement (written)".to_owned(),
             cpu_s: 2.0,
+            cpu_cores: 0.4,
             cpu_s_per_gb: 4.5,
             cpu_ns_per_record: 4_600.0,
             cpu_ns_per_record_by_role: [
@@ -131,6 +132,8 @@ pub(crate) mod tests {
             rebalance_pause_ms_max: None,
             timeline,
             settings: vec![("ack".to_owned(), "written".to_owned())],
+            offered_records_per_s: None,
+            targets: Vec::new(),
         }
     }
 

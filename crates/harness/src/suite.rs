@@ -1,7 +1,7 @@
 //! The default suite: ceilings first, then every scenario, each in a fresh directory that is
 //! removed after it, so one scenario's files never slow the next.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +12,7 @@ use crate::peers::{self, PeerPhase, PeerWorkload};
 use crate::report::{Ceilings, Report, ScenarioReport};
 use crate::scenario::{self, Outcome};
 use crate::spec::{Amount, Knobs, Spec};
+use crate::trickle::{self, OpenLoop, Pace};
 use crate::workdir::in_dir;
 use rill_engine::AckLevel;
 
@@ -97,7 +98,7 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
         bytes_per_way: ceilings.neighbour_sample_bytes_per_way,
         last: ceilings.disk_write_mb_s,
     };
-    let mut outcomes = run_scenarios(root, plan, &mut pairing)?;
+    let (mut outcomes, open_loops) = run_scenarios(root, plan, &mut pairing)?;
     let wire = if plan.wants(Only::Wire) {
         run_wire(root, plan, &mut pairing, &mut outcomes)?
     } else {
@@ -110,7 +111,13 @@ pub fn run(root: &Path, plan: &Plan) -> anyhow::Result<Report> {
     };
     let scenarios = outcomes
         .iter()
-        .map(|o| o.report(ceilings.disk_write_mb_s))
+        .map(|o| {
+            let mut entry = o.report(ceilings.disk_write_mb_s);
+            if let Some(open_loop) = open_loops.iter().find(|l| l.name == entry.name) {
+                open_loop.annotate(&mut entry);
+            }
+            entry
+        })
         .collect();
     Ok(Report {
         rill_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -235,8 +242,14 @@ impl Pairing<'_> {
     }
 }
 
-fn run_scenarios(root: &Path, plan: &Plan, pairing: &mut Pairing) -> anyhow::Result<Vec<Outcome>> {
+/// Every scenario the plan wants, and what is known of the open-loop ones beyond their outcome.
+fn run_scenarios(
+    root: &Path,
+    plan: &Plan,
+    pairing: &mut Pairing,
+) -> anyhow::Result<(Vec<Outcome>, Vec<OpenLoop>)> {
     let mut out = Vec::new();
+    let mut open_loops = Vec::new();
     let mut step = 0;
     let mut fresh = || {
         step += 1;
@@ -277,9 +290,88 @@ fn run_scenarios(root: &Path, plan: &Plan, pairing: &mut Pairing) -> anyhow::Res
             s.batch_bytes = 16 * 1024;
             s.linger = Duration::from_millis(1);
         });
-        out.push(pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec)))?);
+        let outcome = pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::rate(dir, &spec)))?;
+        open_loops.push(OpenLoop {
+            name: outcome.name.clone(),
+            offered_per_s: spec.rate,
+            rate_from: None,
+            targets: &[],
+        });
+        out.push(outcome);
+        open_loops.extend(run_trickle(plan, pairing, &mut out, &mut fresh)?);
     }
-    Ok(out)
+    Ok((out, open_loops))
+}
+
+/// The latency-at-a-trickle rows (see [`crate::trickle`]), each in a fresh directory with the
+/// disk ceiling sampled after it. The half-maximum rows take the maximum from the run's
+/// `produce 100B`, which runs here (with its consume) when the plan left it out.
+fn run_trickle(
+    plan: &Plan,
+    pairing: &mut Pairing,
+    out: &mut Vec<Outcome>,
+    fresh: &mut dyn FnMut() -> PathBuf,
+) -> anyhow::Result<Vec<OpenLoop>> {
+    let mut open_loops = Vec::new();
+    let mut max = None;
+    for row in trickle::rows(plan.quick) {
+        let (per_s, rate_from) = match row.pace {
+            Pace::PerSecond(per_s) => (per_s, None),
+            Pace::HalfMax => {
+                let max_per_s = match max {
+                    Some(known) => known,
+                    None => *max.insert(max_rate(plan, pairing, out, fresh)?),
+                };
+                let from = format!(
+                    "half the maximum sustainable rate: {} delivered {max_per_s:.0} records/s \
+                     in this run",
+                    produce_100b()
+                );
+                (trickle::half(max_per_s), Some(from))
+            }
+        };
+        let mut spec = Spec::new(trickle::RECORD_BYTES, plan.seconds(row.seconds()));
+        plan.knobs.apply(&mut spec);
+        row.define(&mut spec, per_s);
+        let name = row.name();
+        let outcome =
+            pairing.around(|| in_dir(&fresh(), |dir| scenario::e2e::rate_as(dir, &spec, &name)))?;
+        out.push(outcome);
+        open_loops.push(OpenLoop {
+            name,
+            offered_per_s: spec.rate,
+            rate_from,
+            targets: row.targets,
+        });
+    }
+    Ok(open_loops)
+}
+
+/// The produce scenario whose rate the half-maximum rows halve.
+fn produce_100b() -> String {
+    scenario::named("produce", trickle::RECORD_BYTES)
+}
+
+/// Records per second of the run's `produce 100B`; runs it (and its consume, as the suite
+/// does) first if the plan did not.
+fn max_rate(
+    plan: &Plan,
+    pairing: &mut Pairing,
+    out: &mut Vec<Outcome>,
+    fresh: &mut dyn FnMut() -> PathBuf,
+) -> anyhow::Result<f64> {
+    let name = produce_100b();
+    if let Some(produce) = out.iter().find(|o| o.name == name) {
+        return Ok(produce.records_per_s());
+    }
+    eprintln!("{name} runs first: the half-maximum rows offer half its rate");
+    let bytes = trickle::RECORD_BYTES;
+    let mut spec = plan.spec(bytes, plan.records(GIB / bytes as u64), |_| {});
+    spec.record_bytes = bytes;
+    let [produce, consume] = in_dir(&fresh(), |dir| paired_throughput(dir, &spec, pairing))?;
+    let per_s = produce.records_per_s();
+    out.extend([produce, consume]);
+    Ok(per_s)
 }
 
 /// Produce then consume, with a ceiling sample between them (taken before the page cache is
@@ -371,6 +463,7 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
             "one read call (about 1 MiB)".to_owned()
         },
         cpu_s: phase.cpu.as_secs_f64(),
+        cpu_cores: scenario::ratio(phase.cpu.as_secs_f64(), phase.elapsed.as_secs_f64()),
         cpu_s_per_gb: if gb > 0.0 {
             phase.cpu.as_secs_f64() / gb
         } else {
@@ -391,5 +484,95 @@ fn peer_report(phase: PeerPhase, work: &PeerWorkload, disk_mb_s: f64) -> Scenari
             ("durable".to_owned(), work.durable.to_string()),
             ("batch_bytes".to_owned(), peers::BATCH_BYTES.to_string()),
         ],
+        offered_records_per_s: None,
+        targets: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rate family of a full plan, shrunk to a few thousand records a row: every
+    /// trickle row runs in order, after the `produce 100B` the half-maximum rows need.
+    #[test]
+    fn rate_family_runs_every_trickle_row_with_its_rate() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            only: Some(Only::Rate),
+            quick: false,
+            knobs: Knobs {
+                records: Some(2_000),
+                no_pin: true,
+                shards: Some(1),
+                ..Knobs::default()
+            },
+        };
+        let mut pairing = Pairing {
+            root: root.path(),
+            bytes_per_way: 1 << 20,
+            last: 0.0,
+        };
+        let (outcomes, open_loops) = run_scenarios(root.path(), &plan, &mut pairing).unwrap();
+        let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+        let mut expected = vec!["rate 100k/s 1KiB"];
+        let trickle_names = trickle::names(false);
+        expected.extend(trickle_names[..4].iter().map(String::as_str));
+        expected.extend(["produce 100B", "consume 100B"]);
+        expected.extend(trickle_names[4..].iter().map(String::as_str));
+        assert_eq!(names, expected);
+        assert!(outcomes.iter().all(|o| o.lost == 0));
+
+        let produced = outcomes[5].records_per_s();
+        let offered: Vec<u64> = open_loops.iter().map(|l| l.offered_per_s).collect();
+        let half = trickle::half(produced);
+        assert_eq!(
+            offered,
+            [100_000, 10_000, 10_000, 10_000, 10_000, half, half]
+        );
+        assert!(open_loops[..5].iter().all(|l| l.rate_from.is_none()));
+        assert!(open_loops[5..].iter().all(|l| {
+            l.rate_from
+                .as_ref()
+                .is_some_and(|f| f.contains("produce 100B"))
+        }));
+        let appended = &outcomes[4];
+        assert_eq!(appended.spec.record_bytes, trickle::RECORD_BYTES);
+        assert_eq!(appended.spec.linger, Duration::ZERO);
+        assert_eq!(
+            appended.spec.visibility,
+            rill_engine::log::Visibility::Appended
+        );
+        assert!(!outcomes[8].spec.direct_io, "written buffered");
+        assert!(outcomes[7].spec.direct_io, "appended, O_DIRECT");
+        assert!(
+            outcomes[7].spec.linger > Duration::ZERO,
+            "half-max rows batch"
+        );
+    }
+
+    #[test]
+    fn quick_rate_family_runs_one_short_trickle_row() {
+        let root = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            only: Some(Only::Rate),
+            quick: true,
+            knobs: Knobs {
+                records: Some(1_000),
+                no_pin: true,
+                shards: Some(1),
+                ..Knobs::default()
+            },
+        };
+        let mut pairing = Pairing {
+            root: root.path(),
+            bytes_per_way: 1 << 20,
+            last: 0.0,
+        };
+        let (outcomes, open_loops) = run_scenarios(root.path(), &plan, &mut pairing).unwrap();
+        let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["rate 100k/s 1KiB", "rate 10k/s 100B appended"]);
+        assert_eq!(open_loops.len(), 2);
+        assert_eq!(open_loops[1].targets.len(), 4);
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::figures::short;
-use crate::report::{Report, ScenarioReport};
+use crate::report::{Report, ScenarioReport, TargetCheck};
 
 /// One chart written by [`charts::write_all`](crate::charts::write_all), for the summary to
 /// link.
@@ -134,6 +134,7 @@ fn write_markdown(
     machine(out, report)?;
     ceilings(out, report)?;
     headline(out, report)?;
+    open_loop(out, report)?;
     roles(out, report)?;
     peers(out, report)?;
     rounds(out, report)?;
@@ -290,6 +291,89 @@ fn headline(out: &mut String, report: &Report) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+/// The header row of the open-loop table, as it appears in the summary.
+pub const OPEN_LOOP_HEADER: &str = "| scenario | offered records/s | delivered records/s | p50 µs \
+     | p99 µs | p99.9 µs | max µs | CPU, % of one core | CPU ns per record | targets |";
+
+/// Every open-loop entry (`offered_records_per_s` set): the latency-at-a-trickle rows and the
+/// other fixed rates, with CPU as a share of one core and the targets beside the figures.
+fn open_loop(out: &mut String, report: &Report) -> std::fmt::Result {
+    let entries: Vec<(&ScenarioReport, f64)> = report
+        .scenarios
+        .iter()
+        .filter_map(|e| e.offered_records_per_s.map(|offered| (e, offered)))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "## Latency at a trickle, and at fixed rates")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Open loop: records offered at a fixed rate, latency from each record's *scheduled* send \
+         time to a consumer's poll returning it. CPU is the whole process's (every thread: the \
+         engine's and the harness's producer, consumer and meter) over the scenario's wall \
+         time. Targets are the project's for that configuration; rows without one are there \
+         to compare with. The settings of each row are under \"Setup of each entry\"."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "{OPEN_LOOP_HEADER}")?;
+    writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|")?;
+    for (entry, offered) in entries {
+        let latency = &entry.latency_us;
+        let us = |v: f64| {
+            if latency.samples > 0 {
+                short(v)
+            } else {
+                "–".to_owned()
+            }
+        };
+        let targets: Vec<String> = entry.targets.iter().map(target).collect();
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&entry.name),
+            grouped(offered),
+            grouped(entry.records_per_s),
+            us(latency.p50),
+            us(latency.p99),
+            us(latency.p999),
+            us(latency.max),
+            short(100.0 * entry.cpu_cores),
+            short(entry.cpu_ns_per_record),
+            if targets.is_empty() {
+                "–".to_owned()
+            } else {
+                targets.join("; ")
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// One target for a table cell: `p99 ≤ 25 µs: missed (31.2)`.
+fn target(check: &TargetCheck) -> String {
+    let (bound, measured) = match check.figure.as_str() {
+        "cpu_cores" => (
+            format!("CPU ≤ {}% of a core", short(100.0 * check.at_most)),
+            format!("{}%", short(100.0 * check.measured)),
+        ),
+        figure => {
+            let percentile = match figure.trim_start_matches("latency_us.") {
+                "p999" => "p99.9",
+                other => other,
+            };
+            (
+                format!("{percentile} ≤ {} µs", short(check.at_most)),
+                short(check.measured),
+            )
+        }
+    };
+    let verdict = if check.met { "met" } else { "**missed**" };
+    format!("{} {verdict} ({measured})", cell(&bound))
 }
 
 fn peers(out: &mut String, report: &Report) -> std::fmt::Result {
@@ -608,6 +692,42 @@ mod tests {
         assert!(md.contains("**Records were lost** in: consume | odd (2)"));
         assert!(md.contains("![Throughput over time](throughput.svg)"));
         assert!(md.contains("```sh\ncargo run -p rill-harness -- --save\n```"));
+    }
+
+    #[test]
+    fn open_loop_rows_show_cpu_as_a_share_of_a_core_and_their_targets() {
+        let mut report = sample_report();
+        assert!(!markdown(&report, "x", &[]).contains(OPEN_LOOP_HEADER));
+        let mut row = report.scenarios[0].clone();
+        row.name = "rate 10k/s 100B appended".to_owned();
+        row.offered_records_per_s = Some(10_000.0);
+        row.records_per_s = 9_990.0;
+        row.latency_us.p50 = 4.0;
+        row.latency_us.p99 = 31.2;
+        row.latency_us.p999 = 80.0;
+        row.latency_us.max = 900.0;
+        row.cpu_cores = 0.254;
+        row.cpu_ns_per_record = 25_400.0;
+        row.targets = vec![
+            TargetCheck::new("latency_us.p999", 100.0, 80.0),
+            TargetCheck::new("cpu_cores", 0.1, 0.254),
+        ];
+        report.scenarios.push(row);
+        let md = markdown(&report, "x", &[]);
+        assert!(md.contains(OPEN_LOOP_HEADER));
+        assert!(md.contains(
+            "| rate 10k/s 100B appended | 10,000 | 9,990 | 4.00 | 31.2 | 80.0 | 900 | 25.4 | 25400 \
+             | p99.9 ≤ 100 µs met (80.0); CPU ≤ 10.0% of a core **missed** (25.4%) |"
+        ));
+        let section = md
+            .split("## Latency at a trickle")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        assert!(
+            !section.contains("produce 1KiB"),
+            "closed-loop rows stay out"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn print(report: &Report) {
     for row in &report.scenarios {
         line(row);
     }
+    open_loop(report);
     if !report.peers.is_empty() {
         println!();
         header();
@@ -127,6 +128,59 @@ fn line(row: &ScenarioReport) {
         row.cpu_ns_per_record,
         row.lost_records,
     );
+}
+
+/// The open-loop rows (latency at a trickle and the other fixed rates): CPU as a share of one
+/// core, and each target of the project's beside the figure it bounds.
+fn open_loop(report: &Report) {
+    let rows: Vec<(&ScenarioReport, f64)> = report
+        .scenarios
+        .iter()
+        .filter_map(|row| row.offered_records_per_s.map(|offered| (row, offered)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "open loop (latency from the scheduled send time; CPU of every thread over wall time):"
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>8} {:>9}  targets",
+        "scenario",
+        "offered/s",
+        "records/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "CPU %1c",
+        "CPU ns/r"
+    );
+    for (row, offered) in rows {
+        let l = &row.latency_us;
+        let targets: Vec<String> = row
+            .targets
+            .iter()
+            .map(|t| {
+                let verdict = if t.met { "met" } else { "MISSED" };
+                format!("{} <= {} {verdict}", t.figure, t.at_most)
+            })
+            .collect();
+        println!(
+            "{:<36} {:>10.0} {:>10.0} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>8.1} {:>9.0}  {}",
+            row.name,
+            offered,
+            row.records_per_s,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            100.0 * row.cpu_cores,
+            row.cpu_ns_per_record,
+            targets.join(", ")
+        );
+    }
 }
 
 fn wire_section(wire: &crate::report::WireReport) {

@@ -19,17 +19,26 @@ use crate::workload::{Clock, Ledger};
 const STAMP_EVERY: u64 = 16;
 
 pub fn end_to_end(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
-    run(dir, spec, "e2e", |_, _| Timing::Stamp {
+    let name = named("e2e", spec.record_bytes);
+    let latency_of = "send to a consumer's poll returning the record";
+    run(dir, spec, &name, latency_of, |_, _| Timing::Stamp {
         every: STAMP_EVERY,
     })
 }
 
+/// `rate` named by its rate and record size: `rate 100k/s 1KiB`.
 pub fn rate(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
+    let name = named(&format!("rate {}k/s", spec.rate / 1000), spec.record_bytes);
+    rate_as(dir, spec, &name)
+}
+
+/// `rate` under a name of the caller's (the suite's rows that differ by more than the rate).
+pub fn rate_as(dir: &Path, spec: &Spec, name: &str) -> anyhow::Result<Outcome> {
     let producers = spec.producers.max(1) as f64;
     // Each producer offers rate/producers records per second, all from the same start.
     let interval = Duration::from_secs_f64(producers / spec.rate.max(1) as f64);
-    let name = format!("rate {}k/s", spec.rate / 1000);
-    run(dir, spec, &name, |_, start| Timing::Paced {
+    let latency_of = "scheduled send time to a consumer's poll returning the record";
+    run(dir, spec, name, latency_of, |_, start| Timing::Paced {
         start,
         interval,
     })
@@ -38,7 +47,8 @@ pub fn rate(dir: &Path, spec: &Spec) -> anyhow::Result<Outcome> {
 fn run(
     dir: &Path,
     spec: &Spec,
-    what: &str,
+    name: &str,
+    latency_of: &str,
     timing: impl Fn(usize, Instant) -> Timing,
 ) -> anyhow::Result<Outcome> {
     let engine = spec.open_engine(dir)?;
@@ -49,7 +59,7 @@ fn run(
         spec.record_bytes,
     );
     let expect = Expect::default();
-    let name = named(what, spec.record_bytes);
+    let name = name.to_owned();
     // Producers start together a little after their threads are created, on one schedule.
     let start = Instant::now() + Duration::from_millis(5);
     let plans = plans(spec, start, |id| timing(id, start));
@@ -81,11 +91,7 @@ fn run(
         records: ledger.delivered(),
         elapsed: measured.elapsed,
         latency,
-        latency_of: if what == "e2e" {
-            "send to a consumer's poll returning the record".to_owned()
-        } else {
-            "scheduled send time to a consumer's poll returning the record".to_owned()
-        },
+        latency_of: latency_of.to_owned(),
         cpu: measured.cpu,
         cpu_by_role: measured.cpu_by_role,
         peak_rss_mb: measured.peak_rss_mb,

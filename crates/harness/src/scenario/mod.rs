@@ -3,7 +3,8 @@
 //!
 //! - [`throughput`]: `produce` as fast as producers can, then `consume` it all back.
 //! - [`e2e`]: producers and consumers at once; latency from `send` to the consumer (and the
-//!   open-loop `rate` variant, where latency counts from each record's scheduled send time).
+//!   open-loop `rate` variant, where latency counts from each record's scheduled send time;
+//!   the suite runs it in the configurations of [`crate::trickle`] too).
 //! - [`durable`]: many producers waiting for fsync acknowledgements: group commit at work.
 //! - [`group`]: a consumer group draining a topic while a member joins and another leaves.
 //! - `wire` (with the `wire` feature): produce, consume and end to end through librdkafka and
@@ -103,6 +104,7 @@ impl Outcome {
             latency_us: self.latency.summary(),
             latency_of: self.latency_of.clone(),
             cpu_s: self.cpu.as_secs_f64(),
+            cpu_cores: ratio(self.cpu.as_secs_f64(), self.elapsed.as_secs_f64()),
             cpu_s_per_gb: ratio(self.cpu.as_secs_f64(), gb),
             cpu_ns_per_record: ratio(self.cpu.as_nanos() as f64, self.records as f64),
             cpu_ns_per_record_by_role: crate::cpu::per_record(&self.cpu_by_role, self.records),
@@ -112,6 +114,8 @@ impl Outcome {
             rebalance_pause_ms_max: self.pause_max.map(|d| d.as_secs_f64() * 1e3),
             timeline: self.timeline.clone(),
             settings: self.spec.settings(),
+            offered_records_per_s: None,
+            targets: Vec::new(),
         }
     }
 }
