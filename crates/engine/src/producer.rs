@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{
-    AckLevel, BatchAck, Engine, Inner, PartitionEntry, Request, Ticket, TopicEntry,
+    AckLevel, AckPool, BatchAck, Engine, Inner, PartitionEntry, Request, Ticket, TopicEntry,
 };
 use crate::error::{Error, Result};
 use crate::log::Origin;
@@ -143,6 +143,8 @@ struct Lane {
     ring: ring::Producer<Request>,
     /// Where this lane's batch buffers come back to once the engine is done with them.
     home: Arc<Recycler>,
+    /// This lane's acks, reused once their batches are done with.
+    acks: AckPool,
     open: Option<OpenBatch>,
     /// The last record handed over, for `flush` to wait on.
     last: Option<Ticket>,
@@ -378,6 +380,7 @@ impl Producer {
             entry,
             ring,
             home: Recycler::new(RECYCLED_BATCHES),
+            acks: AckPool::new(),
             open: None,
             last: None,
             next_sequence: 0,
@@ -420,7 +423,7 @@ impl Producer {
                 lane.home.take().unwrap_or_default(),
                 capacity,
             ),
-            ack: BatchAck::new(lane.entry.clone()),
+            ack: lane.acks.take(&lane.entry),
             opened: now,
         });
         let timestamp = record.timestamp.unwrap_or(now_ms);

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub(crate) use ack::BatchAck;
+pub(crate) use ack::{AckPool, BatchAck};
 pub use ack::{AckLevel, Ticket};
 pub(crate) use notify::Notifier;
 pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
