@@ -66,6 +66,10 @@ pub(crate) struct Tail {
     /// whose deferred drops come in bursts of its bag size, so the buffer goes home while its
     /// producer can still reuse it (in bursts, most overflowed the producer's recycler).
     readers: AtomicUsize,
+    /// A chunk's allocation kept from an eviction for the next push (null or an
+    /// `Arc::into_raw` that nothing else holds, its buffer already sent home): with one
+    /// eviction per push in steady state, a chunk then costs no allocation. Writer only.
+    spare: AtomicPtr<TailChunk>,
     max_bytes: usize,
 }
 
@@ -83,6 +87,7 @@ impl Tail {
             head: AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
+            spare: AtomicPtr::new(std::ptr::null_mut()),
             max_bytes,
         }
     }
@@ -194,7 +199,7 @@ impl Tail {
         let slots = self.slots.len() as u64;
         first = self.evict_while(first, head, guard, |first, _| head - first >= slots);
         let capacity = chunk.bytes.capacity();
-        let raw = Arc::into_raw(Arc::new(chunk)).cast_mut();
+        let raw = Arc::into_raw(self.allocate(chunk)).cast_mut();
         self.slot(head).store(raw, Ordering::Release);
         let head = head + 1;
         self.head.store(head, Ordering::Release);
@@ -241,8 +246,8 @@ impl Tail {
         fence(Ordering::SeqCst);
         if self.readers.load(Ordering::Acquire) == 0 {
             // SAFETY: no reader can still load `raw` (above); the pointer came from
-            // `Arc::into_raw` and this is the writer's reference, dropped once.
-            drop(unsafe { Arc::from_raw(raw) });
+            // `Arc::into_raw` and this is the writer's reference, taken back once.
+            self.keep_spare(unsafe { Arc::from_raw(raw) });
             return;
         }
         let raw = SendPointer(raw);
@@ -251,6 +256,37 @@ impl Tail {
         // came from `Arc::into_raw` and this is the writer's reference, dropped once.
         unsafe {
             guard.defer_unchecked(move || drop(Arc::from_raw(raw.into_inner())));
+        }
+    }
+
+    /// `chunk` in the spare allocation if there is one, else in a new one.
+    fn allocate(&self, chunk: TailChunk) -> Arc<TailChunk> {
+        let spare = self.spare.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if spare.is_null() {
+            return Arc::new(chunk);
+        }
+        // SAFETY: a non-null spare is an `Arc::into_raw` owned by the spare slot alone (see
+        // `keep_spare`); the swap took it out, so this is its only reference.
+        let mut spare = unsafe { Arc::from_raw(spare) };
+        match Arc::get_mut(&mut spare) {
+            Some(slot) => {
+                *slot = chunk;
+                spare
+            }
+            None => Arc::new(chunk),
+        }
+    }
+
+    /// Sends an evicted chunk's buffer home at once and keeps its allocation for the next
+    /// push, when nothing else holds the chunk and no spare is kept yet; else lets it go.
+    fn keep_spare(&self, mut chunk: Arc<TailChunk>) {
+        let Some(unique) = Arc::get_mut(&mut chunk) else {
+            return;
+        };
+        drop(std::mem::take(&mut unique.bytes));
+        if self.spare.load(Ordering::Relaxed).is_null() {
+            let raw = Arc::into_raw(chunk).cast_mut();
+            self.spare.store(raw, Ordering::Relaxed);
         }
     }
 
@@ -304,7 +340,7 @@ unsafe impl Send for SendPointer {}
 
 impl Drop for Tail {
     fn drop(&mut self) {
-        for slot in self.slots.iter_mut() {
+        for slot in self.slots.iter_mut().chain([&mut self.spare]) {
             let raw = std::mem::replace(slot.get_mut(), std::ptr::null_mut());
             if !raw.is_null() {
                 // SAFETY: `&mut self` in drop: no reader can be pinned on this tail any more,
