@@ -1,4 +1,5 @@
-//! Consumer handles: read assigned partitions in place, waiting without spinning.
+//! Consumer handles: read assigned partitions in place, waiting with a brief adaptive spin,
+//! then parked.
 //!
 //! [`Consumer::poll`] returns batches as views of the segment files' maps (the page cache, for
 //! a consumer at the tail): no copy is made. A view keeps its segment mapped, so it stays valid
@@ -8,11 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, PartitionEntry, TopicEntry};
+use crate::engine::{Engine, PartitionEntry, TopicEntry, next_spin};
 use crate::error::{Error, Result};
 use crate::log::LogSlice;
 use crate::record::{Limits, Record};
 use crate::topic::TopicPartition;
+
+/// Checks of the watermarks between two clock reads while a poll spins.
+const SPIN_CHECKS: u32 = 64;
 
 /// Where a consumer starts in a partition it has no position in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -33,6 +37,11 @@ pub struct ConsumerConfig {
     pub max_bytes_per_partition: usize,
     /// Bytes one poll returns in all, across partitions (at least one batch).
     pub max_bytes: usize,
+    /// The longest a poll that finds nothing keeps checking before it sleeps. The consumer
+    /// adapts its window below this to how soon records come, as a shard does: it grows while
+    /// a sleep ends sooner than this, and shrinks to nothing when sleeps are long, so an idle
+    /// consumer sleeps at once and costs no CPU. Zero never spins.
+    pub spin: Duration,
 }
 
 impl Default for ConsumerConfig {
@@ -41,6 +50,7 @@ impl Default for ConsumerConfig {
             start: StartFrom::Latest,
             max_bytes_per_partition: 1 << 20,
             max_bytes: 8 << 20,
+            spin: Duration::from_micros(50),
         }
     }
 }
@@ -74,6 +84,9 @@ pub struct Consumer {
     assigned: Vec<Assigned>,
     /// Partition to poll first next time, so one busy partition cannot starve the others.
     next: usize,
+    /// The spin window in use, adapted to the gaps between records (see
+    /// [`ConsumerConfig::spin`]).
+    spin: Duration,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -110,6 +123,7 @@ impl Consumer {
     pub(crate) fn new(topic: Arc<TopicEntry>, config: ConsumerConfig) -> Result<Self> {
         Ok(Self {
             topic,
+            spin: config.spin,
             config,
             assigned: Vec::new(),
             next: 0,
@@ -192,9 +206,57 @@ impl Consumer {
     }
 
     /// Returns the batches readable now from the assigned partitions, waiting up to `timeout`
-    /// (parked, not spinning) when there are none. An empty result means the timeout passed.
+    /// when there are none: a brief spin first (see [`ConsumerConfig::spin`]), then parked.
+    /// An empty result means the timeout passed.
     pub fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let polled = self.read_available()?;
+        if !polled.is_empty() {
+            return Ok(polled);
+        }
         let deadline = Instant::now() + timeout;
+        if self.spin_until_news(deadline) {
+            let polled = self.read_available()?;
+            if !polled.is_empty() {
+                return Ok(polled);
+            }
+        }
+        let parked_at = Instant::now();
+        let polled = self.park_until_available(deadline);
+        self.spin = next_spin(self.spin, self.config.spin, parked_at.elapsed());
+        polled
+    }
+
+    /// Checks for records for up to the spin window (or `deadline`); returns whether any came.
+    /// The clock is read once per round of checks: a read per check would cost more than the
+    /// check itself.
+    fn spin_until_news(&self, deadline: Instant) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        let until = (Instant::now() + self.spin).min(deadline);
+        loop {
+            for _ in 0..SPIN_CHECKS {
+                if self.has_news() {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+        }
+    }
+
+    /// Whether an assigned partition's readable end moved past this consumer's position (one
+    /// load per partition).
+    fn has_news(&self) -> bool {
+        self.assigned
+            .iter()
+            .any(|a| a.entry.reader.end_offset() > a.position)
+    }
+
+    /// Sleeps until records are readable or `deadline` passes (then an empty result).
+    fn park_until_available(&mut self, deadline: Instant) -> Result<Polled> {
         // One partition: sleep on its own notifier, so other partitions' writes do not wake
         // this consumer. Several: on the topic's, which every partition of it rings.
         let single = match self.assigned.as_slice() {

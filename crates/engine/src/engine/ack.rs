@@ -77,6 +77,51 @@ pub(crate) struct BatchAck {
     partition: Arc<PartitionEntry>,
 }
 
+/// A producer lane's recent acks, reused once nothing else holds them: an ack per batch was an
+/// allocation per batch. The oldest is checked when a batch opens; an ack still held (a
+/// ticket kept by the caller, a batch still in flight) is let go once the list is full, and
+/// the batch gets a new one.
+#[derive(Debug)]
+pub(crate) struct AckPool {
+    recent: std::collections::VecDeque<Arc<BatchAck>>,
+}
+
+impl AckPool {
+    /// Acks kept per lane: more than the batches a lane usually has in flight between its
+    /// open batch and the shard's completion of the one before.
+    const KEPT: usize = 8;
+
+    pub fn new() -> Self {
+        Self {
+            recent: std::collections::VecDeque::with_capacity(Self::KEPT),
+        }
+    }
+
+    /// A pending ack for a new batch of `partition`: the oldest kept one if nothing else
+    /// holds it any more, else a new one.
+    pub fn take(&mut self, partition: &Arc<PartitionEntry>) -> Arc<BatchAck> {
+        let reusable = self
+            .recent
+            .front_mut()
+            .is_some_and(|oldest| Arc::get_mut(oldest).is_some());
+        let ack = match reusable {
+            true => self.recent.pop_front().map(|mut ack| {
+                if let Some(unique) = Arc::get_mut(&mut ack) {
+                    unique.reset();
+                }
+                ack
+            }),
+            false => None,
+        };
+        let ack = ack.unwrap_or_else(|| BatchAck::new(partition.clone()));
+        if self.recent.len() == Self::KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ack.clone());
+        ack
+    }
+}
+
 /// Why a batch failed. A full disk is told apart because callers handle it differently (free
 /// space and send again, no restart), and a stopped partition because every ticket must name
 /// the I/O error and the offsets it cost. Any other cause is kept typed, shared by every
@@ -97,6 +142,15 @@ impl BatchAck {
             failure: OnceLock::new(),
             partition,
         })
+    }
+
+    /// Makes a finished ack pending again, for a new batch of the same partition: only its
+    /// last owner can, so no ticket of the old batch sees the change.
+    fn reset(&mut self) {
+        *self.state.get_mut() = PENDING;
+        *self.failed.get_mut() = false;
+        *self.submitted.get_mut() = false;
+        self.failure = OnceLock::new();
     }
 
     /// The producer handed the batch to its shard.

@@ -114,16 +114,17 @@ impl DirectIo {
         self.writer.submit()
     }
 
-    /// Completions ready now, without waiting.
-    pub fn reap(&mut self) -> Vec<Completion> {
+    /// Completions ready now, without waiting. Drained rather than taken, so the list keeps
+    /// its memory: taking it allocated a new one per completion.
+    pub fn reap(&mut self) -> std::vec::Drain<'_, Completion> {
         self.writer.reap(&mut self.completions);
-        std::mem::take(&mut self.completions)
+        self.completions.drain(..)
     }
 
     /// Sleeps in the kernel until at least one write completes.
-    pub fn wait_one(&mut self) -> io::Result<Vec<Completion>> {
+    pub fn wait_one(&mut self) -> io::Result<std::vec::Drain<'_, Completion>> {
         self.writer.wait(1, &mut self.completions)?;
-        Ok(std::mem::take(&mut self.completions))
+        Ok(self.completions.drain(..))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -350,7 +351,9 @@ impl PartitionIo {
         if let Some(storage) = &io.storage {
             storage.uring_completed(log.active_path(), log.published_size()..end, done);
         }
-        let path = log.active_path().to_owned();
+        // The path is copied only for an error: a copy per completion was an allocation per
+        // write.
+        let path = |log: &PartitionLog| log.active_path().to_owned();
         let stopped = log.poison().map(|poison| poison.error(log.partition()));
         let error = match (&done.result, &done.sync, stopped) {
             // Stopped meanwhile (a failure elsewhere on the path): this write's batches can
@@ -358,13 +361,15 @@ impl PartitionIo {
             (_, _, Some(stopped)) => stopped,
             // A sync that ran and failed stops the partition whatever its write said: it
             // covered earlier unsynced writes too, whose pages the kernel may have dropped.
-            (_, SyncOutcome::Failed(error), None) => log.poison_with("sync segment", path, error),
+            (_, SyncOutcome::Failed(error), None) => {
+                log.poison_with("sync segment", path(log), error)
+            }
             (Err(error), _, None) if is_storage_full(error) => Error::io(
                 "write segment",
-                path,
+                path(log),
                 io::Error::from_raw_os_error(libc::ENOSPC),
             ),
-            (Err(error), _, None) => log.poison_with("write segment", path, error),
+            (Err(error), _, None) => log.poison_with("write segment", path(log), error),
             (Ok(_), _, None) => {
                 let synced = matches!(done.sync, SyncOutcome::Synced);
                 log.complete_through(end, synced, &mut batches);

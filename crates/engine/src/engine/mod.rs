@@ -28,9 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub(crate) use ack::BatchAck;
 pub use ack::{AckLevel, Ticket};
-pub(crate) use notify::Notifier;
+pub(crate) use ack::{AckPool, BatchAck};
+pub(crate) use notify::{Notifier, next_spin};
 pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
 pub(crate) use shard::{Request, ShardControl};
 

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::direct::{DirectIo, PartitionIo};
-use super::notify::{MAX_NAP, ShardWaker};
+use super::notify::{MAX_NAP, ShardWaker, next_spin};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
 use crate::io::Storage;
@@ -863,15 +863,6 @@ impl Shard {
         for entry in entries {
             entry.notify();
         }
-    }
-}
-
-/// The spin window after a park that lasted `parked` (see [`Shard::adapt_spin`]).
-fn next_spin(spin: Duration, configured: Duration, parked: Duration) -> Duration {
-    if parked < configured {
-        (spin * 2).max(configured / 16).min(configured)
-    } else {
-        spin / 2
     }
 }
 

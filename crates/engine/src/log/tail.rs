@@ -8,20 +8,34 @@
 //! per batch. The chunk is the producer's own batch buffer, moved rather than copied: the shard
 //! copies each batch once, into the aligned staging buffer, and the tail keeps the original.
 //! Readers whose offset falls in a chunk view it in place; older offsets are read from the
-//! segments as before. The chunk list is replaced whole on each publication through
-//! `crossbeam-epoch`, and chunks are `Arc`s, so a reader holding one keeps it alive after it is
-//! evicted; the last owner's drop sends the buffer back to its producer for reuse.
+//! segments as before.
+//!
+//! The chunks sit in a fixed ring of slots, each an `Arc<TailChunk>` held as a raw pointer. The
+//! single writer fills the slot after the newest and moves `head`, and evicts from `first`;
+//! publishing a chunk allocates nothing and copies no list (a list copied per publication
+//! cost one allocation and a reference count per chunk held). A reader clones the `Arc` out of
+//! a slot while counted in `readers` and pinned with `crossbeam-epoch`; the writer's own
+//! reference to a chunk it takes out is dropped at once when no reader is counted, else only
+//! once no reader can still be looking at the slot (through the epoch), so a reader
+//! holding a chunk keeps it alive after eviction; the last owner's drop sends the buffer back
+//! to its producer for reuse. A reader racing the writer may miss a chunk that is in memory:
+//! it then reads the segment, as for any offset older than the tail.
 //!
 //! The bound is on memory, not on batch bytes: a chunk costs its buffer's capacity, which for
-//! a batch handed over half full (a linger, a flush) is more than its length.
+//! a batch handed over half full (a linger, a flush) is more than its length. The slot count
+//! bounds the chunks too, so very small batches keep fewer bytes than the bound.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 
-use crossbeam_epoch::{self as epoch, Atomic, Owned};
+use crossbeam_epoch::{self as epoch, Guard};
 
 use super::segment::Segment;
 use crate::recycle::BatchBuf;
+
+/// Chunks the tail holds at most: enough for the default memory bound in batches of 4 KiB,
+/// at 8 bytes of slot per chunk.
+const SLOTS: usize = 1024;
 
 /// One written batch, in memory.
 #[derive(Debug)]
@@ -35,22 +49,45 @@ pub(crate) struct TailChunk {
     pub bytes: BatchBuf,
 }
 
-#[derive(Debug, Default)]
-struct Chunks {
-    list: Vec<Arc<TailChunk>>,
-}
-
-/// The newest chunks of a partition, oldest first.
+/// The newest chunks of a partition, oldest first: the slots of indexes `first..head`
+/// (taken modulo `SLOTS`).
 #[derive(Debug)]
 pub(crate) struct Tail {
-    chunks: Atomic<Chunks>,
+    /// Each slot is null or an `Arc::into_raw` of the chunk it holds.
+    slots: Box<[AtomicPtr<TailChunk>]>,
+    /// Index of the oldest chunk held.
+    first: AtomicU64,
+    /// Index after the newest chunk held.
+    head: AtomicU64,
+    /// Capacity of the buffers held, against `max_bytes`: read and written by the writer only.
+    bytes: AtomicUsize,
+    /// Readers between their first load of a slot and their clone of its chunk. When none is,
+    /// the writer drops a chunk it took out at once instead of through the epoch collector,
+    /// whose deferred drops come in bursts of its bag size, so the buffer goes home while its
+    /// producer can still reuse it (in bursts, most overflowed the producer's recycler).
+    readers: AtomicUsize,
+    /// A chunk's allocation kept from an eviction for the next push (null or an
+    /// `Arc::into_raw` that nothing else holds, its buffer already sent home): with one
+    /// eviction per push in steady state, a chunk then costs no allocation. Writer only.
+    spare: AtomicPtr<TailChunk>,
     max_bytes: usize,
 }
 
 impl Tail {
     pub fn new(max_bytes: usize) -> Self {
+        let slots = match max_bytes {
+            0 => 0,
+            _ => SLOTS,
+        };
         Self {
-            chunks: Atomic::new(Chunks::default()),
+            slots: (0..slots)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            first: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            bytes: AtomicUsize::new(0),
+            readers: AtomicUsize::new(0),
+            spare: AtomicPtr::new(std::ptr::null_mut()),
             max_bytes,
         }
     }
@@ -59,64 +96,198 @@ impl Tail {
         self.max_bytes > 0
     }
 
+    /// Pins this thread and counts it among the readers until the guard drops.
+    fn enter(&self) -> Reading<'_> {
+        let guard = epoch::pin();
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        // Orders the count before the loads of slots that follow (see `take`).
+        fence(Ordering::SeqCst);
+        Reading {
+            readers: &self.readers,
+            guard,
+        }
+    }
+
+    fn slot(&self, index: u64) -> &AtomicPtr<TailChunk> {
+        &self.slots[(index % self.slots.len() as u64) as usize]
+    }
+
+    /// The chunk in the slot of `index`, if any; valid while `_guard` is pinned.
+    fn chunk_at<'g>(&self, index: u64, _guard: &'g Guard) -> Option<&'g TailChunk> {
+        let chunk = self.slot(index).load(Ordering::Acquire);
+        // SAFETY: a non-null slot holds an `Arc::into_raw` whose reference the writer drops,
+        // after taking it out of the slot, either at once when no reader is counted (so none
+        // loaded it) or through `defer_unchecked`, after every thread pinned when it could
+        // still be loaded: this one is counted and pinned until `_guard` drops.
+        unsafe { chunk.as_ref() }
+    }
+
     /// The chunk holding `offset`, if it is still in memory.
     pub fn find(&self, offset: i64) -> Option<Arc<TailChunk>> {
-        let guard = epoch::pin();
-        let chunks = self.chunks.load(Ordering::Acquire, &guard);
-        // SAFETY: the list is only replaced by `push`, which retire the old one with
-        // `defer_destroy`; this thread is pinned until `guard` drops at the end of this
-        // function, and only an `Arc` cloned out of the list leaves it.
-        let chunks = unsafe { chunks.as_ref() }?;
-        let after = chunks.list.partition_point(|c| c.base_offset <= offset);
-        let chunk = chunks.list.get(after.checked_sub(1)?)?;
-        (offset < chunk.next_offset).then(|| chunk.clone())
+        if !self.is_enabled() {
+            return None;
+        }
+        let reading = self.enter();
+        let guard = &reading.guard;
+        let first = self.first.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
+        // The last chunk whose base is at or before `offset`; a slot emptied or refilled
+        // meanwhile ends the search (the caller reads the segment instead).
+        let (mut low, mut high) = (first, head);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.chunk_at(middle, guard)?.base_offset <= offset {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        let index = low.checked_sub(1).filter(|&index| index >= first)?;
+        let pointer = self.slot(index).load(Ordering::Acquire);
+        // SAFETY: as in `chunk_at`: the writer's reference keeps the chunk alive while this
+        // thread is counted and pinned, so taking a reference of our own is sound.
+        let chunk = unsafe { pointer.as_ref() }?;
+        if chunk.base_offset > offset || offset >= chunk.next_offset {
+            return None;
+        }
+        // SAFETY: `pointer` came from `Arc::into_raw` and its count is at least the writer's
+        // reference (see above); the new count is ours, owned by the `from_raw` below.
+        unsafe {
+            Arc::increment_strong_count(pointer);
+            Some(Arc::from_raw(pointer))
+        }
     }
 
     /// The first offset the tail holds, if it holds any.
     pub fn oldest_base(&self) -> Option<i64> {
-        let guard = epoch::pin();
-        let chunks = self.chunks.load(Ordering::Acquire, &guard);
-        // SAFETY: as in `find`.
-        let chunks = unsafe { chunks.as_ref() }?;
-        chunks.list.first().map(|chunk| chunk.base_offset)
+        if !self.is_enabled() {
+            return None;
+        }
+        let reading = self.enter();
+        let first = self.first.load(Ordering::Acquire);
+        if first >= self.head.load(Ordering::Acquire) {
+            return None;
+        }
+        self.chunk_at(first, &reading.guard)
+            .map(|chunk| chunk.base_offset)
     }
 
     /// Publishes chunks that follow each other (called by the writer only), evicting the
-    /// oldest beyond the bound. One publication per completed write, however many batches it
-    /// carried.
+    /// oldest beyond the bound.
     pub fn extend(&self, new: impl IntoIterator<Item = TailChunk>) {
         if !self.is_enabled() {
             return;
         }
         let guard = epoch::pin();
-        let current = self.chunks.load(Ordering::Acquire, &guard);
-        // SAFETY: as in `find`; only the single writer calls `extend`, so the list
-        // loaded here is the one it replaces below.
-        let mut list = unsafe { current.as_ref() }
-            .map(|c| c.list.clone())
-            .unwrap_or_default();
-        let mut added = false;
         for chunk in new {
-            let continues = list
-                .last()
-                .is_none_or(|last| last.next_offset == chunk.base_offset);
-            if !continues {
-                list.clear();
-            }
-            list.push(Arc::new(chunk));
-            added = true;
+            self.push(chunk, &guard);
         }
-        if !added {
+    }
+
+    /// Adds one chunk after the newest (a chunk that does not follow it replaces them all),
+    /// then evicts the oldest until the bound holds (the newest always stays).
+    fn push(&self, chunk: TailChunk, guard: &Guard) {
+        let mut first = self.first.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        let continues = head == first
+            || self
+                .chunk_at(head - 1, guard)
+                .is_none_or(|last| last.next_offset == chunk.base_offset);
+        if !continues {
+            first = self.evict_while(first, head, guard, |_, _| true);
+        }
+        let slots = self.slots.len() as u64;
+        first = self.evict_while(first, head, guard, |first, _| head - first >= slots);
+        let capacity = chunk.bytes.capacity();
+        let raw = Arc::into_raw(self.allocate(chunk)).cast_mut();
+        self.slot(head).store(raw, Ordering::Release);
+        let head = head + 1;
+        self.head.store(head, Ordering::Release);
+        let total = self.bytes.load(Ordering::Relaxed) + capacity;
+        self.bytes.store(total, Ordering::Relaxed);
+        let max_bytes = self.max_bytes;
+        self.evict_while(first, head, guard, |first, bytes| {
+            first + 1 < head && bytes > max_bytes
+        });
+    }
+
+    /// Evicts the oldest chunk while `more(first, bytes held)` says so; returns the new
+    /// `first`.
+    fn evict_while(
+        &self,
+        mut first: u64,
+        head: u64,
+        guard: &Guard,
+        more: impl Fn(u64, usize) -> bool,
+    ) -> u64 {
+        while first < head && more(first, self.bytes.load(Ordering::Relaxed)) {
+            // `first` moves before the slot empties, so no reader starts a search on it.
+            self.first.store(first + 1, Ordering::Release);
+            self.take(first, guard);
+            first += 1;
+        }
+        first
+    }
+
+    /// Empties the slot of `index` and drops the writer's reference once no reader can be
+    /// looking at it.
+    fn take(&self, index: u64, guard: &Guard) {
+        let raw = self.slot(index).swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if raw.is_null() {
             return;
         }
-        let mut total: usize = list.iter().map(|c| c.bytes.capacity()).sum();
-        let mut evict = 0;
-        while total > self.max_bytes && evict + 1 < list.len() {
-            total -= list[evict].bytes.capacity();
-            evict += 1;
+        // SAFETY: only the writer frees chunks, and it is this thread.
+        let capacity = unsafe { &*raw }.bytes.capacity();
+        let total = self.bytes.load(Ordering::Relaxed).saturating_sub(capacity);
+        self.bytes.store(total, Ordering::Relaxed);
+        // Pairs with the fence in `enter`: a reader not counted here loads the slot after the
+        // swap, so it cannot see `raw`; one that was counted and is done has its own
+        // reference already (its count's decrement is a release, read here with acquire).
+        fence(Ordering::SeqCst);
+        if self.readers.load(Ordering::Acquire) == 0 {
+            // SAFETY: no reader can still load `raw` (above); the pointer came from
+            // `Arc::into_raw` and this is the writer's reference, taken back once.
+            self.keep_spare(unsafe { Arc::from_raw(raw) });
+            return;
         }
-        list.drain(..evict);
-        self.replace(Chunks { list }, &guard);
+        let raw = SendPointer(raw);
+        // SAFETY: the slot no longer holds `raw`; readers pinned before the swap may still
+        // clone it, and the deferred drop runs only after all of them unpinned. The pointer
+        // came from `Arc::into_raw` and this is the writer's reference, dropped once.
+        unsafe {
+            guard.defer_unchecked(move || drop(Arc::from_raw(raw.into_inner())));
+        }
+    }
+
+    /// `chunk` in the spare allocation if there is one, else in a new one.
+    fn allocate(&self, chunk: TailChunk) -> Arc<TailChunk> {
+        let spare = self.spare.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        if spare.is_null() {
+            return Arc::new(chunk);
+        }
+        // SAFETY: a non-null spare is an `Arc::into_raw` owned by the spare slot alone (see
+        // `keep_spare`); the swap took it out, so this is its only reference.
+        let mut spare = unsafe { Arc::from_raw(spare) };
+        match Arc::get_mut(&mut spare) {
+            Some(slot) => {
+                *slot = chunk;
+                spare
+            }
+            None => Arc::new(chunk),
+        }
+    }
+
+    /// Sends an evicted chunk's buffer home at once and keeps its allocation for the next
+    /// push, when nothing else holds the chunk and no spare is kept yet; else lets it go.
+    fn keep_spare(&self, mut chunk: Arc<TailChunk>) {
+        let Some(unique) = Arc::get_mut(&mut chunk) else {
+            return;
+        };
+        drop(std::mem::take(&mut unique.bytes));
+        if self.spare.load(Ordering::Relaxed).is_null() {
+            let raw = Arc::into_raw(chunk).cast_mut();
+            self.spare.store(raw, Ordering::Relaxed);
+        }
     }
 
     /// Drops every chunk at or after `offset` (called by the writer only, when batches that
@@ -126,41 +297,138 @@ impl Tail {
             return;
         }
         let guard = epoch::pin();
-        let current = self.chunks.load(Ordering::Acquire, &guard);
-        // SAFETY: as in `extend`: the single writer replaces the list it loaded here.
-        let Some(list) = (unsafe { current.as_ref() }).map(|c| &c.list) else {
-            return;
-        };
-        if list.last().is_none_or(|last| last.next_offset <= offset) {
-            return;
-        }
-        let kept = list
-            .iter()
-            .filter(|chunk| chunk.next_offset <= offset)
-            .cloned()
-            .collect();
-        self.replace(Chunks { list: kept }, &guard);
-    }
-
-    fn replace(&self, chunks: Chunks, guard: &epoch::Guard) {
-        let old = self
-            .chunks
-            .swap(Owned::new(chunks), Ordering::AcqRel, guard);
-        if !old.is_null() {
-            // SAFETY: `old` is unlinked by the swap; readers pinned before it are what
-            // `defer_destroy` waits for.
-            unsafe { guard.defer_destroy(old) };
+        let first = self.first.load(Ordering::Relaxed);
+        let mut head = self.head.load(Ordering::Relaxed);
+        while head > first
+            && self
+                .chunk_at(head - 1, &guard)
+                .is_some_and(|last| last.next_offset > offset)
+        {
+            head -= 1;
+            // `head` moves before the slot empties, so no reader starts a search on it.
+            self.head.store(head, Ordering::Release);
+            self.take(head, &guard);
         }
     }
 }
 
+/// A reader inside the tail: pinned, and counted in `readers` until dropped.
+struct Reading<'a> {
+    readers: &'a AtomicUsize,
+    guard: Guard,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.readers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A chunk pointer handed to the epoch collector, which may run the drop on any thread.
+struct SendPointer(*const TailChunk);
+
+impl SendPointer {
+    /// The pointer. A method, so that a closure captures the whole wrapper (which is `Send`)
+    /// rather than its field.
+    fn into_inner(self) -> *const TailChunk {
+        self.0
+    }
+}
+
+// SAFETY: the pointer stands for an `Arc<TailChunk>`, which is `Send` (its fields are).
+unsafe impl Send for SendPointer {}
+
 impl Drop for Tail {
     fn drop(&mut self) {
-        // SAFETY: `&mut self` in drop: no reader can be pinned on this tail any more.
-        let chunks = unsafe { self.chunks.load(Ordering::Acquire, epoch::unprotected()) };
-        if !chunks.is_null() {
-            // SAFETY: as above, this is the last reference to the list.
-            drop(unsafe { chunks.into_owned() });
+        for slot in self.slots.iter_mut().chain([&mut self.spare]) {
+            let raw = std::mem::replace(slot.get_mut(), std::ptr::null_mut());
+            if !raw.is_null() {
+                // SAFETY: `&mut self` in drop: no reader can be pinned on this tail any more,
+                // and the slot's reference (from `Arc::into_raw`) is dropped once, here.
+                drop(unsafe { Arc::from_raw(raw) });
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::recycle::Recycler;
+
+    fn chunk(segment: &Arc<Segment>, base: i64, next: i64, capacity: usize) -> TailChunk {
+        TailChunk {
+            segment: segment.clone(),
+            position: 0,
+            base_offset: base,
+            next_offset: next,
+            bytes: BatchBuf::new(Vec::with_capacity(capacity), Recycler::new(1)),
+        }
+    }
+
+    fn segment() -> (tempfile::TempDir, Arc<Segment>) {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(dir.path(), 0, 4096, 4096).unwrap();
+        (dir, Arc::new(segment))
+    }
+
+    #[test]
+    fn finds_held_offsets_and_evicts_the_oldest_beyond_the_bound() {
+        let (_dir, segment) = segment();
+        let tail = Tail::new(3 * 100);
+        tail.extend((0..5).map(|i| chunk(&segment, i * 10, i * 10 + 10, 100)));
+        assert_eq!(tail.oldest_base(), Some(20), "two chunks over the bound were evicted");
+        assert!(tail.find(19).is_none());
+        assert_eq!(tail.find(20).unwrap().base_offset, 20);
+        assert_eq!(tail.find(49).unwrap().base_offset, 40);
+        assert!(tail.find(50).is_none());
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_follow_replaces_the_rest() {
+        let (_dir, segment) = segment();
+        let tail = Tail::new(1 << 20);
+        tail.extend((0..3).map(|i| chunk(&segment, i * 10, i * 10 + 10, 100)));
+        tail.extend([chunk(&segment, 100, 110, 100)]);
+        assert_eq!(tail.oldest_base(), Some(100));
+        assert!(tail.find(5).is_none());
+    }
+
+    #[test]
+    fn the_slots_wrap_and_bound_the_chunk_count() {
+        let (_dir, segment) = segment();
+        let tail = Tail::new(1 << 30);
+        let count = SLOTS as i64 * 3 + 7;
+        for i in 0..count {
+            tail.extend([chunk(&segment, i, i + 1, 1)]);
+        }
+        assert_eq!(tail.oldest_base(), Some(count - SLOTS as i64));
+        for offset in [count - SLOTS as i64, count - 2, count - 1] {
+            assert_eq!(tail.find(offset).unwrap().base_offset, offset);
+        }
+        assert!(tail.find(count - SLOTS as i64 - 1).is_none());
+    }
+
+    #[test]
+    fn truncation_drops_the_newest_and_a_held_chunk_outlives_eviction() {
+        let (_dir, segment) = segment();
+        let home = Recycler::new(8);
+        let tail = Tail::new(1 << 20);
+        tail.extend((0..4).map(|i| TailChunk {
+            bytes: BatchBuf::new(vec![i as u8; 10], home.clone()),
+            ..chunk(&segment, i * 10, i * 10 + 10, 0)
+        }));
+        let held = tail.find(35).unwrap();
+        tail.truncate_from(20);
+        assert!(tail.find(20).is_none() && tail.find(35).is_none());
+        assert_eq!(tail.find(15).unwrap().base_offset, 10);
+        assert_eq!(held.bytes[0], 3, "a reader's chunk stays valid after it left the tail");
+        drop(held);
+        drop(tail);
+        // Every buffer went home once nothing held it (the epoch collector may run late, so
+        // only the one this thread dropped last is certain).
+        assert!(home.take().is_some());
     }
 }

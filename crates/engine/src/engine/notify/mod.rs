@@ -32,6 +32,20 @@ mod futex;
 /// (a bug) costs at most this much latency, never a hang.
 pub(crate) const MAX_NAP: Duration = Duration::from_millis(100);
 
+/// The next spin window of a thread that spins up to `configured` before it sleeps, from how
+/// long its last sleep lasted: woken within the configured window, a longer spin would have
+/// caught the work without the two system calls of a sleep and a wake, so the window doubles
+/// (up to the configured one); woken later, the spin was wasted, so it halves (down to none).
+/// A trickle thus sleeps at once and costs no CPU between items, while a steady stream of
+/// close items is caught spinning.
+pub(crate) fn next_spin(spin: Duration, configured: Duration, slept: Duration) -> Duration {
+    if slept < configured {
+        (spin * 2).max(configured / 16).min(configured)
+    } else {
+        spin / 2
+    }
+}
+
 /// The shard runs (or spins): wakers have nothing to do.
 const RUNNING: usize = 0;
 /// The shard is parked (or about to): a waker unparks its thread.
