@@ -153,6 +153,11 @@ fn small_segments(fsync: FsyncPolicy) -> LogConfig {
 
 /// One shard, topic `a` (rolls, never syncs by itself) and topic `b` (syncs every append).
 fn engine(dir: &Path, io: IoMode, gate: &Arc<Gate>) -> Engine {
+    engine_with(dir, io, gate, FsyncPolicy::Never)
+}
+
+/// One shard, topic `a` syncing by `a_sync` and topic `b` syncing every append.
+fn engine_with(dir: &Path, io: IoMode, gate: &Arc<Gate>, a_sync: FsyncPolicy) -> Engine {
     let engine = Engine::open(EngineConfig {
         shards: 1,
         pin_shards: false,
@@ -162,7 +167,7 @@ fn engine(dir: &Path, io: IoMode, gate: &Arc<Gate>) -> Engine {
     })
     .unwrap();
     engine
-        .create_topic_with("a", 1, small_segments(FsyncPolicy::Never))
+        .create_topic_with("a", 1, small_segments(a_sync))
         .unwrap();
     engine
         .create_topic_with("b", 1, small_segments(FsyncPolicy::EveryAppend))
@@ -265,6 +270,46 @@ fn a_roll_does_not_stall_the_shard_on_io_uring() {
 #[test]
 fn a_roll_does_not_stall_the_shard_on_the_portable_path() {
     a_roll_does_not_stall_the_shard(IoMode::Sync);
+}
+
+/// An interval sync is queued like a roll: while `a-0`'s is held, `b-0` on the same shard
+/// acknowledges durable writes and `a-0` keeps taking writes.
+fn an_interval_sync_does_not_stall_the_shard(io: IoMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::new(Mode::Hold);
+    let interval = FsyncPolicy::Interval(Duration::from_millis(1));
+    let engine = engine_with(dir.path(), io, &gate, interval);
+
+    // Written, not Durable: a producer waiting for durability makes the shard sync at once.
+    for ticket in send(&engine, "a", 10, AckLevel::Written) {
+        resolve(&ticket).unwrap();
+    }
+    gate.wait_arrival();
+    for ticket in send(&engine, "b", 50, AckLevel::Durable) {
+        resolve(&ticket).unwrap();
+    }
+    for ticket in send(&engine, "a", 10, AckLevel::Written) {
+        resolve(&ticket).unwrap();
+    }
+    assert!(
+        !gate.released(),
+        "both were served while a-0's sync was held"
+    );
+    gate.release();
+    for ticket in send(&engine, "a", 1, AckLevel::Durable) {
+        resolve(&ticket).unwrap();
+    }
+    engine.shutdown().unwrap();
+}
+
+#[test]
+fn an_interval_sync_does_not_stall_the_shard_on_io_uring() {
+    an_interval_sync_does_not_stall_the_shard(IoMode::Auto);
+}
+
+#[test]
+fn an_interval_sync_does_not_stall_the_shard_on_the_portable_path() {
+    an_interval_sync_does_not_stall_the_shard(IoMode::Sync);
 }
 
 /// A roll whose sync of the old segment fails stops the partition: what waited for that

@@ -9,7 +9,8 @@
 //! that the kernel rings on each completion and producers ring when they hand it work.
 //!
 //! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
-//! shard's sealer thread (see `log::roll`), which wakes the shard when it is done. On io_uring
+//! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
+//! interval fsyncs that no write carries. On io_uring
 //! a partition that must roll while a write of its old segment is in flight parks the batches
 //! that arrive, in order, and the shard serves its other partitions until the write completes.
 
@@ -538,10 +539,11 @@ impl Shard {
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
         if !pass_acks.is_empty() {
             // One sync for every batch of the pass: group commit.
+            // A producer waiting for durability is served now; an interval sync is queued.
             let synced = if wants_sync {
                 owned.log.flush()
             } else {
-                owned.log.sync_if_due().map(|_| ())
+                owned.log.queue_sync_if_due()
             };
             if let Err(error) = synced {
                 let error = Arc::new(error);
@@ -886,8 +888,10 @@ impl Shard {
                     io.sync_next_write();
                     continue;
                 }
-                match owned.log.sync_if_due() {
-                    Ok(_) => owned.entry.notify(),
+                // Queued to the sealer thread: the durable watermark moves (and waiters wake)
+                // when the shard applies its outcome.
+                match owned.log.queue_sync_if_due() {
+                    Ok(()) => owned.entry.notify(),
                     Err(error) => log::error!("rill: {}: sync failed: {error}", owned.entry.tp),
                 }
             }

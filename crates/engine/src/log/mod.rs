@@ -197,6 +197,8 @@ pub struct PartitionLog {
     roll_runner: roll::RollRunner,
     /// Reused list of the roll outcomes applied at once.
     roll_outcomes: Vec<roll::RollOutcome>,
+    /// An interval sync is queued to the sealer and not done yet.
+    sync_queued: bool,
     last_sync: Instant,
     closed: bool,
     /// The idempotent producers this partition knows (see `producers`).
@@ -276,6 +278,7 @@ impl PartitionLog {
             rolls: Arc::default(),
             roll_runner: roll::RollRunner::Inline,
             roll_outcomes: Vec::new(),
+            sync_queued: false,
             last_sync: Instant::now(),
             closed: false,
             producers,
@@ -596,7 +599,8 @@ impl PartitionLog {
         self.tracker = IndexTracker::new(self.config.index_interval_bytes);
         self.shared.publish_table(self.segments.clone());
         self.pending_rolls.push_back(new_base);
-        self.roll_runner.run(job, self.io.as_mut());
+        self.roll_runner
+            .run(roll::Job::Roll(Box::new(job)), self.io.as_mut());
         self.apply_rolls();
         self.check_writable()
     }
@@ -652,28 +656,31 @@ impl PartitionLog {
         self.rolls.ready()
     }
 
-    /// Applies the roll jobs that finished, in order: a sealed segment moves the recovery
-    /// point and releases the durable watermark; a failed one stops the partition. Returns
-    /// whether anything changed.
+    /// Applies the sealer's jobs that finished, in order: a sealed segment moves the recovery
+    /// point and releases the durable watermark, a sync moves it; a failed job stops the
+    /// partition. Returns whether anything changed.
     pub(crate) fn apply_rolls(&mut self) -> bool {
         let mut outcomes = std::mem::take(&mut self.roll_outcomes);
         self.rolls.take(&mut outcomes);
         let changed = !outcomes.is_empty();
         for outcome in outcomes.drain(..) {
-            // Jobs finish in the order they were queued.
-            self.pending_rolls.pop_front();
+            match outcome.kind {
+                roll::JobKind::Sync => self.sync_queued = false,
+                // Rolls finish in the order they were queued.
+                roll::JobKind::Roll => {
+                    self.pending_rolls.pop_front();
+                    if outcome.failure.is_none() {
+                        self.recovery_point = outcome.new_base;
+                    }
+                }
+            }
             match outcome.failure {
-                None => {
-                    self.recovery_point = outcome.new_base;
-                    if self.poison().is_none() {
-                        self.publish_durable(outcome.new_base);
-                    }
+                // A sync covered its offset; a roll, everything below the new segment.
+                None if self.poison().is_none() => self.publish_durable(outcome.new_base),
+                Some(failure) if self.poison().is_none() => {
+                    self.poison_with(failure.op, failure.path, &failure.source);
                 }
-                Some(failure) => {
-                    if self.poison().is_none() {
-                        self.poison_with(failure.op, failure.path, &failure.source);
-                    }
-                }
+                None | Some(_) => {}
             }
         }
         self.roll_outcomes = outcomes;
@@ -772,9 +779,35 @@ impl PartitionLog {
         Ok(self.durable_offset() >= self.shared.watermarks.written())
     }
 
+    /// [`PartitionLog::sync_if_due`] for an interval policy, without waiting for the disk: the
+    /// sync is a job of the sealer thread (when the log has one), and the durable watermark
+    /// moves when the shard applies its outcome. Any other policy syncs here, as before.
+    pub(crate) fn queue_sync_if_due(&mut self) -> Result<()> {
+        let interval = matches!(self.config.fsync, FsyncPolicy::Interval(_));
+        if !interval || !self.roll_runner.is_queued() {
+            return self.sync_if_due().map(|_| ());
+        }
+        self.check_writable()?;
+        let covers = self.shared.watermarks.written();
+        let due = !self.sync_queued
+            && self.synced < covers
+            && self.next_sync_due().is_some_and(|due| due <= Instant::now());
+        if due {
+            self.sync_queued = true;
+            let job = roll::SyncJob {
+                segment: self.active().clone(),
+                covers,
+                rolls: self.rolls.clone(),
+            };
+            self.roll_runner
+                .run(roll::Job::Sync(job), self.io.as_mut());
+        }
+        Ok(())
+    }
+
     /// When an interval policy next wants a sync, if anything is unsynced.
     pub fn next_sync_due(&self) -> Option<Instant> {
-        if self.poison().is_some() {
+        if self.poison().is_some() || self.sync_queued {
             return None;
         }
         match self.config.fsync {

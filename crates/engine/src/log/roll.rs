@@ -9,6 +9,10 @@
 //! for each; the writer applies outcomes when it next looks. A log without a sealer (one
 //! opened outside an engine) runs the same job synchronously, behind the same interface.
 //!
+//! An interval sync (`FsyncPolicy::Interval`) that comes due while no write is about to carry
+//! it is the same kind of queued operation ([`SyncJob`]): the durable watermark moves to what
+//! was written when it was queued, once the shard applies its outcome.
+//!
 //! What may not change while a roll is pending is what durability means. Until its job has
 //! completed, the old segment's bytes are not known to be on disk and the new segment's
 //! directory entry is not either, so the durable watermark is held below the new segment's
@@ -54,11 +58,34 @@ pub(crate) struct RollJob {
     pub rolls: Arc<Rolls>,
 }
 
-/// How a roll job ended.
+/// An interval sync of the active segment, queued like a roll so that it does not block the
+/// shard either.
+pub(crate) struct SyncJob {
+    pub segment: Arc<Segment>,
+    /// The written watermark when the job was queued: what the sync covers.
+    pub covers: i64,
+    pub rolls: Arc<Rolls>,
+}
+
+/// A job of the sealer thread.
+pub(crate) enum Job {
+    Roll(Box<RollJob>),
+    Sync(SyncJob),
+}
+
+/// What a finished job was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    Roll,
+    Sync,
+}
+
+/// How a job ended.
 #[derive(Debug)]
 pub(crate) struct RollOutcome {
-    /// The base offset of the segment the roll started: everything below it is durable once
-    /// the roll succeeded.
+    pub kind: JobKind,
+    /// For a roll, the base offset of the segment it started: everything below it is durable
+    /// once the roll succeeded. For a sync, the offset it covered.
     pub new_base: i64,
     pub failure: Option<RollFailure>,
 }
@@ -89,11 +116,7 @@ impl RollJob {
         let rolls = self.rolls.clone();
         let new_base = self.checkpoint.checkpoint().recovery_point;
         let failure = if rolls.failed.load(Ordering::Acquire) {
-            Some(RollFailure {
-                op: StorageOp::Abandoned,
-                path: self.old.path().to_owned(),
-                source: io::Error::other("an earlier write, sync or roll of the partition failed"),
-            })
+            Some(abandoned(&self.old))
         } else {
             let Self {
                 dir,
@@ -115,7 +138,61 @@ impl RollJob {
         if failure.is_some() {
             rolls.failed.store(true, Ordering::Release);
         }
-        RollOutcome { new_base, failure }
+        RollOutcome {
+            kind: JobKind::Roll,
+            new_base,
+            failure,
+        }
+    }
+}
+
+impl SyncJob {
+    fn run(self, backend: &mut dyn IoBackend) -> RollOutcome {
+        let failure = if self.rolls.failed.load(Ordering::Acquire) {
+            Some(abandoned(&self.segment))
+        } else {
+            backend
+                .sync_data(self.segment.file())
+                .err()
+                .map(|source| RollFailure {
+                    op: StorageOp::Sync,
+                    path: self.segment.path().to_owned(),
+                    source,
+                })
+        };
+        if failure.is_some() {
+            self.rolls.failed.store(true, Ordering::Release);
+        }
+        RollOutcome {
+            kind: JobKind::Sync,
+            new_base: self.covers,
+            failure,
+        }
+    }
+}
+
+impl Job {
+    fn rolls(&self) -> Arc<Rolls> {
+        match self {
+            Self::Roll(job) => job.rolls.clone(),
+            Self::Sync(job) => job.rolls.clone(),
+        }
+    }
+
+    fn run(self, backend: &mut dyn IoBackend) -> RollOutcome {
+        match self {
+            Self::Roll(job) => job.run(backend),
+            Self::Sync(job) => job.run(backend),
+        }
+    }
+}
+
+/// The outcome of a job not run because the partition had failed.
+fn abandoned(segment: &Segment) -> RollFailure {
+    RollFailure {
+        op: StorageOp::Abandoned,
+        path: segment.path().to_owned(),
+        source: io::Error::other("an earlier write, sync or roll of the partition failed"),
     }
 }
 
@@ -189,7 +266,7 @@ impl Rolls {
     }
 
     fn finish(&self, outcome: RollOutcome) {
-        if outcome.failure.is_none() {
+        if outcome.failure.is_none() && outcome.kind == JobKind::Roll {
             self.checkpointed
                 .fetch_max(outcome.new_base, Ordering::AcqRel);
         }
@@ -259,7 +336,7 @@ pub(crate) struct Sealer {
 }
 
 enum SealerMessage {
-    Job(Box<RollJob>),
+    Job(Job),
     Stop,
 }
 
@@ -290,7 +367,7 @@ impl Sealer {
             // `recv` ends when every handle is gone, or on `Stop`: the thread never outlives
             // its shard.
             while let Ok(SealerMessage::Job(job)) = inbox.recv() {
-                let rolls = job.rolls.clone();
+                let rolls = job.rolls();
                 rolls.finish(job.run(backend.as_mut()));
                 wake();
             }
@@ -306,17 +383,22 @@ impl Sealer {
 
 impl RollRunner {
     /// Queues `job`, or runs it now with `backend` when there is no sealer (or it stopped).
-    pub fn run(&self, job: RollJob, backend: &mut dyn IoBackend) {
-        job.rolls.queued();
+    pub fn run(&self, job: Job, backend: &mut dyn IoBackend) {
+        job.rolls().queued();
         let job = match self {
-            Self::Sealer(sealer) => match sealer.jobs.send(SealerMessage::Job(Box::new(job))) {
+            Self::Sealer(sealer) => match sealer.jobs.send(SealerMessage::Job(job)) {
                 Ok(()) => return,
-                Err(mpsc::SendError(SealerMessage::Job(job))) => *job,
+                Err(mpsc::SendError(SealerMessage::Job(job))) => job,
                 Err(mpsc::SendError(SealerMessage::Stop)) => return,
             },
             Self::Inline => job,
         };
-        let rolls = job.rolls.clone();
+        let rolls = job.rolls();
         rolls.finish(job.run(backend));
+    }
+
+    /// Whether jobs run on a sealer thread (else synchronously, on the caller's).
+    pub fn is_queued(&self) -> bool {
+        matches!(self, Self::Sealer(_))
     }
 }
