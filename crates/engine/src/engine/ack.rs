@@ -279,7 +279,7 @@ impl Ticket {
         let tp = &self.entry().tp;
         match (self.ack.failure(), reached) {
             (None | Some(Failure::Poisoned(_)), Some(offset)) => Ok(Some(offset)),
-            (None, None) => Ok(None),
+            (None, None) => self.stopped_short(),
             (Some(Failure::StorageFull), _) => Err(Error::StorageFull {
                 path: tp.dir_name().into(),
             }),
@@ -288,6 +288,21 @@ impl Ticket {
                 partition: tp.clone(),
                 source: error.clone(),
             }),
+        }
+    }
+
+    /// A record appended but short of its level when nothing failed its batch: it may still
+    /// get there, unless its partition stopped meanwhile (a roll's sync failed after the
+    /// record's own write and sync had succeeded), since a stopped partition's watermarks never
+    /// move again. The watermark is read again after the stop is seen: it may have moved just
+    /// before, and the record then reached its level.
+    fn stopped_short(&self) -> Result<Option<i64>> {
+        let Some(poison) = self.entry().reader.poison() else {
+            return Ok(None);
+        };
+        match self.ack.base().map(|base| base + i64::from(self.index)) {
+            Some(offset) if self.reached(offset) => Ok(Some(offset)),
+            _ => Err(poison.error(&self.entry().tp)),
         }
     }
 

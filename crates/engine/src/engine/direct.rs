@@ -32,7 +32,7 @@ use crate::io::uring::{
     BufferRegistration, Completion, DirectAppender, FileSlot, PooledBuf, SyncOutcome, UringConfig,
     UringUnavailable, UringWriter,
 };
-use crate::log::PartitionLog;
+use crate::log::{PartitionLog, StorageOp};
 use crate::recycle::BatchBuf;
 
 /// The most staging buffers a shard's pool grows to: each busy partition holds one in flight and
@@ -297,7 +297,7 @@ impl PartitionIo {
             Some(appender) => appender
                 .seal(&mut buffer)
                 .map(|plan| (plan.position, plan.end))
-                .map_err(|e| ("plan O_DIRECT write", io::Error::other(e))),
+                .map_err(|e| (StorageOp::PlanDirect, io::Error::other(e))),
             None => Ok((self.buffer_position, self.buffer_end)),
         };
         let refused = match planned {
@@ -308,7 +308,7 @@ impl PartitionIo {
                 .map_err(|refused| {
                     let reason = io::Error::other(refused.to_string());
                     let _ = io.writer.give_back(refused.into_buf());
-                    ("queue write", reason)
+                    (StorageOp::Queue, reason)
                 }),
             Err(failure) => {
                 let _ = io.writer.give_back(buffer);
@@ -362,14 +362,14 @@ impl PartitionIo {
             // A sync that ran and failed stops the partition whatever its write said: it
             // covered earlier unsynced writes too, whose pages the kernel may have dropped.
             (_, SyncOutcome::Failed(error), None) => {
-                log.poison_with("sync segment", path(log), error)
+                log.poison_with(StorageOp::Sync, path(log), error)
             }
             (Err(error), _, None) if is_storage_full(error) => Error::io(
                 "write segment",
                 path(log),
                 io::Error::from_raw_os_error(libc::ENOSPC),
             ),
-            (Err(error), _, None) => log.poison_with("write segment", path(log), error),
+            (Err(error), _, None) => log.poison_with(StorageOp::Write, path(log), error),
             (Ok(_), _, None) => {
                 let synced = matches!(done.sync, SyncOutcome::Synced);
                 log.complete_through(end, synced, &mut batches);
@@ -432,7 +432,7 @@ impl PartitionIo {
                 Err(error) => {
                     let path = log.active_path().to_owned();
                     return Err(log.poison_with(
-                        "plan O_DIRECT write",
+                        StorageOp::PlanDirect,
                         path,
                         &io::Error::other(error),
                     ));

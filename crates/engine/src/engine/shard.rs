@@ -7,6 +7,12 @@
 //! window, adapted to the load, then parks until a producer wakes it or a timed duty (an
 //! interval fsync, a retention check) comes due. With writes in flight it sleeps on an eventfd
 //! that the kernel rings on each completion and producers ring when they hand it work.
+//!
+//! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
+//! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
+//! interval fsyncs that no write carries. On io_uring
+//! a partition that must roll while a write of its old segment is in flight parks the batches
+//! that arrive, in order, and the shard serves its other partitions until the write completes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +24,7 @@ use super::notify::{MAX_NAP, ShardWaker, next_spin};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
 use crate::io::Storage;
-use crate::log::{Origin, PartitionLog};
+use crate::log::{Origin, PartitionLog, Sealer};
 use crate::recycle::BatchBuf;
 use crate::ring;
 use crate::topic::TopicPartition;
@@ -181,6 +187,16 @@ struct Owned {
     inputs: Vec<ring::Consumer<Request>>,
     /// Set when this partition writes through the shard's io_uring; else the log's own backend.
     io: Option<PartitionIo>,
+    /// Batches taken from the rings that wait, in order, for the partition's writes of its old
+    /// segment to complete before it rolls; the shard serves other partitions meanwhile.
+    parked: Vec<Request>,
+}
+
+/// Whether a partition can take a batch now.
+enum Room {
+    Ready,
+    /// It must roll first, and writes of its old segment are still in flight.
+    AfterWrites,
 }
 
 struct Shard {
@@ -195,6 +211,9 @@ struct Shard {
     max_batch_bytes: usize,
     /// The storage simulator of tests, if any.
     storage: Option<Arc<dyn Storage>>,
+    /// The thread that seals rolled segments, so that a roll's fsyncs never stall the shard
+    /// (`None` if it could not start: rolls then run on the shard thread).
+    sealer: Option<(Sealer, JoinHandle<()>)>,
     scratch: Vec<Request>,
     /// Acks of the batches appended in the current portable pass, failed if its sync fails.
     pass_acks: Vec<Arc<BatchAck>>,
@@ -226,6 +245,7 @@ pub(crate) fn spawn(
         direct_io: config.direct_io,
         max_batch_bytes: config.log.limits.max_batch_bytes,
         storage: config.storage.clone(),
+        sealer: None,
         scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
         pass_acks: Vec::new(),
         idle_spin: config.idle_spin,
@@ -249,6 +269,18 @@ pub(crate) fn spawn(
 impl Shard {
     fn run(&mut self) {
         self.control.waker.bind_current_thread();
+        let control = self.control.clone();
+        match Sealer::spawn(
+            format!("rill-seal-{}", self.control.id),
+            self.storage.clone(),
+            Box::new(move || control.wake()),
+        ) {
+            Ok(sealer) => self.sealer = Some(sealer),
+            Err(error) => log::warn!(
+                "rill: shard {}: no sealer thread ({error}); segment rolls block the shard",
+                self.control.id
+            ),
+        }
         if self.use_uring {
             // The ring is made on the shard's own thread: it is this thread's alone.
             match DirectIo::probe(self.max_batch_bytes, self.storage.clone()) {
@@ -309,6 +341,7 @@ impl Shard {
             control.waker.park_unless(
                 || {
                     control.commands_pending.load(Ordering::Acquire)
+                        || rolls_ready(partitions)
                         || (!control.held.load(Ordering::Acquire) && has_input(partitions))
                 },
                 timeout,
@@ -343,7 +376,10 @@ impl Shard {
         let mut stop = false;
         for CommandBox(command) in commands {
             match command {
-                Command::AddPartition { log, entry } => {
+                Command::AddPartition { mut log, entry } => {
+                    if let Some((sealer, _)) = &self.sealer {
+                        log.set_sealer(sealer.clone());
+                    }
                     let token = self.partitions.len() as u64;
                     let direct_io = self.direct_io;
                     let io = self.direct.as_mut().and_then(|direct| match PartitionIo::open(direct, &log, token, direct_io) {
@@ -358,6 +394,7 @@ impl Shard {
                         entry,
                         inputs: Vec::new(),
                         io,
+                        parked: Vec::new(),
                     });
                 }
                 Command::AddInput { partition, input } => {
@@ -395,6 +432,9 @@ impl Shard {
         let mut owned = self.partitions.remove(index);
         // One error for every batch the deletion fails, shared.
         let gone = Arc::new(owned.entry.gone());
+        for request in owned.parked.drain(..) {
+            request.ack.fail(gone.clone());
+        }
         for input in &mut owned.inputs {
             input.pop_into(&mut self.scratch, usize::MAX);
             for request in self.scratch.drain(..) {
@@ -423,6 +463,9 @@ impl Shard {
 
     /// One round over every owned partition; returns the number of batches handled.
     fn pass(&mut self) -> usize {
+        // Before the hold check: a held shard still applies what its sealer finished (else
+        // its idle check would find that outcome waiting on every round).
+        self.apply_rolls();
         if self.control.held.load(Ordering::Acquire) {
             return 0;
         }
@@ -496,10 +539,11 @@ impl Shard {
             .retain(|input| !(input.is_abandoned() && input.is_empty()));
         if !pass_acks.is_empty() {
             // One sync for every batch of the pass: group commit.
+            // A producer waiting for durability is served now; an interval sync is queued.
             let synced = if wants_sync {
                 owned.log.flush()
             } else {
-                owned.log.sync_if_due().map(|_| ())
+                owned.log.queue_sync_if_due()
             };
             if let Err(error) = synced {
                 let error = Arc::new(error);
@@ -516,72 +560,18 @@ impl Shard {
     }
 
     /// Stages batches into the partition's io_uring buffer; the pass queues it afterwards.
+    /// Batches parked behind a roll go first; while any stay parked, the rings wait.
     fn drain_direct(&mut self, index: usize) -> usize {
         let mut requests = std::mem::take(&mut self.scratch);
-        let mut handled = 0;
-        let always_sync =
-            self.partitions[index].log.config().fsync == crate::log::FsyncPolicy::EveryAppend;
+        requests.append(&mut self.partitions[index].parked);
+        let mut handled = self.stage_requests(index, &mut requests);
         for input_index in 0..self.partitions[index].inputs.len() {
+            if !self.partitions[index].parked.is_empty() {
+                break;
+            }
             self.partitions[index].inputs[input_index]
                 .pop_into(&mut requests, MAX_BATCHES_PER_RING);
-            for request in requests.drain(..) {
-                handled += 1;
-                let len = request.batch.len();
-                if let Err(error) = self.make_room(index, len) {
-                    request.ack.fail(Arc::new(error));
-                    continue;
-                }
-                let owned = &mut self.partitions[index];
-                let Some(io) = owned.io.as_mut() else {
-                    request.ack.fail(Arc::new(Error::Invariant {
-                        what: format!("{} lost its io_uring registration", owned.entry.tp),
-                    }));
-                    continue;
-                };
-                let Request {
-                    mut batch,
-                    ack,
-                    sync,
-                    origin,
-                } = request;
-                match owned.log.stage(&mut batch, origin) {
-                    Ok(staged) if staged.duplicate => {
-                        ack.appended(staged.base_offset);
-                        if sync && owned.log.durable_offset() < staged.next_offset {
-                            sync_written(owned, &ack);
-                        }
-                    }
-                    Ok(staged) => {
-                        ack.appended(staged.base_offset);
-                        let end = staged.position + staged.len;
-                        let sync = sync || always_sync;
-                        let copied = if owned.log.tails_when_staged() {
-                            // Visible now: the bytes are copied for the write, the batch
-                            // itself goes to the tail before the write is even queued.
-                            let copied = io.stage_copy(&batch, end, ack.clone(), sync);
-                            if copied {
-                                owned.log.publish_staged(batch, &staged);
-                            }
-                            copied
-                        } else {
-                            io.stage(batch, end, ack.clone(), sync)
-                        };
-                        if !copied {
-                            // make_room guaranteed space; losing it is a bug. The batch has
-                            // its offset but no bytes anywhere, so the partition stops: its
-                            // offset is never handed out again and nothing after it published.
-                            let error = owned.log.poison_with(
-                                "stage batch",
-                                owned.log.active_path().to_owned(),
-                                &std::io::Error::other("the staging buffer had no room"),
-                            );
-                            ack.fail_with(&error);
-                            io.fail_all(&error);
-                        }
-                    }
-                    Err(error) => ack.fail(Arc::new(error)),
-                }
-            }
+            handled += self.stage_requests(index, &mut requests);
         }
         self.scratch = requests;
         let owned = &mut self.partitions[index];
@@ -595,12 +585,101 @@ impl Shard {
         handled
     }
 
+    /// Stages `requests` in order, emptying the list; those that must wait for the partition's
+    /// roll are parked, in order. Returns how many were handled (staged or refused).
+    fn stage_requests(&mut self, index: usize, requests: &mut Vec<Request>) -> usize {
+        let always_sync =
+            self.partitions[index].log.config().fsync == crate::log::FsyncPolicy::EveryAppend;
+        let mut handled = 0;
+        let mut pending = requests.drain(..);
+        while let Some(request) = pending.next() {
+            match self.make_room(index, request.batch.len()) {
+                Ok(Room::Ready) => {}
+                Ok(Room::AfterWrites) => {
+                    let parked = &mut self.partitions[index].parked;
+                    parked.push(request);
+                    parked.extend(pending);
+                    return handled;
+                }
+                Err(error) => {
+                    handled += 1;
+                    request.ack.fail(Arc::new(error));
+                    continue;
+                }
+            }
+            handled += 1;
+            let owned = &mut self.partitions[index];
+            let Some(io) = owned.io.as_mut() else {
+                request.ack.fail(Arc::new(Error::Invariant {
+                    what: format!("{} lost its io_uring registration", owned.entry.tp),
+                }));
+                continue;
+            };
+            let Request {
+                mut batch,
+                ack,
+                sync,
+                origin,
+            } = request;
+            match owned.log.stage(&mut batch, origin) {
+                Ok(staged) if staged.duplicate => {
+                    ack.appended(staged.base_offset);
+                    if sync && owned.log.durable_offset() < staged.next_offset {
+                        sync_written(owned, &ack);
+                    }
+                }
+                Ok(staged) => {
+                    ack.appended(staged.base_offset);
+                    let end = staged.position + staged.len;
+                    let sync = sync || always_sync;
+                    let copied = if owned.log.tails_when_staged() {
+                        // Visible now: the bytes are copied for the write, the batch
+                        // itself goes to the tail before the write is even queued.
+                        let copied = io.stage_copy(&batch, end, ack.clone(), sync);
+                        if copied {
+                            owned.log.publish_staged(batch, &staged);
+                        }
+                        copied
+                    } else {
+                        io.stage(batch, end, ack.clone(), sync)
+                    };
+                    if !copied {
+                        // make_room guaranteed space; losing it is a bug. The batch has
+                        // its offset but no bytes anywhere, so the partition stops: its
+                        // offset is never handed out again and nothing after it published.
+                        let error = owned.log.poison_with(
+                            crate::log::StorageOp::Stage,
+                            owned.log.active_path().to_owned(),
+                            &std::io::Error::other("the staging buffer had no room"),
+                        );
+                        ack.fail_with(&error);
+                        io.fail_all(&error);
+                    }
+                }
+                Err(error) => ack.fail(Arc::new(error)),
+            }
+        }
+        handled
+    }
+
     /// Gets the partition a buffer with room for `len` more bytes, rolling its segment first
-    /// when the batch would not fit. May wait for writes in flight; never stages anything.
-    fn make_room(&mut self, index: usize, len: usize) -> Result<()> {
+    /// when the batch would not fit. A roll waits for the writes of the old segment: with
+    /// some in flight (its open buffer is sent now) the answer is [`Room::AfterWrites`] and
+    /// the shard goes on with other partitions. The roll itself does not wait for the disk
+    /// (see `log::roll`). May wait for a buffer of the pool; never stages anything.
+    fn make_room(&mut self, index: usize, len: usize) -> Result<Room> {
         let needs_roll = self.partitions[index].log.needs_roll(len as u64);
         if needs_roll {
-            self.settle_partition(index)?;
+            // Staged batches or a write in flight (a fresh O_DIRECT buffer holding only the
+            // re-written tail block carries nothing, and is released by the roll).
+            let busy = self.partitions[index]
+                .io
+                .as_ref()
+                .is_some_and(|io| io.has_in_flight() || io.has_open_buffer());
+            if busy {
+                self.send_open_buffer(index)?;
+                return Ok(Room::AfterWrites);
+            }
             let owned = &mut self.partitions[index];
             owned.log.roll_now()?;
             if let (Some(direct), Some(old)) = (self.direct.as_mut(), owned.io.take()) {
@@ -615,10 +694,10 @@ impl Shard {
         // waits for a write to complete and free a buffer; the pool is finite and writes end.
         for _ in 0..1_000 {
             let Some(io) = self.partitions[index].io.as_ref() else {
-                return Ok(());
+                return Ok(Room::Ready);
             };
             if io.has_room(len) {
-                return Ok(());
+                return Ok(Room::Ready);
             }
             if io.has_open_buffer() {
                 // Full: it goes out once the partition's previous write is done (O_DIRECT
@@ -630,7 +709,7 @@ impl Shard {
             let (Some(direct), Some(io)) =
                 (self.direct.as_mut(), self.partitions[index].io.as_mut())
             else {
-                return Ok(());
+                return Ok(Room::Ready);
             };
             if io.start_buffer(direct) {
                 continue;
@@ -732,6 +811,7 @@ impl Shard {
             || {
                 direct.has_unfinished_business()
                     || control.commands_pending.load(Ordering::Acquire)
+                    || rolls_ready(partitions)
                     || (!control.held.load(Ordering::Acquire) && has_input(partitions))
             },
             timeout,
@@ -780,6 +860,21 @@ impl Shard {
         }
     }
 
+    /// Applies the roll jobs the sealer finished: durable watermarks move (tickets waiting for
+    /// durability wake), or a failed roll stops its partition.
+    fn apply_rolls(&mut self) {
+        for owned in &mut self.partitions {
+            if owned.log.rolls_ready() && owned.log.apply_rolls() {
+                if let Some(error) = owned.log.poison().map(|p| p.error(&owned.entry.tp))
+                    && let Some(io) = owned.io.as_mut()
+                {
+                    io.fail_all(&error);
+                }
+                owned.entry.notify();
+            }
+        }
+    }
+
     /// Interval fsyncs that came due while idle, and periodic retention.
     fn timed_duties(&mut self) {
         let now = Instant::now();
@@ -793,8 +888,10 @@ impl Shard {
                     io.sync_next_write();
                     continue;
                 }
-                match owned.log.sync_if_due() {
-                    Ok(_) => owned.entry.notify(),
+                // Queued to the sealer thread: the durable watermark moves (and waiters wake)
+                // when the shard applies its outcome.
+                match owned.log.queue_sync_if_due() {
+                    Ok(()) => owned.entry.notify(),
                     Err(error) => log::error!("rill: {}: sync failed: {error}", owned.entry.tp),
                 }
             }
@@ -858,6 +955,16 @@ impl Shard {
             }
             entries.push(owned.entry);
         }
+        if let Some((sealer, thread)) = self.sealer.take() {
+            // Every log closed, so every roll job finished: the thread has nothing left.
+            sealer.stop();
+            if thread.join().is_err() {
+                log::error!(
+                    "rill: shard {}: the sealer thread panicked",
+                    self.control.id
+                );
+            }
+        }
         // Dead before the last notification, so every waiter it wakes sees why.
         self.control.alive.store(false, Ordering::Release);
         for entry in entries {
@@ -878,6 +985,11 @@ fn sync_written(owned: &mut Owned, ack: &BatchAck) {
     if let Err(error) = owned.log.flush() {
         ack.fail(Arc::new(error));
     }
+}
+
+/// Whether a sealer finished a roll job that the shard has not applied yet.
+fn rolls_ready(partitions: &[Owned]) -> bool {
+    partitions.iter().any(|p| p.log.rolls_ready())
 }
 
 fn has_input(partitions: &[Owned]) -> bool {

@@ -327,7 +327,17 @@ impl State {
     }
 }
 
-/// The decision stream of a file: its partition directory's name.
+/// The decision stream of a file on the portable path: its partition directory and its own
+/// name. One stream per file keeps a seed's faults independent of thread timing: a roll's
+/// sync of the old segment runs on the sealer thread while the shard writes the new one.
+fn decisions_of(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned());
+    format!("{}/{}", stream_of(path), file.unwrap_or_default())
+}
+
+/// A file's partition directory's name.
 fn stream_of(path: &Path) -> String {
     path.parent().and_then(Path::file_name).map_or_else(
         || path.display().to_string(),
@@ -370,7 +380,7 @@ struct SimBackend {
 impl IoBackend for SimBackend {
     fn write_all_at(&mut self, file: &File, position: u64, bytes: &[u8]) -> io::Result<()> {
         let path = path_of(file)?;
-        let key = stream_of(&path);
+        let key = decisions_of(&path);
         let (fault, slow) = {
             let mut state = self.sim.state();
             if state.crashed {
@@ -419,7 +429,7 @@ impl IoBackend for SimBackend {
 
     fn sync_data(&mut self, file: &File) -> io::Result<()> {
         let path = path_of(file)?;
-        let key = stream_of(&path);
+        let key = decisions_of(&path);
         let (result, slow) = {
             let mut state = self.sim.state();
             if state.crashed {
@@ -439,7 +449,7 @@ impl IoBackend for SimBackend {
                 }
             }
             if fault.is_some() {
-                state.failed_syncs.insert(key);
+                state.failed_syncs.insert(stream_of(&path));
             }
             (fault.map_or(Ok(()), |code| Err(errno(code))), slow)
         };

@@ -14,9 +14,9 @@
 //! anything.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::segment::write_synced;
+use super::segment::{Reserved, write_synced};
 use crate::error::{IoContext, Result};
 
 pub(crate) const FILE_NAME: &str = "checkpoint";
@@ -61,6 +61,17 @@ impl Checkpoint {
             .context("sync directory", dir)
     }
 
+    /// [`Checkpoint::write`] in two halves: the file's space now (a full disk shows here), the
+    /// bytes, syncs and rename with [`PendingCheckpoint::finish`], on another thread.
+    pub fn reserve(self, dir: &Path, tag: i64) -> Result<PendingCheckpoint> {
+        let file = Reserved::new(&dir.join(FILE_NAME), tag, LEN)?;
+        Ok(PendingCheckpoint {
+            checkpoint: self,
+            file,
+            dir: dir.to_owned(),
+        })
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(LEN);
         out.extend_from_slice(MAGIC);
@@ -91,6 +102,29 @@ impl Checkpoint {
             clean: body[16] == 1,
             untrusted_from,
         })
+    }
+}
+
+/// A checkpoint whose file is reserved, not yet written (see [`Checkpoint::reserve`]).
+#[derive(Debug)]
+pub(crate) struct PendingCheckpoint {
+    checkpoint: Checkpoint,
+    file: Reserved,
+    dir: PathBuf,
+}
+
+impl PendingCheckpoint {
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
+    /// Writes, syncs and renames the checkpoint, then syncs its directory.
+    pub fn finish(self) -> Result<()> {
+        self.file.finish(&self.checkpoint.encode())?;
+        // The rename must be durable too, or a crash could bring back the previous checkpoint.
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .context("sync directory", &self.dir)
     }
 }
 

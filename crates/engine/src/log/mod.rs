@@ -2,7 +2,8 @@
 //!
 //! - [`PartitionLog`] is the writer. It validates each batch, stamps its base offset (the CRC
 //!   does not cover it, so no re-encoding), writes it through an [`IoBackend`], indexes it, and
-//!   publishes it. It rolls segments by size and age and deletes old ones by retention.
+//!   publishes it. It rolls segments by size and age (the fsyncs of a roll are a job queued to
+//!   a sealer thread, see `roll`) and deletes old ones by retention.
 //! - [`LogReader`] is a cheap handle for readers on any thread. It finds segments through a
 //!   table published with `crossbeam-epoch` (pin, clone one `Arc<Segment>`, unpin), so a
 //!   segment that rolls or expires is never unmapped under a reader: the last `Arc` unmaps it.
@@ -23,11 +24,13 @@ mod poison;
 mod producers;
 mod reader;
 mod recovery;
+mod roll;
 mod segment;
 mod staged;
 mod tail;
 mod watermark;
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -38,6 +41,8 @@ use crossbeam_epoch::{self as epoch, Atomic, Owned};
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use poison::Poison;
+pub(crate) use poison::StorageOp;
+pub(crate) use roll::Sealer;
 pub use reader::{LogReader, LogSlice};
 pub use watermark::Visibility;
 pub(crate) use watermark::Watermarks;
@@ -50,11 +55,6 @@ use crate::io::IoBackend;
 use crate::lock::{DirLock, LockMode};
 use crate::record::{Batch, RecordError, set_base_offset};
 use crate::topic::TopicPartition;
-
-/// The operations whose failure may have been a failed sync: after one, the bytes since the
-/// last good sync cannot be trusted even where the page cache still serves them. (A roll
-/// syncs and seals the segment it closes.)
-const SYNC_OPS: [&str; 2] = ["sync segment", "roll segment"];
 
 pub(crate) use recovery::segment_paths;
 pub(crate) use segment::{header_at, write_synced};
@@ -185,6 +185,20 @@ pub struct PartitionLog {
     io: Box<dyn IoBackend>,
     staging: staged::Staging,
     next_offset: i64,
+    /// The highest offset a successful sync covered; the durable watermark is this, held
+    /// below the base of the oldest segment whose roll is still pending.
+    synced: i64,
+    /// The base offsets of the segments whose roll (the previous segment's sealing) is still
+    /// pending, oldest first.
+    pending_rolls: VecDeque<i64>,
+    /// The recovery point of the last checkpoint a roll wrote: every segment below is sealed.
+    recovery_point: i64,
+    rolls: Arc<roll::Rolls>,
+    roll_runner: roll::RollRunner,
+    /// Reused list of the roll outcomes applied at once.
+    roll_outcomes: Vec<roll::RollOutcome>,
+    /// An interval sync is queued to the sealer and not done yet.
+    sync_queued: bool,
     last_sync: Instant,
     closed: bool,
     /// The idempotent producers this partition knows (see `producers`).
@@ -236,6 +250,7 @@ impl PartitionLog {
             )?)),
         }
         let next_offset = segments.last().map_or(0, |s| s.next_offset());
+        let segments_base = segments.last().map_or(0, |s| s.base_offset());
         let producers =
             producers::rebuild(dir, &segments, next_offset, config.producer_id_expiration)?;
         let shared = Arc::new(Shared {
@@ -257,6 +272,13 @@ impl PartitionLog {
             io,
             staging: staged::Staging::default(),
             next_offset,
+            synced: next_offset,
+            pending_rolls: VecDeque::new(),
+            recovery_point: segments_base,
+            rolls: Arc::default(),
+            roll_runner: roll::RollRunner::Inline,
+            roll_outcomes: Vec::new(),
+            sync_queued: false,
             last_sync: Instant::now(),
             closed: false,
             producers,
@@ -347,7 +369,7 @@ impl PartitionLog {
             return Err(if is_storage_full(&source) {
                 Error::io("write segment", active.path(), source)
             } else {
-                self.poison_with("write segment", active.path().to_owned(), &source)
+                self.poison_with(StorageOp::Write, active.path().to_owned(), &source)
             });
         }
         active.index_batch(&mut self.tracker, base_offset, position, max_timestamp, len);
@@ -422,11 +444,23 @@ impl PartitionLog {
         let written = self.shared.watermarks.written();
         let active = self.active().clone();
         if let Err(source) = self.io.sync_data(active.file()) {
-            return Err(self.poison_with("sync segment", active.path().to_owned(), &source));
+            return Err(self.poison_with(StorageOp::Sync, active.path().to_owned(), &source));
         }
-        self.last_sync = Instant::now();
-        self.shared.watermarks.publish_durable(written);
+        self.publish_durable(written);
         Ok(())
+    }
+
+    /// Publishes that a sync covered everything below `synced`. The durable watermark stays
+    /// below the base of the oldest segment whose roll is pending: until that roll's job has
+    /// synced the segment before it and the directory that names it, a successful sync of
+    /// the new segment does not make its records durable.
+    fn publish_durable(&mut self, synced: i64) {
+        self.synced = self.synced.max(synced);
+        self.last_sync = Instant::now();
+        let held_at = self.pending_rolls.front().copied().unwrap_or(i64::MAX);
+        self.shared
+            .watermarks
+            .publish_durable(self.synced.min(held_at));
     }
 
     /// Deletes the oldest segments (never the active one) while the log is over its size
@@ -437,7 +471,13 @@ impl PartitionLog {
             .expire(now_ms, self.config.producer_id_expiration);
         let mut total: u64 = self.size_bytes();
         let mut doomed = 0;
-        for segment in &self.segments[..self.segments.len().saturating_sub(1)] {
+        // Never the active segment, nor one whose roll is pending: its sealer may still be
+        // writing its index files.
+        let sealed = self
+            .segments
+            .partition_point(|s| s.base_offset() < self.recovery_point)
+            .min(self.segments.len().saturating_sub(1));
+        for segment in &self.segments[..sealed] {
             let over_size = self.config.retention_bytes.is_some_and(|max| total > max);
             let expired = self.config.retention_age.is_some_and(|age| {
                 let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
@@ -473,6 +513,8 @@ impl PartitionLog {
         if self.closed {
             return Ok(());
         }
+        // Pending rolls first: their checkpoints must not land after the clean one.
+        self.finish_rolls();
         // A poisoned log stays marked unclean, so the next open recovers it.
         self.check_writable()?;
         self.closed = true;
@@ -540,42 +582,120 @@ impl PartitionLog {
         if full || old { self.roll() } else { Ok(()) }
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
+    /// Starts a new segment at the next offset and queues the sealing of the old one (see
+    /// [`roll`]): appends go on into the new segment while the old one is synced and sealed.
     ///
-    /// The data is synced through the backend first, so durability is vouched for by the
-    /// same path as every other sync. Any failure poisons the partition: a half-done roll
-    /// leaves a sealed segment with nothing after it, which only recovery sorts out.
+    /// A failure poisons the partition: a half-done roll leaves a segment that only recovery
+    /// sorts out. Without a sealer the job runs here, and its failure is this call's error.
     fn roll(&mut self) -> Result<()> {
-        self.flush()?;
-        let path = self.active().path().to_owned();
-        let rolled = self.active().seal().and_then(|()| {
-            Segment::create(
-                &self.dir,
-                self.next_offset,
-                self.config.segment_bytes,
-                self.config.index_interval_bytes,
-            )
-        });
-        let segment = match rolled {
-            Ok(segment) => segment,
-            Err(error) => return Err(self.poison_error("roll segment", path, error)),
+        let old = self.active().clone();
+        let new_base = self.next_offset;
+        let job = match self.begin_roll(&old, new_base) {
+            Ok(job) => job,
+            Err(error) => {
+                return Err(self.poison_error(StorageOp::Roll, old.path().to_owned(), error));
+            }
         };
-        self.segments.push(Arc::new(segment));
         self.tracker = IndexTracker::new(self.config.index_interval_bytes);
         self.shared.publish_table(self.segments.clone());
-        let path = self.dir.clone();
-        self.write_checkpoint(false)
-            .map_err(|error| self.poison_error("write checkpoint", path, error))?;
-        // Every batch below the new segment is synced and nothing is staged, so the state is
-        // exactly that of the new base offset. A failed snapshot costs only a longer scan on
-        // the next open, not the partition.
-        if let Err(error) = self.producers.write_snapshot(&self.dir, self.next_offset) {
-            log::warn!(
-                "{}: producer snapshot not written ({error}); the next open scans more",
+        self.pending_rolls.push_back(new_base);
+        self.roll_runner
+            .run(roll::Job::Roll(Box::new(job)), self.io.as_mut());
+        self.apply_rolls();
+        self.check_writable()
+    }
+
+    /// The quick part of a roll, on the writer's thread: no sync, but every file-system call
+    /// that needs space (the old segment shrinks first), so a full disk stops the roll here.
+    /// Creates and adds the new segment; returns the job that seals the old one.
+    fn begin_roll(&mut self, old: &Arc<Segment>, new_base: i64) -> Result<roll::RollJob> {
+        let indexes = old.begin_seal(new_base)?;
+        let checkpoint = Checkpoint {
+            recovery_point: new_base,
+            clean: false,
+            untrusted_from: None,
+        }
+        .reserve(&self.dir, new_base)?;
+        // Everything below the new base is written and none of it is undone later (a roll
+        // waits for every write of the old segment), so this is the state there.
+        let (path, bytes) = self.producers.snapshot(&self.dir, new_base);
+        let snapshot = match segment::Reserved::new(&path, new_base, bytes.len()) {
+            Ok(file) => Some((file, bytes)),
+            Err(error) => {
+                log::warn!(
+                    "{}: producer snapshot not written ({error}); the next open scans more",
+                    self.shared.partition
+                );
+                None
+            }
+        };
+        let segment = Segment::create(
+            &self.dir,
+            new_base,
+            self.config.segment_bytes,
+            self.config.index_interval_bytes,
+        )?;
+        self.segments.push(Arc::new(segment));
+        Ok(roll::RollJob {
+            dir: self.dir.clone(),
+            old: old.clone(),
+            indexes,
+            checkpoint,
+            snapshot,
+            rolls: self.rolls.clone(),
+        })
+    }
+
+    /// Hands this log's roll jobs to a sealer thread from now on.
+    pub(crate) fn set_sealer(&mut self, sealer: Sealer) {
+        self.roll_runner = roll::RollRunner::Sealer(sealer);
+    }
+
+    /// Whether finished roll jobs wait for [`PartitionLog::apply_rolls`].
+    pub(crate) fn rolls_ready(&self) -> bool {
+        self.rolls.ready()
+    }
+
+    /// Applies the sealer's jobs that finished, in order: a sealed segment moves the recovery
+    /// point and releases the durable watermark, a sync moves it; a failed job stops the
+    /// partition. Returns whether anything changed.
+    pub(crate) fn apply_rolls(&mut self) -> bool {
+        let mut outcomes = std::mem::take(&mut self.roll_outcomes);
+        self.rolls.take(&mut outcomes);
+        let changed = !outcomes.is_empty();
+        for outcome in outcomes.drain(..) {
+            match outcome.kind {
+                roll::JobKind::Sync => self.sync_queued = false,
+                // Rolls finish in the order they were queued.
+                roll::JobKind::Roll => {
+                    self.pending_rolls.pop_front();
+                    if outcome.failure.is_none() {
+                        self.recovery_point = outcome.new_base;
+                    }
+                }
+            }
+            match outcome.failure {
+                // A sync covered its offset; a roll, everything below the new segment.
+                None if self.poison().is_none() => self.publish_durable(outcome.new_base),
+                Some(failure) if self.poison().is_none() => {
+                    self.poison_with(failure.op, failure.path, &failure.source);
+                }
+                None | Some(_) => {}
+            }
+        }
+        self.roll_outcomes = outcomes;
+        changed
+    }
+
+    /// Waits (bounded) for every roll job sent and applies their outcomes.
+    fn finish_rolls(&mut self) {
+        if !self.rolls.wait_idle() {
+            log::error!(
+                "{}: a segment roll did not finish in time; the next open recovers",
                 self.shared.partition
             );
         }
-        Ok(())
+        self.apply_rolls();
     }
 
     /// Refuses writes to a closed or poisoned log.
@@ -596,7 +716,7 @@ impl PartitionLog {
     /// The first failure is kept; the returned error repeats it.
     pub(crate) fn poison_with(
         &mut self,
-        op: &'static str,
+        op: StorageOp,
         path: PathBuf,
         source: &std::io::Error,
     ) -> Error {
@@ -608,18 +728,24 @@ impl PartitionLog {
             source,
         );
         log::error!(
-            "{}: {op} failed, partition stopped: {source}",
-            self.shared.partition
+            "{}: {} failed, partition stopped: {source}",
+            self.shared.partition,
+            op.name()
         );
-        if self.shared.poison.get().is_none() && SYNC_OPS.contains(&op) {
-            self.distrust_unsynced();
+        if self.shared.poison.get().is_none() {
+            // Roll jobs not started yet are abandoned: their checkpoints would move the
+            // recovery point past what failed.
+            self.rolls.abandon();
+            if op.covers_a_sync() {
+                self.distrust_unsynced();
+            }
         }
         let kept = self.shared.poison.get_or_init(|| poison);
         kept.error(&self.shared.partition)
     }
 
     /// [`PartitionLog::poison_with`] for an engine error (its I/O source, or its message).
-    fn poison_error(&mut self, op: &'static str, path: PathBuf, error: Error) -> Error {
+    fn poison_error(&mut self, op: StorageOp, path: PathBuf, error: Error) -> Error {
         if let Error::PartitionFailed(_) = error {
             return error;
         }
@@ -649,12 +775,39 @@ impl PartitionLog {
         if due {
             self.flush()?;
         }
-        Ok(!unsynced || due)
+        // Not `due` alone: a pending roll holds the durable watermark below what the sync did.
+        Ok(self.durable_offset() >= self.shared.watermarks.written())
+    }
+
+    /// [`PartitionLog::sync_if_due`] for an interval policy, without waiting for the disk: the
+    /// sync is a job of the sealer thread (when the log has one), and the durable watermark
+    /// moves when the shard applies its outcome. Any other policy syncs here, as before.
+    pub(crate) fn queue_sync_if_due(&mut self) -> Result<()> {
+        let interval = matches!(self.config.fsync, FsyncPolicy::Interval(_));
+        if !interval || !self.roll_runner.is_queued() {
+            return self.sync_if_due().map(|_| ());
+        }
+        self.check_writable()?;
+        let covers = self.shared.watermarks.written();
+        let due = !self.sync_queued
+            && self.synced < covers
+            && self.next_sync_due().is_some_and(|due| due <= Instant::now());
+        if due {
+            self.sync_queued = true;
+            let job = roll::SyncJob {
+                segment: self.active().clone(),
+                covers,
+                rolls: self.rolls.clone(),
+            };
+            self.roll_runner
+                .run(roll::Job::Sync(job), self.io.as_mut());
+        }
+        Ok(())
     }
 
     /// When an interval policy next wants a sync, if anything is unsynced.
     pub fn next_sync_due(&self) -> Option<Instant> {
-        if self.poison().is_some() {
+        if self.poison().is_some() || self.sync_queued {
             return None;
         }
         match self.config.fsync {
@@ -683,9 +836,18 @@ impl PartitionLog {
     /// After a failed sync: tells the next open to drop everything from the durable watermark
     /// on (see [`checkpoint`]). The disk is failing, so this write may fail too; then only the
     /// in-memory poison stands, and the log line says so.
+    ///
+    /// A roll job still running may write a checkpoint too: this one waits for it, so that it
+    /// lands last, and keeps the recovery point the last finished roll reached.
     fn distrust_unsynced(&self) {
+        if !self.rolls.wait_idle() {
+            log::error!(
+                "{}: a segment roll did not finish in time",
+                self.shared.partition
+            );
+        }
         let checkpoint = Checkpoint {
-            recovery_point: self.active().base_offset(),
+            recovery_point: self.recovery_point.max(self.rolls.checkpointed()),
             clean: false,
             untrusted_from: Some(self.shared.watermarks.durable()),
         };

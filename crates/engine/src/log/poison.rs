@@ -15,10 +15,58 @@ use std::path::PathBuf;
 use crate::error::{Error, PartitionFailure};
 use crate::topic::TopicPartition;
 
+/// The storage operation whose failure stopped a partition. Typed, so that deciding what a
+/// failure means (did it cover a sync?) is a match, not a comparison of names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StorageOp {
+    /// A positional write of batches into the active segment.
+    Write,
+    /// An fdatasync of a segment (alone, or linked to a write).
+    Sync,
+    /// Sealing a rolled segment: its final sync, truncation and index files.
+    Roll,
+    /// Writing the checkpoint file (and syncing its directory).
+    Checkpoint,
+    /// Copying a batch into a staging buffer.
+    Stage,
+    /// Planning an O_DIRECT write from the segment's tail block.
+    PlanDirect,
+    /// Handing a write to io_uring.
+    Queue,
+    /// Undoing the staging of writes that ran out of space.
+    DiscardFailed,
+    /// A roll not attempted because an earlier step of the partition failed.
+    Abandoned,
+}
+
+impl StorageOp {
+    /// The name errors and logs show.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Write => "write segment",
+            Self::Sync => "sync segment",
+            Self::Roll => "roll segment",
+            Self::Checkpoint => "write checkpoint",
+            Self::Stage => "stage batch",
+            Self::PlanDirect => "plan O_DIRECT write",
+            Self::Queue => "queue write",
+            Self::DiscardFailed => "discard failed writes",
+            Self::Abandoned => "roll abandoned",
+        }
+    }
+
+    /// Whether the failure may have been a failed sync: then the bytes since the last good
+    /// sync cannot be trusted even where the page cache still serves them. (A roll syncs and
+    /// seals the segment it closes.)
+    pub(crate) fn covers_a_sync(self) -> bool {
+        matches!(self, Self::Sync | Self::Roll)
+    }
+}
+
 /// The first failure that stopped a partition; every later refusal repeats it.
 #[derive(Clone, Debug)]
 pub struct Poison {
-    op: &'static str,
+    op: StorageOp,
     path: PathBuf,
     first: i64,
     end: i64,
@@ -31,7 +79,7 @@ impl Poison {
     /// A failure of `op` on `path`, with offsets from `first` (the durable watermark) to `end`
     /// (the next offset) not durable.
     pub(crate) fn new(
-        op: &'static str,
+        op: StorageOp,
         path: PathBuf,
         first: i64,
         end: i64,
@@ -56,7 +104,7 @@ impl Poison {
         };
         Error::PartitionFailed(Box::new(PartitionFailure {
             partition: partition.clone(),
-            op: self.op,
+            op: self.op.name(),
             path: self.path.clone(),
             first: self.first,
             end: self.end,

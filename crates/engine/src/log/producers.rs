@@ -284,15 +284,32 @@ impl ProducerStates {
     /// Writes the state as of `offset` (everything below it appended) into `dir`, atomically,
     /// and deletes all but the newest snapshots.
     pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<()> {
-        let path = snapshot_path(dir, offset);
-        super::segment::write_synced(&path, &self.encode(offset))?;
-        let snapshots = snapshot_paths(dir)?;
-        let doomed = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
-        for (_, old) in snapshots.into_iter().take(doomed) {
-            remove(&old)?;
-        }
-        Ok(())
+        let (path, bytes) = self.snapshot(dir, offset);
+        store_snapshot(dir, &path, &bytes)
     }
+
+    /// The snapshot of the state as of `offset` and where it goes in `dir`, not yet written
+    /// (a roll writes it later, on another thread).
+    pub fn snapshot(&self, dir: &Path, offset: i64) -> (PathBuf, Vec<u8>) {
+        (snapshot_path(dir, offset), self.encode(offset))
+    }
+}
+
+/// Writes a snapshot made by [`ProducerStates::snapshot`] atomically and deletes all but the
+/// newest snapshots in `dir`.
+pub(super) fn store_snapshot(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    super::segment::write_synced(path, bytes)?;
+    prune_snapshots(dir)
+}
+
+/// Deletes all but the newest snapshots in `dir`.
+pub(super) fn prune_snapshots(dir: &Path) -> Result<()> {
+    let snapshots = snapshot_paths(dir)?;
+    let doomed = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+    for (_, old) in snapshots.into_iter().take(doomed) {
+        remove(&old)?;
+    }
+    Ok(())
 }
 
 /// Reads fixed-size fields front to back.

@@ -442,6 +442,29 @@ impl Segment {
         self.write_indexes()
     }
 
+    /// The first half of a seal done off the writer's thread (a roll): the file shrinks to the
+    /// bytes it holds and the index files' space is reserved, so that a full disk shows here,
+    /// at once, as it did when sealing was one call. [`Segment::finish_seal`] does the rest.
+    pub fn begin_seal(&self, tag: i64) -> Result<[Reserved; 2]> {
+        self.file
+            .set_len(self.size())
+            .context("truncate segment", &self.path)?;
+        let offsets = self.offsets.len() * OffsetIndex::ENTRY_BYTES;
+        let times = self.times.len() * TimeIndex::ENTRY_BYTES;
+        Ok([
+            Reserved::new(&self.sibling(INDEX_SUFFIX), tag, offsets)?,
+            Reserved::new(&self.sibling(TIME_INDEX_SUFFIX), tag, times)?,
+        ])
+    }
+
+    /// The slow half of a seal begun by [`Segment::begin_seal`]: data and length synced, the
+    /// index files written, synced and renamed into place.
+    pub fn finish_seal(&self, [offsets, times]: [Reserved; 2]) -> Result<()> {
+        self.file.sync_all().context("sync segment", &self.path)?;
+        offsets.finish(&self.offsets.to_bytes())?;
+        times.finish(&self.times.to_bytes())
+    }
+
     pub fn write_indexes(&self) -> Result<()> {
         write_synced(&self.sibling(INDEX_SUFFIX), &self.offsets.to_bytes())?;
         write_synced(&self.sibling(TIME_INDEX_SUFFIX), &self.times.to_bytes())
@@ -575,6 +598,57 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
         log::debug!("madvise(SEQUENTIAL) on {} failed: {error}", path.display());
     }
     Ok(Some(map))
+}
+
+/// A small file whose space is reserved under a temporary name, to be written, synced and
+/// renamed into place later (on another thread): [`write_synced`] in two halves.
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Reserved {
+    /// Creates `<path>.<tag>.tmp` (the tag keeps two pending writes of one path apart) with
+    /// `len` bytes allocated. A file system that cannot preallocate gets no reservation: its
+    /// full disk then shows when the bytes are written.
+    pub fn new(path: &Path, tag: i64, len: usize) -> Result<Self> {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".{tag}.tmp"));
+        let tmp = path.with_file_name(name);
+        let file = File::create(&tmp).context("create", &tmp)?;
+        if let Ok(len) = libc::off_t::try_from(len)
+            && len > 0
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `file` is an open descriptor owned by this function for the whole call;
+            // fallocate only reads its arguments.
+            let done = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+            if done != 0 {
+                let error = std::io::Error::last_os_error();
+                if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                    return Err(Error::io("reserve", tmp, error));
+                }
+            }
+        }
+        Ok(Self {
+            file,
+            tmp,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Writes `bytes`, syncs, and renames the file into place.
+    pub fn finish(self, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, 0)
+            .and_then(|()| self.file.set_len(bytes.len() as u64))
+            .context("write", &self.tmp)?;
+        self.file.sync_all().context("sync", &self.tmp)?;
+        fs::rename(&self.tmp, &self.path).context("rename", &self.path)
+    }
 }
 
 /// Writes a small file atomically: to a temporary name, synced, then renamed into place.

@@ -172,8 +172,7 @@ impl PartitionLog {
             );
             self.shared.watermarks.publish_written(batch.next_offset);
             if synced {
-                self.shared.watermarks.publish_durable(batch.next_offset);
-                self.last_sync = std::time::Instant::now();
+                self.publish_durable(batch.next_offset);
             }
         }
         published
@@ -229,7 +228,7 @@ impl PartitionLog {
             );
             let path = self.active_path().to_owned();
             return Err(self.poison_with(
-                "discard failed writes",
+                super::StorageOp::DiscardFailed,
                 path,
                 &std::io::Error::other(what),
             ));
