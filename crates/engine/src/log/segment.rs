@@ -1,11 +1,12 @@
 //! One segment: a `.log` file of batches starting at a base offset, its memory map, and its
 //! sparse indexes.
 //!
-//! The active segment's file is extended to its full capacity when it is created (a sparse
-//! file, so no disk space is spent) and mapped once at that length; the writer then fills it
-//! with positional writes and publishes how many bytes are complete. Readers view the map only
-//! below that published size, so they never see a partly written batch, and the map never has
-//! to be replaced while readers hold it. Sealing truncates the file to its real length.
+//! The active segment's file is extended to its full capacity when it is created and mapped
+//! once at that length; the writer then fills it with positional writes and publishes how many
+//! bytes are complete. Readers view the map only below that published size, so they never see
+//! a partly written batch, and the map never has to be replaced while readers hold it. Sealing
+//! truncates the file to its real length. The room past the written bytes reads as zeros:
+//! allocated with `fallocate` when the log preallocates ([`Room`]), else a sparse hole.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,26 @@ pub(crate) struct Segment {
     created: Instant,
 }
 
+/// How an active segment's file gets room for its capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// A sparse file: blocks are allocated as writes reach them.
+    Sparse,
+    /// Blocks allocated up front (`fallocate`), falling back to sparse where the file system
+    /// cannot (no `fallocate`, or no room for the whole capacity).
+    Preallocated,
+}
+
+impl Room {
+    pub fn of(preallocate: bool) -> Self {
+        if preallocate {
+            Room::Preallocated
+        } else {
+            Room::Sparse
+        }
+    }
+}
+
 impl Segment {
     /// Creates an empty active segment with room for `capacity` bytes.
     pub fn create(
@@ -63,6 +84,7 @@ impl Segment {
         base_offset: i64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let file = OpenOptions::new()
@@ -71,15 +93,17 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .context("create segment", &path)?;
-        Self::activate(path, file, base_offset, 0, capacity, index_interval)
+        Self::activate(path, file, base_offset, 0, capacity, index_interval, room)
     }
 
-    /// Opens an existing segment file for reading and, as the active segment, appending.
+    /// Opens an existing segment file for reading and, as the active segment (`capacity`
+    /// above its length), appending.
     pub fn open(
         path: PathBuf,
         base_offset: i64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -94,6 +118,7 @@ impl Segment {
             length,
             capacity.max(length),
             index_interval,
+            room,
         )
     }
 
@@ -104,11 +129,9 @@ impl Segment {
         size: u64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
-        if file.metadata().context("stat segment", &path)?.len() < capacity {
-            file.set_len(capacity)
-                .context("preallocate segment", &path)?;
-        }
+        make_room(&file, &path, capacity, room)?;
         let map = map_file(&file, &path, capacity)?;
         let index_capacity =
             usize::try_from(capacity / index_interval.max(1) + 1).unwrap_or(usize::MAX);
@@ -417,16 +440,15 @@ impl Segment {
     }
 
     /// Cuts the file after its first `size` bytes (recovery). With `keep_capacity` the file
-    /// grows back to the mapped capacity, zero-filled, ready for appends; either way the cut
-    /// bytes are gone, so stale batches cannot line up with new appends later.
-    pub fn cut(&self, size: u64, keep_capacity: bool) -> Result<()> {
+    /// grows back to the mapped capacity, zero-filled (given room that way), ready for
+    /// appends; either way the cut bytes are gone, so stale batches cannot line up with new
+    /// appends later.
+    pub fn cut(&self, size: u64, keep_capacity: Option<Room>) -> Result<()> {
         self.file
             .set_len(size)
             .context("truncate segment", &self.path)?;
-        if keep_capacity && self.capacity() > size {
-            self.file
-                .set_len(self.capacity())
-                .context("extend segment", &self.path)?;
+        if let Some(room) = keep_capacity {
+            make_room(&self.file, &self.path, self.capacity(), room)?;
         }
         // Durable before the checkpoint that stops asking for the cut replaces the old one.
         self.file.sync_all().context("sync segment", &self.path)
@@ -552,6 +574,70 @@ pub(crate) fn header_at(bytes: &[u8], position: u64) -> Option<(&BatchHeader, u6
     let header = BatchHeader::ref_from_prefix(rest).ok()?;
     let len = header.total_len().ok()?;
     (len <= rest.len()).then_some((header, len as u64))
+}
+
+/// Extends `file` to `capacity` bytes of zeros, with its blocks allocated if `room` asks.
+/// Never shrinks it: the bytes there are the segment's.
+fn make_room(file: &File, path: &Path, capacity: u64, room: Room) -> Result<()> {
+    if room == Room::Preallocated && allocate(file, path, capacity)? {
+        return Ok(());
+    }
+    if file.metadata().context("stat segment", path)?.len() < capacity {
+        file.set_len(capacity).context("extend segment", path)?;
+    }
+    Ok(())
+}
+
+/// Allocates the blocks of `0..capacity` and extends the length to cover them (`fallocate`
+/// mode 0: bytes already there are kept, the rest read as zeros). False when the file system
+/// cannot, which leaves the file to be extended sparse: a file system without `fallocate`
+/// (said at debug level, it is how that file system is), or without room for the whole
+/// capacity (a warning: writes get `ENOSPC` as they would have anyway, later).
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, path: &Path, capacity: u64) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+
+    /// Interrupted calls are retried; a signal storm does not get to loop forever.
+    const ATTEMPTS: usize = 8;
+    let len = libc::off_t::try_from(capacity).map_err(|_| Error::CorruptFile {
+        path: path.to_owned(),
+        reason: format!("segment capacity {capacity} exceeds the file offset range"),
+    })?;
+    let mut error = std::io::Error::from_raw_os_error(libc::EINTR);
+    for _ in 0..ATTEMPTS {
+        // SAFETY: the descriptor belongs to `file`, which outlives the call; fallocate takes
+        // no pointers.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(true);
+        }
+        error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+            log::debug!(
+                "{}: the file system cannot preallocate ({error}); the segment is sparse",
+                path.display()
+            );
+            Ok(false)
+        }
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            log::warn!(
+                "{}: no room to preallocate {capacity} bytes ({error}); the segment is sparse",
+                path.display()
+            );
+            Ok(false)
+        }
+        _ => Err(Error::io("preallocate segment", path, error)),
+    }
+}
+
+/// Elsewhere segments are sparse.
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _path: &Path, _capacity: u64) -> Result<bool> {
+    Ok(false)
 }
 
 fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
