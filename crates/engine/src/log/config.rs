@@ -48,12 +48,11 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`, one day by default). A producer forgotten this way may
     /// resume at any sequence, so a retry older than this is no longer recognized.
     pub producer_id_expiration: Duration,
-    /// Whether an active segment's blocks are allocated when it is created (`fallocate`), not
-    /// only its length (a sparse file). Writes into allocated blocks need no block allocation
-    /// on the write path; on ext4 an `O_DIRECT` write into a hole is also handed by io_uring
-    /// to a kernel worker thread. The cost: every partition holds `segment_bytes` of disk for
-    /// its active segment from the start (given back when the segment is sealed). File systems
-    /// without `fallocate`, or without room for a whole segment, get a sparse file instead.
+    /// Whether an active segment's blocks are allocated ahead of its writes (`fallocate`, 32
+    /// MiB ahead of the end), rather than by the writes themselves in a sparse file. Writes
+    /// into allocated blocks need no block allocation on the write path. The cost: each
+    /// partition holds up to 32 MiB of disk it has not written yet (given back when its
+    /// segment is sealed). File systems without `fallocate`, or out of room, stay sparse.
     pub preallocate: bool,
 }
 
@@ -139,7 +138,7 @@ impl Default for LogConfig {
             tail_bytes: 4 * 1024 * 1024,
             limits: Limits::default(),
             producer_id_expiration: Duration::from_secs(24 * 3600),
-            preallocate: true,
+            preallocate: false,
         }
     }
 }

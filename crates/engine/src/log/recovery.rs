@@ -30,7 +30,12 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
         // The length before opening: opening the active segment extends it to capacity.
         let file_size = fs::metadata(&path).context("stat segment", &path)?.len();
         let capacity = if is_last { config.segment_bytes } else { 0 };
-        let room = Room::of(config.preallocate);
+        // Only the active segment gets room to grow: a sealed one keeps its length.
+        let room = if is_last {
+            Room::of(config.preallocate)
+        } else {
+            Room::Sparse
+        };
         let mut segment = Segment::open(
             path,
             base_offset,
