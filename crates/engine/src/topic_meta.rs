@@ -265,6 +265,28 @@ mod tests {
         }
     }
 
+    /// A file written before the `preallocate` line existed opens with the default.
+    #[test]
+    fn a_file_without_the_preallocate_line_gets_the_default() {
+        let own = LogConfig {
+            preallocate: !LogConfig::default().preallocate,
+            ..LogConfig::default()
+        };
+        let text = encode(&meta(Some(own)));
+        let body_end = text.rfind("crc32c ").unwrap();
+        let body: String = text[..body_end]
+            .lines()
+            .filter(|line| !line.starts_with("preallocate "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let older = format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let decoded = decode(&older).unwrap();
+        assert_eq!(
+            decoded.config.map(|c| c.preallocate),
+            Some(LogConfig::default().preallocate)
+        );
+    }
+
     #[test]
     fn refuses_a_flipped_byte_or_a_truncated_file() {
         let text = encode(&meta(Some(LogConfig::default())));

@@ -218,12 +218,12 @@ impl Measured {
 
     fn encode(&self, stamp: &Stamp) -> String {
         format!(
-            "{MAGIC}\ndevice {}\nkernel {}\ndirect_bytes_per_s {}\nbuffered_bytes_per_s {}\n",
+            "{MAGIC}\ndevice {}\nkernel {}\ndirect_bytes_per_s {}\nbuffered_bytes_per_s {:.0}\n",
             stamp.device,
             stamp.kernel,
             self.direct
                 .map_or_else(|| "refused".into(), |r| format!("{r:.0}")),
-            format!("{:.0}", self.buffered),
+            self.buffered,
         )
     }
 }
