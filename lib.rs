@@ -7,10 +7,10 @@ pub use rill_engine as engine;
 pub use rill_group as group;
 
 pub use rill_engine::{
-    AckLevel, Compression, Consumer, ConsumerConfig, Engine, EngineConfig, Error, FsyncPolicy,
-    Header, Headers, IoMode, Limits, LogConfig, Partitioner, Polled, PolledSlice, Producer,
-    ProducerConfig, ProducerRecord, Record, RecordError, Result, Seek, Sent, StartFrom, Ticket,
-    TopicId, TopicName, TopicPartition, TrySendError, Visibility,
+    AckLevel, Compression, Consumer, ConsumerConfig, DirectIo, Engine, EngineConfig, Error,
+    FsyncPolicy, Header, Headers, IoMode, Limits, LogConfig, Partitioner, Polled, PolledSlice,
+    Producer, ProducerConfig, ProducerRecord, Record, RecordError, Result, Seek, Sent, StartFrom,
+    Ticket, TopicId, TopicName, TopicPartition, TrySendError, Visibility, WriteMode,
 };
 pub use rill_group::{
     Assignor, Group, GroupConfig, GroupError, Member, MemberConfig, MemberId, MemberPolled,

@@ -40,7 +40,7 @@ mod linux {
 
     use criterion::{Criterion, SamplingMode, Throughput};
     use rill::{ConsumerConfig, Seek, StartFrom};
-    use rill::{Engine, EngineConfig};
+    use rill::{DirectIo, Engine, EngineConfig};
     use rill::{ProducerConfig, ProducerRecord};
 
     use crate::ceiling::{self, CHUNK};
@@ -208,7 +208,11 @@ mod linux {
         let dir = tempfile::tempdir_in(&base)
             .unwrap_or_else(|e| panic!("temp dir in {}: {e}", base.display()));
         let engine = Engine::open(EngineConfig {
-            direct_io: direct_io(),
+            direct_io: if direct_io() {
+                DirectIo::On
+            } else {
+                DirectIo::Off
+            },
             ..EngineConfig::new(dir.path())
         })
         .unwrap_or_else(|e| panic!("open engine: {e}"));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use rill_engine::EngineConfig;
+use rill_engine::{DirectIo, EngineConfig};
 use rill_server::{DEFAULT_PORT, Server, ServerConfig};
 
 #[derive(Debug, Args)]
@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// group.consumer.heartbeat.interval.ms, 5000 there).
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub group_consumer_heartbeat_interval_ms: u64,
+    /// How segments are written: `auto` measures O_DIRECT against the page cache on the data
+    /// directory's file system once and remembers the faster; `on` or `off` decide.
+    #[arg(long, value_name = "auto|on|off", default_value_t = DirectIo::Auto)]
+    pub direct_io: DirectIo,
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -74,7 +78,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(args.group_consumer_heartbeat_interval_ms.max(1));
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let engine = EngineConfig::new(&args.dir);
+    let engine = EngineConfig {
+        direct_io: args.direct_io,
+        ..EngineConfig::new(&args.dir)
+    };
     let server = Server::open(engine, config, &optional)
         .with_context(|| format!("cannot serve {}", args.dir.display()))?;
     let addrs: Vec<String> = server
@@ -86,6 +93,18 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         "rill: listening on {} (data directory {})",
         addrs.join(", "),
         args.dir.display()
+    );
+    let engine = server.broker().engine();
+    let mode = engine.write_mode();
+    eprintln!(
+        "rill: {} backend, segments written {}: {}",
+        engine.backend(),
+        if mode.direct {
+            "with O_DIRECT"
+        } else {
+            "through the page cache"
+        },
+        mode.reason
     );
     let signal = stop_signals::wait(&signals);
     eprintln!("rill: {signal}, shutting down");

@@ -70,7 +70,7 @@ pub use self::log::{FsyncPolicy, LogConfig, LogSlice, Visibility};
 pub use self::record::{Compression, Header, Headers, Limits, Record, RecordError};
 pub use consumer::{Consumer, ConsumerConfig, Polled, PolledSlice, Seek, StartFrom};
 pub use engine::Ticket;
-pub use engine::{AckLevel, Engine, EngineConfig, IoMode};
+pub use engine::{AckLevel, DirectIo, Engine, EngineConfig, IoMode, WriteMode};
 pub use error::{Error, Result};
 pub use partitioner::{Partitioner, key_partition, murmur2};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, Sent, TrySendError};

@@ -18,6 +18,8 @@
 //! tail_bytes 4194304
 //! max_batch_bytes 1048576
 //! max_decompressed_bytes 67108864
+//! producer_id_expiration_ns 86400000000000
+//! preallocate 1               (or 0)
 //! crc32c 0a1b2c3d
 //! ```
 //!
@@ -112,7 +114,8 @@ fn encode_config(text: &mut String, config: &LogConfig) {
         text,
         "segment_bytes {}\nsegment_age_ns {}\nretention_bytes {}\nretention_age_ns {}\n\
          index_interval_bytes {}\nfsync {fsync}\nvisibility {visibility}\ntail_bytes {}\n\
-         max_batch_bytes {}\nmax_decompressed_bytes {}\nproducer_id_expiration_ns {}\n",
+         max_batch_bytes {}\nmax_decompressed_bytes {}\nproducer_id_expiration_ns {}\n\
+         preallocate {}\n",
         config.segment_bytes,
         nanos(config.segment_age),
         bytes(config.retention_bytes),
@@ -122,6 +125,7 @@ fn encode_config(text: &mut String, config: &LogConfig) {
         config.limits.max_batch_bytes,
         config.limits.max_decompressed_bytes,
         config.producer_id_expiration.as_nanos(),
+        u8::from(config.preallocate),
     );
 }
 
@@ -197,6 +201,13 @@ fn decode_config(fields: &mut Fields<'_>) -> std::result::Result<LogConfig, Stri
                 None => return Err(format!("unexpected line {line:?}")),
             },
         },
+        // Files written before preallocation lack the line: they get the default.
+        preallocate: match fields.0.next() {
+            None => LogConfig::default().preallocate,
+            Some("preallocate 1") => true,
+            Some("preallocate 0") => false,
+            Some(line) => return Err(format!("unexpected line {line:?}")),
+        },
     })
 }
 
@@ -246,11 +257,34 @@ mod tests {
             fsync: FsyncPolicy::Interval(Duration::from_micros(250)),
             visibility: Visibility::Durable,
             tail_bytes: 0,
+            preallocate: !LogConfig::default().preallocate,
             ..LogConfig::default()
         };
         for meta in [meta(None), meta(Some(own))] {
             assert_eq!(decode(&encode(&meta)), Ok(meta));
         }
+    }
+
+    /// A file written before the `preallocate` line existed opens with the default.
+    #[test]
+    fn a_file_without_the_preallocate_line_gets_the_default() {
+        let own = LogConfig {
+            preallocate: !LogConfig::default().preallocate,
+            ..LogConfig::default()
+        };
+        let text = encode(&meta(Some(own)));
+        let body_end = text.rfind("crc32c ").unwrap();
+        let body: String = text[..body_end]
+            .lines()
+            .filter(|line| !line.starts_with("preallocate "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let older = format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let decoded = decode(&older).unwrap();
+        assert_eq!(
+            decoded.config.map(|c| c.preallocate),
+            Some(LogConfig::default().preallocate)
+        );
     }
 
     #[test]

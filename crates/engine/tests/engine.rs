@@ -482,7 +482,7 @@ fn the_newest_records_are_read_from_memory_older_ones_from_segments() {
 fn direct_io_off_writes_the_same_log_through_the_page_cache() {
     let dir = tempfile::tempdir().unwrap();
     let buffered = EngineConfig {
-        direct_io: false,
+        direct_io: rill_engine::DirectIo::Off,
         ..config(dir.path())
     };
     let engine = Engine::open(buffered).unwrap();

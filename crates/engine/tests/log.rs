@@ -601,3 +601,128 @@ fn a_time_index_entry_off_the_offset_index_is_rebuilt() {
     // The first segment was scanned and its indexes written again, without the damage.
     assert_ne!(fs::read(&time_index).unwrap(), bytes);
 }
+
+/// Bytes of disk a file holds (its allocated blocks), as opposed to its length.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn preallocated_config(preallocate: bool) -> LogConfig {
+    LogConfig {
+        preallocate,
+        ..small_config()
+    }
+}
+
+/// An active segment holds its whole capacity of disk when the log preallocates, and only
+/// what was written when it does not; sealing gives the preallocated tail back either way.
+#[test]
+fn preallocation_holds_the_active_segments_blocks_until_it_is_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity = small_config().segment_bytes;
+    for preallocate in [true, false] {
+        let path = dir.path().join(preallocate.to_string());
+        let mut log = open(&path, preallocated_config(preallocate));
+        log.append(&mut batch(0, 3, 0)).unwrap();
+        let active = log_files(&path).pop().unwrap();
+        assert_eq!(fs::metadata(&active).unwrap().len(), capacity);
+        if preallocate {
+            assert!(
+                allocated(&active) >= capacity,
+                "{} bytes allocated of {capacity}",
+                allocated(&active)
+            );
+        } else {
+            assert!(allocated(&active) < capacity, "a sparse segment");
+        }
+        log.close().unwrap();
+        let sealed = fs::metadata(&active).unwrap().len();
+        assert!(sealed < capacity, "sealed to its batches: {sealed}");
+        assert!(allocated(&active) < capacity, "the tail went back");
+    }
+}
+
+/// A crash leaves a preallocated segment at its full length, a zero tail after the last
+/// batch, and maybe a torn batch before the zeros: recovery keeps every complete batch, cuts
+/// the torn one, preallocates again, and appends continue at the next offset.
+#[test]
+fn a_crash_with_a_preallocated_zero_tail_recovers_every_complete_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let config = preallocated_config(true);
+    let mut log = open(&live, config.clone());
+    for tag in 0..40u32 {
+        log.append(&mut batch(tag, 3, 0)).unwrap();
+    }
+    let expected = read_all(&log.reader(), 0);
+    let end = log.reader().read(0, usize::MAX).unwrap().bytes().len() as u64;
+    for torn in [false, true] {
+        let crashed = dir.path().join(format!("crashed-{torn}"));
+        crash_copy(&live, &crashed);
+        let active = log_files(&crashed).pop().unwrap();
+        assert_eq!(
+            fs::metadata(&active).unwrap().len(),
+            config.segment_bytes,
+            "a crash leaves the preallocated length"
+        );
+        if torn {
+            // The first half of one more batch reached the disk before the crash.
+            let next = batch(99, 3, 0);
+            let file = fs::OpenOptions::new().write(true).open(&active).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&file, &next[..next.len() / 2], end).unwrap();
+        }
+        let mut recovered = open(&crashed, config.clone());
+        assert_eq!(read_all(&recovered.reader(), 0), expected, "torn: {torn}");
+        assert!(
+            allocated(&active) >= config.segment_bytes,
+            "preallocated again"
+        );
+        assert_eq!(
+            recovered.append(&mut batch(7, 1, 0)).unwrap().base_offset,
+            120
+        );
+        recovered.close().unwrap();
+        let mut reopened = open(&crashed, config.clone());
+        assert_eq!(read_all(&reopened.reader(), 0).len(), 121);
+        assert_eq!(
+            reopened.append(&mut batch(8, 1, 0)).unwrap().base_offset,
+            121
+        );
+    }
+    drop(log);
+}
+
+/// A clean close seals a preallocated segment to its batches; reopening it preallocates it
+/// again and reads back what was there, across rolls, with retention deleting old segments.
+#[test]
+fn a_clean_reopen_of_a_preallocated_log_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(3 * small_config().segment_bytes),
+        ..preallocated_config(true)
+    };
+    let mut log = open(dir.path(), config.clone());
+    for tag in 0..400u32 {
+        log.append(&mut batch(tag, 5, i64::from(tag))).unwrap();
+    }
+    let removed = log.enforce_retention().unwrap();
+    assert!(removed.segments_deleted > 0, "retention deleted segments");
+    let before = read_all(&log.reader(), log.reader().start_offset());
+    log.close().unwrap();
+    for file in log_files(dir.path()) {
+        assert!(
+            fs::metadata(&file).unwrap().len() < config.segment_bytes,
+            "{} is sealed to its batches",
+            file.display()
+        );
+    }
+    let mut log = open(dir.path(), config.clone());
+    assert_eq!(read_all(&log.reader(), log.reader().start_offset()), before);
+    let active = log_files(dir.path()).pop().unwrap();
+    assert!(allocated(&active) >= config.segment_bytes);
+    assert_eq!(
+        log.append(&mut batch(999, 1, 0)).unwrap().base_offset,
+        400 * 5
+    );
+}

@@ -25,6 +25,8 @@ pub enum Role {
     Shard,
     Server,
     Client,
+    /// io_uring's kernel workers (`iou-wrk-*`): writes the kernel could not issue inline.
+    IoWorker,
     Other,
 }
 
@@ -40,6 +42,7 @@ impl Role {
             ("rill-accept", Role::Server),
             ("rill-groups", Role::Server),
             ("rdk:", Role::Client),
+            ("iou-wrk", Role::IoWorker),
         ];
         PREFIXES
             .iter()
@@ -54,6 +57,7 @@ impl Role {
             Role::Shard => "shard",
             Role::Server => "server",
             Role::Client => "client",
+            Role::IoWorker => "io_worker",
             Role::Other => "other",
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use rill_engine::log::{FsyncPolicy, Visibility};
-use rill_engine::{AckLevel, Engine, EngineConfig, IoMode};
+use rill_engine::{AckLevel, DirectIo, Engine, EngineConfig, IoMode};
 
 /// How much a scenario sends: a number of records, or as many as fit in a duration.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,7 +41,9 @@ pub struct Spec {
     /// Which watermark bounds what the consumers see.
     pub visibility: Visibility,
     pub backend: Backend,
-    pub direct_io: bool,
+    pub direct_io: DirectIo,
+    /// Segments preallocated with fallocate (`LogConfig::preallocate`).
+    pub preallocate: bool,
     pub pin: bool,
     /// Shard threads; 0: one per core.
     pub shards: usize,
@@ -64,7 +66,8 @@ impl Spec {
             fsync: FsyncPolicy::Never,
             visibility: Visibility::Written,
             backend: Backend::Uring,
-            direct_io: true,
+            direct_io: DirectIo::Auto,
+            preallocate: rill_engine::log::LogConfig::default().preallocate,
             pin: true,
             shards: 0,
             idempotent: false,
@@ -95,6 +98,17 @@ impl Spec {
         let config = self.engine_config(dir);
         let engine =
             Engine::open(config).with_context(|| format!("open an engine in {}", dir.display()))?;
+        let mode = engine.write_mode();
+        eprintln!(
+            "engine: {} backend, {}: {}",
+            engine.backend(),
+            if mode.direct {
+                "O_DIRECT"
+            } else {
+                "page cache"
+            },
+            mode.reason
+        );
         engine
             .create_topic(TOPIC, self.partitions)
             .context("create the bench topic")?;
@@ -114,6 +128,7 @@ impl Spec {
         config.log.fsync = self.fsync;
         config.log.visibility = self.visibility;
         config.direct_io = self.direct_io;
+        config.log.preallocate = self.preallocate;
         config
     }
 
@@ -132,6 +147,7 @@ impl Spec {
                 visibility_name(self.visibility).to_owned(),
             ),
             ("direct_io".to_owned(), self.direct_io.to_string()),
+            ("preallocate".to_owned(), self.preallocate.to_string()),
             ("pinned_shards".to_owned(), self.pin.to_string()),
             ("idempotent".to_owned(), self.idempotent.to_string()),
         ];
@@ -184,9 +200,13 @@ pub struct Knobs {
     pub visibility: Option<Visibility>,
     #[arg(long, global = true, value_enum)]
     pub backend: Option<Backend>,
-    /// Write segments with O_DIRECT (io_uring backend).
+    /// Write segments with O_DIRECT (io_uring backend): `auto` (measure, the engine's
+    /// default), `on`/`true` or `off`/`false`.
     #[arg(long, global = true)]
-    pub direct_io: Option<bool>,
+    pub direct_io: Option<DirectIo>,
+    /// Preallocate segments with fallocate (`true`/`false`; default: the engine's).
+    #[arg(long, global = true)]
+    pub preallocate: Option<bool>,
     /// Leave shard threads unpinned.
     #[arg(long, global = true)]
     pub no_pin: bool,
@@ -216,6 +236,7 @@ impl Knobs {
             visibility,
             backend,
             direct_io,
+            preallocate,
             shards
         );
         if let Some(ms) = self.linger_ms {

@@ -543,8 +543,16 @@ mod tests {
             appended.spec.visibility,
             rill_engine::log::Visibility::Appended
         );
-        assert!(!outcomes[8].spec.direct_io, "written buffered");
-        assert!(outcomes[7].spec.direct_io, "appended, O_DIRECT");
+        assert_eq!(
+            outcomes[8].spec.direct_io,
+            rill_engine::DirectIo::Off,
+            "written buffered"
+        );
+        assert_eq!(
+            outcomes[7].spec.direct_io,
+            rill_engine::DirectIo::On,
+            "appended, O_DIRECT"
+        );
         assert!(
             outcomes[7].spec.linger > Duration::ZERO,
             "half-max rows batch"

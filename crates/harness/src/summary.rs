@@ -426,7 +426,15 @@ fn peers(out: &mut String, report: &Report) -> std::fmt::Result {
 }
 
 fn roles(out: &mut String, report: &Report) -> std::fmt::Result {
-    const ROLES: [&str; 6] = ["producer", "consumer", "shard", "server", "client", "other"];
+    const ROLES: [&str; 7] = [
+        "producer",
+        "consumer",
+        "shard",
+        "server",
+        "client",
+        "io_worker",
+        "other",
+    ];
     writeln!(out)?;
     writeln!(out, "## CPU per record, by thread role")?;
     writeln!(out)?;

@@ -7,7 +7,9 @@
 //! win over the command-line knobs, so each row stays the configuration its name says; the
 //! other knobs (duration, backend, partitions, shards, pinning, ...) apply as to every
 //! scenario. "Defaults" are the engine's own (`ProducerConfig`, `EngineConfig`, `LogConfig`),
-//! read from it rather than copied here.
+//! read from it rather than copied here; the write mode of "defaults" and of the trickle
+//! `appended` row is the engine's default (`Auto`: measured on the data directory), the
+//! `linger 0` rows and the half-maximum rows name theirs (`O_DIRECT` or the page cache).
 //!
 //! Rows carry the project's targets for their configuration (`Target`); the report sets
 //! each beside the figure it bounds ([`OpenLoop::annotate`]). Targets are goals, not
@@ -16,7 +18,7 @@
 use std::time::Duration;
 
 use rill_engine::log::{LogConfig, Visibility};
-use rill_engine::{EngineConfig, ProducerConfig};
+use rill_engine::{DirectIo, ProducerConfig};
 
 use crate::report::{ScenarioReport, TargetCheck};
 use crate::spec::Spec;
@@ -121,8 +123,9 @@ pub struct Row {
     pub pace: Pace,
     /// `None`: the producer's default linger.
     linger: Option<Duration>,
-    /// Through the page cache instead of the engine's default (`O_DIRECT`).
-    buffered: bool,
+    /// How segments are written: the engine's default (`Auto`, measured on the data
+    /// directory), or `O_DIRECT` / the page cache where the row is about that choice.
+    write: DirectIo,
     /// `None`: the engine's default visibility.
     visibility: Option<Visibility>,
     pub targets: &'static [Target],
@@ -137,7 +140,7 @@ pub const ROWS: [Row; 6] = [
         label: "defaults",
         pace: Pace::PerSecond(TRICKLE_PER_S),
         linger: None,
-        buffered: false,
+        write: DirectIo::Auto,
         visibility: None,
         targets: &[],
         quick: false,
@@ -146,7 +149,7 @@ pub const ROWS: [Row; 6] = [
         label: "linger 0",
         pace: Pace::PerSecond(TRICKLE_PER_S),
         linger: Some(Duration::ZERO),
-        buffered: false,
+        write: DirectIo::On,
         visibility: None,
         targets: &[],
         quick: false,
@@ -155,7 +158,7 @@ pub const ROWS: [Row; 6] = [
         label: "linger 0 buffered",
         pace: Pace::PerSecond(TRICKLE_PER_S),
         linger: Some(Duration::ZERO),
-        buffered: true,
+        write: DirectIo::Off,
         visibility: None,
         targets: &[],
         quick: false,
@@ -164,7 +167,7 @@ pub const ROWS: [Row; 6] = [
         label: "appended",
         pace: Pace::PerSecond(TRICKLE_PER_S),
         linger: Some(Duration::ZERO),
-        buffered: false,
+        write: DirectIo::Auto,
         visibility: Some(Visibility::Appended),
         targets: APPENDED_TRICKLE,
         quick: true,
@@ -173,7 +176,7 @@ pub const ROWS: [Row; 6] = [
         label: "appended",
         pace: Pace::HalfMax,
         linger: Some(HALF_MAX_LINGER),
-        buffered: false,
+        write: DirectIo::On,
         visibility: Some(Visibility::Appended),
         targets: APPENDED_HALF_MAX,
         quick: false,
@@ -182,7 +185,7 @@ pub const ROWS: [Row; 6] = [
         label: "written buffered",
         pace: Pace::HalfMax,
         linger: Some(HALF_MAX_LINGER),
-        buffered: true,
+        write: DirectIo::Off,
         visibility: Some(Visibility::Written),
         targets: WRITTEN_BUFFERED_HALF_MAX,
         quick: false,
@@ -228,8 +231,7 @@ impl Row {
         spec.rate = per_s.max(1);
         spec.batch_bytes = producer.batch_bytes;
         spec.linger = self.linger.unwrap_or(producer.linger);
-        // The engine's default is read from a config for any directory; only its flags matter.
-        spec.direct_io = !self.buffered && EngineConfig::new(".").direct_io;
+        spec.direct_io = self.write;
         spec.visibility = self
             .visibility
             .unwrap_or_else(|| LogConfig::default().visibility);
@@ -275,6 +277,7 @@ impl OpenLoop {
 mod tests {
     use super::*;
     use crate::spec::Amount;
+    use rill_engine::EngineConfig;
 
     #[test]
     fn names_say_the_configuration_and_are_distinct() {
@@ -309,7 +312,7 @@ mod tests {
         let mut spec = Spec::new(1024, Amount::Records(1));
         spec.linger = Duration::from_millis(7);
         spec.visibility = Visibility::Durable;
-        spec.direct_io = true;
+        spec.direct_io = DirectIo::On;
         spec.rate = 123;
         let buffered = ROWS
             .iter()
@@ -319,7 +322,7 @@ mod tests {
         assert_eq!(spec.record_bytes, RECORD_BYTES);
         assert_eq!(spec.rate, TRICKLE_PER_S);
         assert_eq!(spec.linger, Duration::ZERO);
-        assert!(!spec.direct_io);
+        assert_eq!(spec.direct_io, DirectIo::Off);
         assert_eq!(spec.visibility, LogConfig::default().visibility);
         assert_eq!(
             spec.amount,

@@ -20,6 +20,7 @@ mod registry;
 // `ShardControl::hold` serves only the `unstable` test hook `Engine::hold_shards`.
 #[cfg_attr(not(feature = "unstable"), allow(dead_code))]
 mod shard;
+mod write_mode;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub(crate) use ack::{AckPool, BatchAck};
 pub(crate) use notify::{Notifier, next_spin};
 pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
 pub(crate) use shard::{Request, ShardControl};
+pub use write_mode::{DirectIo, WriteMode};
 
 use crate::error::{Error, IoContext, Result};
 use crate::log::LogConfig;
@@ -83,18 +85,21 @@ pub struct EngineConfig {
     pub log: LogConfig,
     /// Which I/O backend to use.
     pub io: IoMode,
-    /// Whether the io_uring backend writes segments with `O_DIRECT` (the default), or through
-    /// the page cache. Both go through the same staging buffers and batched submissions; only
-    /// the open flag differs.
+    /// Whether the io_uring backend writes segments with `O_DIRECT` or through the page cache.
+    /// Both go through the same staging buffers and batched submissions; only the open flag
+    /// differs. [`DirectIo::Auto`] (the default) measures both on the data directory's file
+    /// system at the first open and records the outcome there for later opens;
+    /// [`Engine::write_mode`] says what was chosen and why.
     ///
     /// `O_DIRECT` skips the copy into the page cache and its writeback throttling, which on
     /// fast disks is the difference between the device's rate and the kernel's flusher's, and
     /// it leaves the page cache to the applications around the engine. Consumers that keep up
     /// read the in-memory tail either way. Through the page cache, small bursts are
-    /// acknowledged at memory speed and read-back of older data is served from memory; a file
-    /// system that refuses `O_DIRECT` (tmpfs, for one) gets the page cache whatever this says.
-    /// The portable backend always writes through the page cache.
-    pub direct_io: bool,
+    /// acknowledged at memory speed, read-back of older data is served from memory, and some
+    /// virtual disks take the kernel's large merged writeback faster. A file system that
+    /// refuses `O_DIRECT` (tmpfs, for one) gets the page cache whatever this says. The portable
+    /// backend always writes through the page cache.
+    pub direct_io: DirectIo,
     /// The longest an idle shard keeps polling its rings before it sleeps. The shard adapts
     /// its window below this to the gaps between batches: it grows while batches come soon
     /// after a park, and shrinks to nothing for a trickle, which then costs no CPU between
@@ -124,7 +129,7 @@ impl EngineConfig {
             pin_shards: true,
             log: LogConfig::default(),
             io: IoMode::Auto,
-            direct_io: true,
+            direct_io: DirectIo::Auto,
             idle_spin: Duration::from_micros(50),
             retention_check_interval: Duration::from_secs(60),
             storage: None,
@@ -183,7 +188,7 @@ impl Engine {
     ///
     /// The configuration is checked first ([`Error::InvalidConfig`] names the field); each
     /// topic reopens with the configuration it was created with.
-    pub fn open(config: EngineConfig) -> Result<Engine> {
+    pub fn open(mut config: EngineConfig) -> Result<Engine> {
         config.validate()?;
         let store = Store::open(&config.data_dir, config.log.clone())?;
         let producer_ids = crate::producer_ids::ProducerIds::open(store.root())?;
@@ -192,6 +197,31 @@ impl Engine {
             n => n,
         };
         let backend = shard::choose_backend(config.io, config.log.limits.max_batch_bytes);
+        let write_mode = if backend == shard::URING {
+            write_mode::choose(
+                store.root(),
+                config.direct_io,
+                config.storage.is_none(),
+                config.log.preallocate,
+            )
+        } else {
+            write_mode::portable()
+        };
+        log::info!(
+            "rill: {} ({})",
+            if write_mode.direct {
+                "segments written with O_DIRECT"
+            } else {
+                "segments written through the page cache"
+            },
+            write_mode.reason
+        );
+        // The shards read the decision from the configuration.
+        config.direct_io = if write_mode.direct {
+            DirectIo::On
+        } else {
+            DirectIo::Off
+        };
         let cores = if config.pin_shards {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -225,6 +255,7 @@ impl Engine {
             shards,
             closed: AtomicBool::new(false),
             backend,
+            write_mode,
             producer_ids,
         });
         let engine = Engine {
@@ -431,6 +462,13 @@ impl Engine {
     /// The I/O backend the shards write through (after any fallback).
     pub fn backend(&self) -> &'static str {
         self.inner.backend
+    }
+
+    /// Whether segments are written with `O_DIRECT` or through the page cache, and why (the
+    /// configuration, or what [`DirectIo::Auto`] measured). Meaningful for the io_uring
+    /// backend; the portable one always writes through the page cache.
+    pub fn write_mode(&self) -> &WriteMode {
+        &self.inner.write_mode
     }
 
     /// How many shard threads serve the data directory.

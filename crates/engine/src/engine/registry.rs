@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(super) shards: Vec<Arc<ShardControl>>,
     pub(super) closed: AtomicBool,
     pub(super) backend: &'static str,
+    /// How the io_uring backend opens segments, and why.
+    pub(super) write_mode: super::WriteMode,
     /// Hands out idempotent producers' ids.
     pub producer_ids: crate::producer_ids::ProducerIds,
 }

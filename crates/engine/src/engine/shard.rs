@@ -242,7 +242,7 @@ pub(crate) fn spawn(
         direct: None,
         stashed: Vec::new(),
         use_uring: backend == URING,
-        direct_io: config.direct_io,
+        direct_io: config.direct_io != super::DirectIo::Off,
         max_batch_bytes: config.log.limits.max_batch_bytes,
         storage: config.storage.clone(),
         sealer: None,

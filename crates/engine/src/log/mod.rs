@@ -49,7 +49,7 @@ pub(crate) use watermark::Watermarks;
 
 pub(crate) use self::checkpoint::Checkpoint;
 use self::producers::{ProducerBatch, ProducerStates, Verdict};
-use self::segment::{IndexTracker, Segment};
+use self::segment::{IndexTracker, Room, Segment};
 use crate::error::{Error, IoContext, Result, is_storage_full};
 use crate::io::IoBackend;
 use crate::lock::{DirLock, LockMode};
@@ -247,6 +247,7 @@ impl PartitionLog {
                 0,
                 config.segment_bytes,
                 config.index_interval_bytes,
+                Room::of(config.preallocate),
             )?)),
         }
         let next_offset = segments.last().map_or(0, |s| s.next_offset());
@@ -634,6 +635,7 @@ impl PartitionLog {
             new_base,
             self.config.segment_bytes,
             self.config.index_interval_bytes,
+            Room::of(self.config.preallocate),
         )?;
         self.segments.push(Arc::new(segment));
         Ok(roll::RollJob {
@@ -889,6 +891,7 @@ fn as_active(last: Arc<Segment>, config: &LogConfig) -> Result<Segment> {
         base_offset,
         config.segment_bytes,
         config.index_interval_bytes,
+        Room::of(config.preallocate),
     )?;
     active.offsets = last.offsets;
     active.times = last.times;

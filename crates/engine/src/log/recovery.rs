@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::checkpoint::Checkpoint;
 use super::config::LogConfig;
-use super::segment::{self, IndexTracker, Segment};
+use super::segment::{self, IndexTracker, Room, Segment};
 use crate::error::{Error, IoContext, Result};
 
 /// The segments of a partition, oldest first, ready to serve; the last one is active.
@@ -30,7 +30,19 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
         // The length before opening: opening the active segment extends it to capacity.
         let file_size = fs::metadata(&path).context("stat segment", &path)?.len();
         let capacity = if is_last { config.segment_bytes } else { 0 };
-        let mut segment = Segment::open(path, base_offset, capacity, config.index_interval_bytes)?;
+        // Only the active segment gets room to grow: a sealed one keeps its length.
+        let room = if is_last {
+            Room::of(config.preallocate)
+        } else {
+            Room::Sparse
+        };
+        let mut segment = Segment::open(
+            path,
+            base_offset,
+            capacity,
+            config.index_interval_bytes,
+            room,
+        )?;
         if let Some(previous) = segments.last()
             && previous.next_offset() != base_offset
         {
@@ -101,7 +113,7 @@ pub(crate) fn load(dir: &Path, config: &LogConfig, checkpoint: Checkpoint) -> Re
             );
             truncated_bytes += cut;
         }
-        segment.cut(outcome.valid_bytes, is_last)?;
+        segment.cut(outcome.valid_bytes, is_last.then_some(room))?;
         if !is_last {
             segment.write_indexes()?;
             segments.push(segment);

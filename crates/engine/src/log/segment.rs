@@ -1,11 +1,14 @@
 //! One segment: a `.log` file of batches starting at a base offset, its memory map, and its
 //! sparse indexes.
 //!
-//! The active segment's file is extended to its full capacity when it is created (a sparse
-//! file, so no disk space is spent) and mapped once at that length; the writer then fills it
-//! with positional writes and publishes how many bytes are complete. Readers view the map only
-//! below that published size, so they never see a partly written batch, and the map never has
-//! to be replaced while readers hold it. Sealing truncates the file to its real length.
+//! The active segment's file is extended to its full capacity when it is created and mapped
+//! once at that length; the writer then fills it with positional writes and publishes how many
+//! bytes are complete. Readers view the map only below that published size, so they never see
+//! a partly written batch, and the map never has to be replaced while readers hold it. Sealing
+//! truncates the file to its real length. The room past the written bytes reads as zeros: a
+//! sparse hole, or, when the log preallocates ([`Room`]), blocks allocated with `fallocate`
+//! a window ahead of the published end ([`ALLOCATE_AHEAD`]), so appends land in allocated
+//! blocks while a segment holds at most that much disk it has not written.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -53,7 +56,38 @@ pub(crate) struct Segment {
     index_capacity: usize,
     /// Set when a lookup found an index entry that does not match the log (warned once).
     index_mismatch_seen: AtomicBool,
+    /// Blocks below this are allocated ([`Room::Preallocated`]); at the capacity (sealed
+    /// segments, sparse ones, or once `fallocate` failed) nothing more is allocated. Written
+    /// only by the writer.
+    allocated: AtomicU64,
     created: Instant,
+}
+
+/// How far past the published end a preallocating segment keeps blocks allocated. Writes in
+/// flight run at most a few staging buffers (of the largest batch) past the published end.
+pub(crate) const ALLOCATE_AHEAD: u64 = 32 * 1024 * 1024;
+/// The window is topped up when less than this is left, so one `fallocate` covers many
+/// appends.
+const ALLOCATE_WHEN_LEFT: u64 = ALLOCATE_AHEAD / 2;
+
+/// How an active segment's file gets room for its capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// A sparse file: blocks are allocated as writes reach them.
+    Sparse,
+    /// Blocks allocated ahead of the writes (`fallocate`), [`ALLOCATE_AHEAD`] at a time;
+    /// sparse where the file system cannot (no `fallocate`, or no room left).
+    Preallocated,
+}
+
+impl Room {
+    pub fn of(preallocate: bool) -> Self {
+        if preallocate {
+            Room::Preallocated
+        } else {
+            Room::Sparse
+        }
+    }
 }
 
 impl Segment {
@@ -63,6 +97,7 @@ impl Segment {
         base_offset: i64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let file = OpenOptions::new()
@@ -71,15 +106,17 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .context("create segment", &path)?;
-        Self::activate(path, file, base_offset, 0, capacity, index_interval)
+        Self::activate(path, file, base_offset, 0, capacity, index_interval, room)
     }
 
-    /// Opens an existing segment file for reading and, as the active segment, appending.
+    /// Opens an existing segment file for reading and, as the active segment (`capacity`
+    /// above its length), appending.
     pub fn open(
         path: PathBuf,
         base_offset: i64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -94,6 +131,7 @@ impl Segment {
             length,
             capacity.max(length),
             index_interval,
+            room,
         )
     }
 
@@ -104,11 +142,9 @@ impl Segment {
         size: u64,
         capacity: u64,
         index_interval: u64,
+        room: Room,
     ) -> Result<Self> {
-        if file.metadata().context("stat segment", &path)?.len() < capacity {
-            file.set_len(capacity)
-                .context("preallocate segment", &path)?;
-        }
+        let allocated = make_room(&file, &path, size, capacity, room)?;
         let map = map_file(&file, &path, capacity)?;
         let index_capacity =
             usize::try_from(capacity / index_interval.max(1) + 1).unwrap_or(usize::MAX);
@@ -124,6 +160,7 @@ impl Segment {
             times: TimeIndex::with_capacity(index_capacity),
             index_capacity,
             index_mismatch_seen: AtomicBool::new(false),
+            allocated: AtomicU64::new(allocated),
             created: Instant::now(),
         })
     }
@@ -174,11 +211,33 @@ impl Segment {
     ///
     /// The release store of `size` is what makes the batch's bytes visible to readers, so it
     /// must come after the write completed.
+    ///
+    /// A preallocating segment tops up its allocated window here, after the publication: the
+    /// writer is the only caller, and the end it publishes is where the next writes go.
     pub fn publish(&self, size: u64, next_offset: i64, max_timestamp: i64) {
         self.max_timestamp
             .fetch_max(max_timestamp, Ordering::AcqRel);
         self.next_offset.store(next_offset, Ordering::Release);
         self.size.store(size, Ordering::Release);
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        if allocated < self.capacity() && size + ALLOCATE_WHEN_LEFT > allocated {
+            self.allocate_ahead(allocated, size);
+        }
+    }
+
+    /// Allocates the next window after `allocated`. A failure is not the append's: the
+    /// segment stays sparse from there (said once), and writes allocate as they go.
+    fn allocate_ahead(&self, allocated: u64, size: u64) {
+        let end = size.saturating_add(ALLOCATE_AHEAD).min(self.capacity());
+        let reached = match allocate(&self.file, &self.path, allocated, end) {
+            Ok(true) => end,
+            Ok(false) => self.capacity(),
+            Err(error) => {
+                log::warn!("{error}; the rest of the segment is allocated as it is written");
+                self.capacity()
+            }
+        };
+        self.allocated.store(reached, Ordering::Relaxed);
     }
 
     /// Indexes a batch the writer is about to publish, if enough bytes passed since the last
@@ -417,16 +476,16 @@ impl Segment {
     }
 
     /// Cuts the file after its first `size` bytes (recovery). With `keep_capacity` the file
-    /// grows back to the mapped capacity, zero-filled, ready for appends; either way the cut
-    /// bytes are gone, so stale batches cannot line up with new appends later.
-    pub fn cut(&self, size: u64, keep_capacity: bool) -> Result<()> {
+    /// grows back to the mapped capacity, zero-filled (given room that way), ready for
+    /// appends; either way the cut bytes are gone, so stale batches cannot line up with new
+    /// appends later.
+    pub fn cut(&self, size: u64, keep_capacity: Option<Room>) -> Result<()> {
         self.file
             .set_len(size)
             .context("truncate segment", &self.path)?;
-        if keep_capacity && self.capacity() > size {
-            self.file
-                .set_len(self.capacity())
-                .context("extend segment", &self.path)?;
+        if let Some(room) = keep_capacity {
+            let allocated = make_room(&self.file, &self.path, size, self.capacity(), room)?;
+            self.allocated.store(allocated, Ordering::Relaxed);
         }
         // Durable before the checkpoint that stops asking for the cut replaces the old one.
         self.file.sync_all().context("sync segment", &self.path)
@@ -577,6 +636,85 @@ pub(crate) fn header_at(bytes: &[u8], position: u64) -> Option<(&BatchHeader, u6
     (len <= rest.len()).then_some((header, len as u64))
 }
 
+/// Extends `file` to `capacity` bytes (zeros past `size`, the bytes it holds; never shrinks
+/// it), with a first window after `size` allocated if `room` asks. Returns where allocated
+/// blocks end: the capacity when nothing more is to be allocated.
+fn make_room(file: &File, path: &Path, size: u64, capacity: u64, room: Room) -> Result<u64> {
+    if file.metadata().context("stat segment", path)?.len() < capacity {
+        file.set_len(capacity).context("extend segment", path)?;
+    }
+    if room == Room::Sparse {
+        return Ok(capacity);
+    }
+    // A file already at its capacity is an active segment a crash left extended: where its
+    // batches end is not known yet, so the first publication allocates from the start (blocks
+    // already written are skipped by the file system).
+    if size >= capacity {
+        return Ok(0);
+    }
+    let end = size.saturating_add(ALLOCATE_AHEAD).min(capacity);
+    Ok(if allocate(file, path, size, end)? {
+        end
+    } else {
+        capacity
+    })
+}
+
+/// Allocates the blocks of `from..to`, within the file's length (`fallocate` mode 0: bytes
+/// already there are kept, the rest read as zeros). False when the file system cannot, which
+/// leaves the file sparse: a file system without `fallocate` (said at debug level, it is how
+/// that file system is), or without room (a warning: writes get `ENOSPC` as they would have
+/// anyway, later).
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, path: &Path, from: u64, to: u64) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+
+    /// Interrupted calls are retried; a signal storm does not get to loop forever.
+    const ATTEMPTS: usize = 8;
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to.saturating_sub(from)),
+    ) else {
+        return Ok(false);
+    };
+    let mut error = std::io::Error::from_raw_os_error(libc::EINTR);
+    for _ in 0..ATTEMPTS {
+        // SAFETY: the descriptor belongs to `file`, which outlives the call; fallocate takes
+        // no pointers.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+            return Ok(true);
+        }
+        error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+            log::debug!(
+                "{}: the file system cannot preallocate ({error}); the segment is sparse",
+                path.display()
+            );
+            Ok(false)
+        }
+        Some(libc::ENOSPC | libc::EDQUOT) => {
+            log::warn!(
+                "{}: no room to preallocate bytes {from}..{to} ({error}); the segment is \
+                 sparse from there",
+                path.display()
+            );
+            Ok(false)
+        }
+        _ => Err(Error::io("preallocate segment", path, error)),
+    }
+}
+
+/// Elsewhere segments are sparse.
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _path: &Path, _from: u64, _to: u64) -> Result<bool> {
+    Ok(false)
+}
+
 fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
     if len == 0 {
         return Ok(None);
@@ -660,4 +798,48 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .context("sync", &tmp)?;
     fs::rename(&tmp, path).context("rename", path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn allocated(segment: &Segment) -> u64 {
+        segment.file().metadata().unwrap().blocks() * 512
+    }
+
+    /// A preallocating segment holds a window of allocated blocks ahead of its published end,
+    /// topped up as the end nears it, never the whole capacity up front; a sparse one holds
+    /// nothing it has not written.
+    #[test]
+    fn a_preallocating_segment_keeps_a_window_ahead_of_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 2 * ALLOCATE_AHEAD;
+        let sparse = Segment::create(dir.path(), 0, capacity, 4096, Room::Sparse).unwrap();
+        sparse.publish(ALLOCATE_AHEAD, 1, 0);
+        assert_eq!(allocated(&sparse), 0);
+
+        let segment =
+            Segment::create(dir.path(), 1, capacity, 4096, Room::Preallocated).unwrap();
+        if allocated(&segment) == 0 {
+            eprintln!("skipped: this file system cannot preallocate");
+            return;
+        }
+        assert_eq!(segment.file().metadata().unwrap().len(), capacity);
+        let first = allocated(&segment);
+        assert!(
+            (ALLOCATE_AHEAD..capacity).contains(&first),
+            "one window: {first}"
+        );
+        segment.publish(ALLOCATE_AHEAD - ALLOCATE_WHEN_LEFT - 1, 2, 0);
+        assert_eq!(allocated(&segment), first, "enough left ahead");
+        segment.publish(ALLOCATE_AHEAD - ALLOCATE_WHEN_LEFT + 1, 3, 0);
+        assert!(allocated(&segment) > first, "topped up");
+        segment.publish(capacity - 1, 4, 0);
+        assert!(allocated(&segment) >= capacity, "up to the capacity");
+    }
 }

@@ -356,6 +356,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::log::segment::Room;
     use crate::recycle::Recycler;
 
     fn chunk(segment: &Arc<Segment>, base: i64, next: i64, capacity: usize) -> TailChunk {
@@ -370,7 +371,7 @@ mod tests {
 
     fn segment() -> (tempfile::TempDir, Arc<Segment>) {
         let dir = tempfile::tempdir().unwrap();
-        let segment = Segment::create(dir.path(), 0, 4096, 4096).unwrap();
+        let segment = Segment::create(dir.path(), 0, 4096, 4096, Room::Sparse).unwrap();
         (dir, Arc::new(segment))
     }
 
