@@ -84,23 +84,28 @@ impl LogReader {
         else {
             return Err(self.out_of_range(offset, self.start_offset(), end));
         };
-        let mut position = segment.position_of(offset);
-        while position >= segment.size() {
-            // `offset` is at this segment's end: the batch holding it starts the next segment.
+        loop {
+            if let Some(position) = batch_after(&segment, offset) {
+                return Ok(LogSlice::collect(
+                    segment,
+                    position,
+                    end,
+                    max_bytes,
+                    self.shared.limits,
+                ));
+            }
+            // No complete batch of this segment ends after `offset`. If the log rolled past
+            // the segment, every batch of it is published (a roll waits for its writes), and
+            // an `offset` at or past its end is in a later segment. Otherwise the batch is not
+            // written yet (`Visibility::Appended` shows batches before their write completes,
+            // and the tail may have let this one go) or was published just now: the caller
+            // reads again. Reading the next segment from its start then would skip `offset`.
             let base = segment.base_offset();
             match self.shared.with_table(|t| t.after(base).cloned()).flatten() {
-                Some(next) => segment = next,
-                None => return Ok(LogSlice::empty(offset)),
+                Some(next) if offset >= segment.next_offset() => segment = next,
+                _ => return Ok(LogSlice::empty(offset)),
             }
-            position = 0;
         }
-        Ok(LogSlice::collect(
-            segment,
-            position,
-            end,
-            max_bytes,
-            self.shared.limits,
-        ))
     }
 
     /// The offset of the first record with a timestamp at or after `timestamp_ms`, or `None`
@@ -163,6 +168,20 @@ impl LogReader {
             end,
         }
     }
+}
+
+/// Position in `segment` of the first complete batch that ends after `offset`, if one is
+/// published.
+///
+/// The segment grows while this looks: the walk and the check here each read its published
+/// size once, and the position is trusted only when a whole batch that ends after `offset`
+/// is there when checked. A position at the end of an older, smaller size would start a slice
+/// with batches entirely before `offset`, and its next offset would then send the reader back
+/// to records it already had.
+fn batch_after(segment: &Segment, offset: i64) -> Option<u64> {
+    let position = segment.position_of(offset);
+    let (header, _) = header_at(segment.bytes(), position)?;
+    (header.next_offset() > offset).then_some(position)
 }
 
 /// Whole batches read in place from a segment's map. Holding a slice keeps its segment mapped,
