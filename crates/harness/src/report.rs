@@ -148,7 +148,8 @@ pub struct ScenarioReport {
     pub peak_rss_mb: f64,
     /// Records produced but never consumed (or read back wrong). Anything but 0 fails the run.
     pub lost_records: u64,
-    /// Records delivered more than once (allowed for consumer groups: at least once).
+    /// Records delivered more than once (allowed for consumer groups: at least once; anything
+    /// but 0 elsewhere fails `validate`).
     pub duplicate_records: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance_pause_ms_max: Option<f64>,
@@ -375,6 +376,16 @@ fn check_entry(list: &str, index: usize, entry: &serde_json::Value, out: &mut Ve
         Some(0) | None => {}
         Some(lost) => out.push(format!("{here}: lost {lost} records")),
     }
+    // Only a consumer group may deliver a record twice (at least once, across a rebalance); a
+    // plain consumer that does has moved its position backwards.
+    match entry
+        .get("duplicate_records")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(0) | None => {}
+        Some(_) if name.starts_with("group") => {}
+        Some(twice) => out.push(format!("{here}: delivered {twice} records twice")),
+    }
 }
 
 #[cfg(test)]
@@ -458,6 +469,19 @@ pub(crate) mod tests {
             problems(&json(&r)),
             vec!["scenarios[0] (produce): lost 3 records".to_owned()]
         );
+    }
+
+    #[test]
+    fn duplicates_are_a_problem_except_in_groups() {
+        let mut r = report();
+        r.scenarios[0].duplicate_records = 2;
+        assert_eq!(
+            problems(&json(&r)),
+            vec!["scenarios[0] (produce): delivered 2 records twice".to_owned()]
+        );
+        r.scenarios[0].name = "group 1KiB".into();
+        r.scenarios[0].rebalance_pause_ms_max = Some(1.0);
+        assert_eq!(problems(&json(&r)), Vec::<String>::new());
     }
 
     #[test]
