@@ -351,7 +351,7 @@ impl Drop for Tail {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
@@ -438,13 +438,15 @@ mod tests {
 /// and `oldest_base`.
 ///
 /// What is checked: the ring's indexes, slots, reader count, spare and fences are loom atomics,
-/// the chunks are loom `Arc`s, and crossebeam-epoch runs on loom's primitives, so
+/// the chunks are loom `Arc`s, and crossbeam-epoch runs on loom's primitives, so
 /// - a reader cloning a chunk the writer already freed fails loom's `Arc::from_raw` (the
 ///   allocation is no longer registered), and a chunk never freed fails loom's leak check;
 /// - a chunk `find` hands out must hold the offset asked for, and its bytes (a pattern of its
 ///   base offset and generation) must be intact when found and still intact after the writer
 ///   evicted it and reused spare allocations: the spare must never be memory a reader holds;
-/// - every buffer reaches its recycler exactly once, once all owners are gone.
+/// - no buffer reaches its recycler twice. Buffers whose chunk went through the epoch are
+///   dropped when loom tears the collector down after each run, so "every buffer comes home"
+///   is checked only as loom's leak check on the chunks' `Arc`s.
 ///
 /// What is not: a plain read of a chunk's fields through a dangling pointer (the binary
 /// search's `base_offset` loads) is not itself flagged; it is caught only through the clone
@@ -452,7 +454,8 @@ mod tests {
 /// `SLOTS`), so wrap-around is covered, but only a few pushes per run.
 ///
 /// Run with (both cfgs: the second puts crossbeam-epoch on loom too):
-/// `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p rill-engine --lib loom_tail`
+/// `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=3 \`
+/// `cargo test --release -p rill-engine --lib loom_tail` (about a minute per model).
 #[cfg(all(test, loom))]
 mod loom_model {
     #![allow(clippy::unwrap_used)]
@@ -467,7 +470,12 @@ mod loom_model {
 
     /// A chunk of the one offset `base`, whose bytes name `base` and `generation` (a
     /// truncated offset written again is a new generation).
-    fn chunk(segment: &std::sync::Arc<Segment>, home: &std::sync::Arc<Recycler>, base: i64, generation: u8) -> TailChunk {
+    fn chunk(
+        segment: &std::sync::Arc<Segment>,
+        home: &std::sync::Arc<Recycler>,
+        base: i64,
+        generation: u8,
+    ) -> TailChunk {
         let mut bytes = Vec::with_capacity(LEN);
         bytes.extend_from_slice(&[base as u8, generation, base as u8, generation]);
         TailChunk {
@@ -484,7 +492,8 @@ mod loom_model {
         assert_eq!(chunk.next_offset, chunk.base_offset + 1, "torn chunk");
         let generation = chunk.position as u8;
         let base = chunk.base_offset as u8;
-        assert_eq!(&chunk.bytes[..], &[base, generation, base, generation], "chunk bytes overwritten");
+        let expected = [base, generation, base, generation];
+        assert_eq!(&chunk.bytes[..], &expected, "chunk bytes overwritten");
     }
 
     /// Finds `offset` and checks that what came back is the chunk of that offset, whole.
@@ -495,10 +504,13 @@ mod loom_model {
         Some(chunk)
     }
 
+    /// A model's body: the tail, the segment its chunks name, their buffers' home.
+    type Scenario = fn(&Arc<Tail>, &std::sync::Arc<Segment>, &std::sync::Arc<Recycler>);
+
     /// Runs `scenario` under loom with a fresh tail holding at most `chunks` chunks, then,
-    /// once every thread is done and the tail is dropped, flushes the epoch collector and
-    /// checks that exactly `pushed` buffers came home.
-    fn model(chunks: usize, pushed: usize, scenario: fn(&Arc<Tail>, &std::sync::Arc<Segment>, &std::sync::Arc<Recycler>)) {
+    /// once every thread is done and the tail is dropped, checks that no more than `pushed`
+    /// buffers came home.
+    fn model(chunks: usize, pushed: usize, scenario: Scenario) {
         let dir = tempfile::tempdir().unwrap();
         let segment = std::sync::Arc::new(Segment::create(dir.path(), 0, 4096, 4096).unwrap());
         loom::model(move || {
@@ -506,15 +518,11 @@ mod loom_model {
             let tail = Arc::new(Tail::new(chunks * LEN));
             scenario(&tail, &segment, &home);
             drop(tail);
-            // Deferred drops run once the global epoch moved twice past them.
-            for _ in 0..4 {
-                epoch::pin().flush();
-            }
-            let mut home_count = 0;
-            while home.take().is_some() {
-                home_count += 1;
-            }
-            assert_eq!(home_count, pushed, "buffers lost or returned twice");
+            // Deferred drops still in the epoch collector run when loom drops it, after this
+            // closure: loom's leak check then catches a chunk never dropped; here, only a
+            // buffer returned twice can show.
+            let home_count = std::iter::from_fn(|| home.take()).count();
+            assert!(home_count <= pushed, "buffers returned twice");
         });
     }
 
@@ -533,7 +541,10 @@ mod loom_model {
                     tail.extend([chunk(&segment, &home, 2, 0)]);
                 })
             };
-            let held: Vec<_> = [0, 1].into_iter().filter_map(|offset| find_checked(tail, offset)).collect();
+            let held: Vec<_> = [0, 1]
+                .into_iter()
+                .filter_map(|offset| find_checked(tail, offset))
+                .collect();
             writer.join().unwrap();
             held.iter().for_each(|chunk| assert_intact(chunk));
             assert_eq!(tail.oldest_base(), Some(2));
@@ -573,7 +584,7 @@ mod loom_model {
             tail.extend([chunk(segment, home, 0, 0)]);
             let reader = {
                 let tail = tail.clone();
-                thread::spawn(move || find_checked(&tail, 1).map(|chunk| assert_intact(&chunk)))
+                thread::spawn(move || find_checked(&tail, 1).inspect(|chunk| assert_intact(chunk)))
             };
             let writer = {
                 let (tail, segment, home) = (tail.clone(), segment.clone(), home.clone());
