@@ -589,7 +589,7 @@ mod loom_model {
     /// Two readers at once (the reader count above one) against one push that evicts the
     /// chunk one of them asks for. A single push, and a preemption bound of 2: at 3 the two
     /// readers' epoch pins make this model run for more than three minutes; at 2 it takes
-    /// about three on two busy cores.
+    /// about two and a half on two busy cores.
     #[test]
     fn loom_tail_two_readers_against_evict() {
         let mut builder = loom::model::Builder::new();
