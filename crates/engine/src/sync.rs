@@ -15,12 +15,23 @@ pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+};
+
+// crossbeam-epoch (the in-memory tail's deferred drops) must run on loom's atomics and
+// thread-locals too, or its collector would outlive each model run and drop loom objects
+// outside it: a loom build needs both cfgs (crossbeam-epoch's `loom` feature is turned on
+// for `cfg(loom)` builds in Cargo.toml).
+#[cfg(all(loom, not(crossbeam_loom)))]
+compile_error!("build the loom models with RUSTFLAGS=\"--cfg loom --cfg crossbeam_loom\"");
 
 /// `std::cell::UnsafeCell` behind loom's closure-based access API.
 ///

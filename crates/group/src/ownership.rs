@@ -248,7 +248,7 @@ mod tests {
 ///   left or was fenced owns nothing, in the table or in its own view.
 ///
 /// ```text
-/// RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 CARGO_TARGET_DIR=target/loom \
+/// RUSTFLAGS="--cfg loom --cfg crossbeam_loom" LOOM_MAX_PREEMPTIONS=4 CARGO_TARGET_DIR=target/loom \
 ///     cargo test --release -p rill-group --lib ownership
 /// ```
 ///

@@ -199,7 +199,7 @@ pub struct LogSlice {
 #[derive(Clone, Debug)]
 enum Source {
     Segment(Arc<Segment>),
-    Tail(Arc<TailChunk>),
+    Tail(crate::sync::Arc<TailChunk>),
 }
 
 impl Source {
@@ -242,7 +242,7 @@ impl LogSlice {
 
     /// Batches from the tail chunk that holds `offset`.
     fn from_tail(
-        chunk: Arc<TailChunk>,
+        chunk: crate::sync::Arc<TailChunk>,
         offset: i64,
         end_offset: i64,
         max_bytes: usize,

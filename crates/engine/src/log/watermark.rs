@@ -131,7 +131,7 @@ impl Watermarks {
 /// watermark; loom explores every interleaving and flags a read of bytes that is not ordered
 /// after their write, so a too-weak ordering fails the model even if the values look right.
 ///
-/// `RUSTFLAGS="--cfg loom" cargo test --release -p rill-engine --lib loom_`
+/// `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo test --release -p rill-engine --lib loom_`
 #[cfg(all(test, loom))]
 mod loom_model {
     use loom::cell::UnsafeCell;

@@ -267,7 +267,7 @@ mod tests {
 /// announce / check / sleep with a waker's publish / look / wake, and reports a lost wakeup as
 /// a deadlock (its waits have no timeout).
 ///
-/// `RUSTFLAGS="--cfg loom" cargo test --release -p rill-engine --lib loom_`
+/// `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo test --release -p rill-engine --lib loom_`
 #[cfg(all(test, loom))]
 mod loom_model {
     use loom::sync::Arc;
