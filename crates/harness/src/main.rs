@@ -31,6 +31,7 @@ mod suite;
 mod summary;
 mod table;
 mod trickle;
+mod validate;
 mod workdir;
 mod workload;
 
@@ -155,7 +156,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         let folder = save::save(&report, under, &command_line)?;
         eprintln!("report, summary and charts saved in {}", folder.display());
     }
-    let problems = report::problems(&serde_json::to_value(&report)?);
+    let problems = validate::problems(&serde_json::to_value(&report)?);
     let lost: Vec<&String> = problems.iter().filter(|p| p.contains("lost")).collect();
     for problem in &lost {
         eprintln!("rill-bench: FAILED: {problem}");
@@ -191,7 +192,7 @@ fn validate(file: &std::path::Path) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parse {}", file.display()))?;
-    let problems = report::problems(&value);
+    let problems = validate::problems(&value);
     for problem in &problems {
         eprintln!("{}: {problem}", file.display());
     }
