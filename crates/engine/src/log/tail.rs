@@ -464,6 +464,7 @@ mod loom_model {
     use loom::thread;
 
     use super::*;
+    use crate::log::segment::Room;
     use crate::recycle::Recycler;
 
     /// Bytes of each chunk: the same capacity for all, so a bound of N chunks is exact.
@@ -518,7 +519,7 @@ mod loom_model {
     /// As `model`, with the given loom settings.
     fn model_with(builder: loom::model::Builder, chunks: usize, pushed: usize, scenario: Scenario) {
         let dir = tempfile::tempdir().unwrap();
-        let segment = std::sync::Arc::new(Segment::create(dir.path(), 0, 4096, 4096).unwrap());
+        let segment = std::sync::Arc::new(Segment::create(dir.path(), 0, 4096, 4096, Room::Sparse).unwrap());
         builder.check(move || {
             let home = Recycler::new(pushed + 1);
             let tail = Arc::new(Tail::new(chunks * LEN));
