@@ -324,7 +324,7 @@ fn write_round(
         .custom_flags(flags)
         .open(path)?;
     if preallocate {
-        allocate(&file, PROBE_ROUND_BYTES);
+        allocate(&file, PROBE_ROUND_BYTES)?;
     }
     let start = Instant::now();
     let mut written = 0;
@@ -337,16 +337,16 @@ fn write_round(
     Ok(written as f64 / elapsed)
 }
 
-/// Preallocates as a segment would; a file system that cannot is measured sparse, as its
-/// segments would be.
-fn allocate(file: &File, len: usize) {
-    use std::os::fd::AsRawFd;
-    let Ok(len) = libc::off_t::try_from(len) else {
-        return;
-    };
-    // SAFETY: the descriptor belongs to `file`, which outlives the call; fallocate takes no
-    // pointers.
-    let _ = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+/// Preallocates as a segment would. Where a segment would go sparse (a file system that
+/// cannot preallocate, or has no room to), the probe is measured sparse, as those segments
+/// would be written. Any other failure fails the measurement: `Auto` then falls back to
+/// `O_DIRECT` with the error as its reason and records nothing, so the next open measures
+/// again (see [`unmeasured`]).
+fn allocate(file: &File, len: usize) -> io::Result<()> {
+    match crate::io::fallocate(file, 0, len as u64) {
+        Err(error) if crate::io::classify(&error) == crate::io::Refusal::Other => Err(error),
+        Ok(()) | Err(_) => Ok(()),
+    }
 }
 
 fn median(rates: &mut [f64]) -> f64 {
@@ -423,5 +423,52 @@ mod tests {
         assert!(measured.buffered > 0.0);
         assert!(measured.direct.is_none_or(|rate| rate > 0.0));
         assert!(!probe.exists());
+    }
+
+    /// A probe the file system will not preallocate (as it would not a segment) is measured
+    /// sparse, as those segments would be written, and gives a choice to record; any other
+    /// failure of the preallocation fails the measurement, which falls back to O_DIRECT with
+    /// the error as its reason, and leaves no probe file.
+    #[test]
+    fn a_probe_that_cannot_preallocate_is_measured_sparse_or_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = dir.path().join(PROBE_NAME);
+        let name = format!(
+            "{}/{PROBE_NAME}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
+        // Every round of both modes; the O_DIRECT ones only if the file system takes it.
+        let rounds = 2 * PROBE_ROUNDS;
+        crate::io::fail_hook::fail(&name, libc::EOPNOTSUPP, rounds);
+        let measured = measure(&probe, true).unwrap();
+        let left = crate::io::fail_hook::pending();
+        assert!(
+            left <= rounds - PROBE_ROUNDS,
+            "each round tried: {left} left"
+        );
+        crate::io::fail_hook::clear();
+        assert!(measured.buffered > 0.0);
+        assert!(measured.decide().reason.starts_with("auto: "));
+        let stamp = Stamp::of(dir.path()).unwrap();
+        let record = record_path(dir.path());
+        fs::write(&record, measured.encode(&stamp)).unwrap();
+        assert!(
+            Recorded::read(&record).is_some(),
+            "a choice worth recording"
+        );
+        assert!(!probe.exists());
+
+        crate::io::fail_hook::fail(&name, libc::EIO, 1);
+        let error = measure(&probe, true).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EIO));
+        assert!(!probe.exists());
+        let mode = unmeasured(dir.path(), &error);
+        assert!(mode.direct, "the fallback of a failed measurement");
+        assert!(
+            mode.reason.contains("measurement failed"),
+            "{}",
+            mode.reason
+        );
+        crate::io::fail_hook::clear();
     }
 }

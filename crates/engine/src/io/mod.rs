@@ -6,13 +6,15 @@
 //!
 //! [`uring`] is the asynchronous writer a shard thread drives directly (batched submissions,
 //! registered buffers and files, linked fdatasync); [`aligned`] holds the block-aligned staging
-//! buffers it writes from.
+//! buffers it writes from. `fallocate` allocates a file's blocks ahead of its writes, for
+//! every caller that preallocates or reserves space.
 //!
 //! [`Storage`] is the seam the storage simulator of tests plugs into: it supplies the backend
 //! of every partition on the portable path, and sees (and may rewrite) every result the
 //! io_uring path consumes.
 
 pub mod aligned;
+mod fallocate;
 mod portable;
 #[cfg(target_os = "linux")]
 pub mod uring;
@@ -21,6 +23,9 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use fallocate::fail_hook;
+pub(crate) use fallocate::{Refusal, classify, fallocate};
 pub use portable::PortableIo;
 
 /// The data-path operations a partition log needs from the operating system.

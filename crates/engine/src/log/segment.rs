@@ -19,6 +19,7 @@ use memmap2::{Mmap, MmapOptions};
 
 use super::index::{IndexEntry, OffsetIndex, TimeEntry, TimeIndex};
 use crate::error::{Error, IoContext, Result};
+use crate::io::Refusal;
 use crate::record::{BatchHeader, Batches, InvalidBatch, Limits, RecordError};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -106,7 +107,14 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .context("create segment", &path)?;
-        Self::activate(path, file, base_offset, 0, capacity, index_interval, room)
+        // A file this call created and could not make a segment of holds nothing: it goes, so
+        // that trying again (a roll that found the disk full) can create it anew.
+        Self::activate(path.clone(), file, base_offset, 0, capacity, index_interval, room)
+            .inspect_err(|_| {
+                if let Err(error) = fs::remove_file(&path) {
+                    log::debug!("{}: not removed: {error}", path.display());
+                }
+            })
     }
 
     /// Opens an existing segment file for reading and, as the active segment (`capacity`
@@ -502,8 +510,10 @@ impl Segment {
     }
 
     /// The first half of a seal done off the writer's thread (a roll): the file shrinks to the
-    /// bytes it holds and the index files' space is reserved, so that a full disk shows here,
-    /// at once, as it did when sealing was one call. [`Segment::finish_seal`] does the rest.
+    /// bytes it holds (giving back any blocks allocated past them, room the reservations may
+    /// need) and the index files' space is reserved, so that a full disk shows here, at once,
+    /// as it did when sealing was one call. [`Segment::finish_seal`] does the rest, or
+    /// [`Segment::resume`] undoes the shrink.
     pub fn begin_seal(&self, tag: i64) -> Result<[Reserved; 2]> {
         self.file
             .set_len(self.size())
@@ -514,6 +524,15 @@ impl Segment {
             Reserved::new(&self.sibling(INDEX_SUFFIX), tag, offsets)?,
             Reserved::new(&self.sibling(TIME_INDEX_SUFFIX), tag, times)?,
         ])
+    }
+
+    /// Undoes [`Segment::begin_seal`]'s shrink for a roll that cannot go on: the file grows
+    /// back to its capacity (zeros past the bytes it holds), given room as `room` asks, and
+    /// the segment stays the active one.
+    pub fn resume(&self, room: Room) -> Result<()> {
+        let allocated = make_room(&self.file, &self.path, self.size(), self.capacity(), room)?;
+        self.allocated.store(allocated, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The slow half of a seal begun by [`Segment::begin_seal`]: data and length synced, the
@@ -660,44 +679,24 @@ fn make_room(file: &File, path: &Path, size: u64, capacity: u64, room: Room) -> 
     })
 }
 
-/// Allocates the blocks of `from..to`, within the file's length (`fallocate` mode 0: bytes
-/// already there are kept, the rest read as zeros). False when the file system cannot, which
-/// leaves the file sparse: a file system without `fallocate` (said at debug level, it is how
-/// that file system is), or without room (a warning: writes get `ENOSPC` as they would have
-/// anyway, later).
-#[cfg(target_os = "linux")]
+/// Allocates the blocks of `from..to`, within the file's length. False when the file system
+/// cannot, which leaves the file sparse: a file system without `fallocate` (said at debug
+/// level, it is how that file system is), or without room (a warning: the writes that need
+/// the blocks then fail with `StorageFull`, as they would have anyway, retryable once space
+/// is freed). Any other failure is the caller's error.
 fn allocate(file: &File, path: &Path, from: u64, to: u64) -> Result<bool> {
-    use std::os::fd::AsRawFd;
-
-    /// Interrupted calls are retried; a signal storm does not get to loop forever.
-    const ATTEMPTS: usize = 8;
-    let (Ok(offset), Ok(len)) = (
-        libc::off_t::try_from(from),
-        libc::off_t::try_from(to.saturating_sub(from)),
-    ) else {
-        return Ok(false);
+    let Err(error) = crate::io::fallocate(file, from, to.saturating_sub(from)) else {
+        return Ok(true);
     };
-    let mut error = std::io::Error::from_raw_os_error(libc::EINTR);
-    for _ in 0..ATTEMPTS {
-        // SAFETY: the descriptor belongs to `file`, which outlives the call; fallocate takes
-        // no pointers.
-        if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
-            return Ok(true);
-        }
-        error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    match error.raw_os_error() {
-        Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+    match crate::io::classify(&error) {
+        Refusal::Unsupported => {
             log::debug!(
                 "{}: the file system cannot preallocate ({error}); the segment is sparse",
                 path.display()
             );
             Ok(false)
         }
-        Some(libc::ENOSPC | libc::EDQUOT) => {
+        Refusal::NoSpace => {
             log::warn!(
                 "{}: no room to preallocate bytes {from}..{to} ({error}); the segment is \
                  sparse from there",
@@ -705,14 +704,8 @@ fn allocate(file: &File, path: &Path, from: u64, to: u64) -> Result<bool> {
             );
             Ok(false)
         }
-        _ => Err(Error::io("preallocate segment", path, error)),
+        Refusal::Other => Err(Error::io("preallocate segment", path, error)),
     }
-}
-
-/// Elsewhere segments are sparse.
-#[cfg(not(target_os = "linux"))]
-fn allocate(_file: &File, _path: &Path, _from: u64, _to: u64) -> Result<bool> {
-    Ok(false)
 }
 
 fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
@@ -739,53 +732,73 @@ fn map_file(file: &File, path: &Path, len: u64) -> Result<Option<Mmap>> {
 }
 
 /// A small file whose space is reserved under a temporary name, to be written, synced and
-/// renamed into place later (on another thread): [`write_synced`] in two halves.
+/// renamed into place later (on another thread): [`write_synced`] in two halves. Dropped
+/// unfinished (its roll did not go on), it removes its temporary file.
 #[derive(Debug)]
 pub(crate) struct Reserved {
     file: File,
     tmp: PathBuf,
     path: PathBuf,
+    finished: bool,
 }
 
 impl Reserved {
     /// Creates `<path>.<tag>.tmp` (the tag keeps two pending writes of one path apart) with
-    /// `len` bytes allocated. A file system that cannot preallocate gets no reservation: its
-    /// full disk then shows when the bytes are written.
+    /// `len` bytes allocated, so that writing them later cannot fail for lack of space.
+    ///
+    /// A file system that cannot preallocate gets no reservation: there a full disk shows
+    /// when the bytes are written, where it fails the roll and stops the partition. No room
+    /// is [`Error::StorageFull`] naming the file (nothing was written, freeing space and
+    /// trying again works); any other failure is an I/O error naming it. Either way the
+    /// temporary file is gone.
     pub fn new(path: &Path, tag: i64, len: usize) -> Result<Self> {
         let mut name = path.file_name().unwrap_or_default().to_owned();
         name.push(format!(".{tag}.tmp"));
         let tmp = path.with_file_name(name);
         let file = File::create(&tmp).context("create", &tmp)?;
-        if let Ok(len) = libc::off_t::try_from(len)
-            && len > 0
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: `file` is an open descriptor owned by this function for the whole call;
-            // fallocate only reads its arguments.
-            let done = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-            if done != 0 {
-                let error = std::io::Error::last_os_error();
-                if error.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                    return Err(Error::io("reserve", tmp, error));
-                }
-            }
-        }
-        Ok(Self {
+        let reserved = Self {
             file,
             tmp,
             path: path.to_owned(),
-        })
+            finished: false,
+        };
+        let Err(error) = crate::io::fallocate(&reserved.file, 0, len as u64) else {
+            return Ok(reserved);
+        };
+        match crate::io::classify(&error) {
+            Refusal::Unsupported => Ok(reserved),
+            Refusal::NoSpace => Err(Error::StorageFull {
+                path: reserved.tmp.clone(),
+            }),
+            Refusal::Other => Err(Error::io("reserve", reserved.tmp.clone(), error)),
+        }
     }
 
     /// Writes `bytes`, syncs, and renames the file into place.
-    pub fn finish(self, bytes: &[u8]) -> Result<()> {
+    pub fn finish(mut self, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::FileExt;
         self.file
             .write_all_at(bytes, 0)
             .and_then(|()| self.file.set_len(bytes.len() as u64))
             .context("write", &self.tmp)?;
         self.file.sync_all().context("sync", &self.tmp)?;
-        fs::rename(&self.tmp, &self.path).context("rename", &self.path)
+        fs::rename(&self.tmp, &self.path).context("rename", &self.path)?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Only tidiness: the next open removes temporary files anyway.
+        if let Err(error) = fs::remove_file(&self.tmp)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            log::debug!("{}: not removed: {error}", self.tmp.display());
+        }
     }
 }
 
@@ -842,4 +855,38 @@ mod tests {
         segment.publish(capacity - 1, 4, 0);
         assert!(allocated(&segment) >= capacity, "up to the capacity");
     }
+
+    /// Preallocation the file system refuses (cannot, or has no room for) leaves the segment
+    /// sparse, and is not tried again at every publication; any other failure is the
+    /// segment's error, naming it, and leaves no file behind.
+    #[test]
+    fn a_refused_preallocation_leaves_the_segment_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        let capacity = 2 * ALLOCATE_AHEAD;
+        for (base, errno) in [(0, libc::EOPNOTSUPP), (1, libc::ENOSPC)] {
+            let name = format!("{dir_name}/{}", file_name(base, LOG_SUFFIX));
+            crate::io::fail_hook::fail(&name, errno, 1);
+            let segment =
+                Segment::create(dir.path(), base, capacity, 4096, Room::Preallocated).unwrap();
+            assert_eq!(crate::io::fail_hook::pending(), 0);
+            assert_eq!(segment.file().metadata().unwrap().len(), capacity);
+            segment.publish(capacity - 1, base + 1, 0);
+            assert_eq!(allocated(&segment), 0, "errno {errno}: sparse, not tried again");
+        }
+
+        let name = format!("{dir_name}/{}", file_name(2, LOG_SUFFIX));
+        crate::io::fail_hook::fail(&name, libc::EIO, 1);
+        let failed = Segment::create(dir.path(), 2, capacity, 4096, Room::Preallocated);
+        match failed {
+            Err(Error::Io { op, path, .. }) => {
+                assert_eq!(op, "preallocate segment");
+                assert!(path.ends_with(file_name(2, LOG_SUFFIX)), "{path:?}");
+                assert!(!path.exists(), "the file it created is gone");
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        crate::io::fail_hook::clear();
+    }
+
 }
