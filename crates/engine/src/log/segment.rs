@@ -889,4 +889,26 @@ mod tests {
         crate::io::fail_hook::clear();
     }
 
+
+    /// A reservation interrupted by signals is tried again, like every other allocation, and
+    /// holds its blocks; dropped unfinished, it leaves no temporary file.
+    #[test]
+    fn an_interrupted_reservation_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        let path = dir.path().join("checkpoint");
+        crate::io::fail_hook::fail(&format!("{dir_name}/checkpoint"), libc::EINTR, 3);
+        let reserved = Reserved::new(&path, 7, 1 << 20).unwrap();
+        assert_eq!(crate::io::fail_hook::pending(), 0);
+        let tmp = dir.path().join("checkpoint.7.tmp");
+        if tmp.metadata().unwrap().blocks() == 0 {
+            eprintln!("skipped the block count: this file system cannot preallocate");
+        } else {
+            assert!(tmp.metadata().unwrap().blocks() * 512 >= 1 << 20);
+        }
+        drop(reserved);
+        assert!(!tmp.exists());
+        crate::io::fail_hook::clear();
+    }
+
 }
