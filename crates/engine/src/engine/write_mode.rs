@@ -430,6 +430,7 @@ mod tests {
     /// failure of the preallocation fails the measurement, which falls back to O_DIRECT with
     /// the error as its reason, and leaves no probe file.
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_probe_that_cannot_preallocate_is_measured_sparse_or_falls_back() {
         let dir = tempfile::tempdir().unwrap();
         let probe = dir.path().join(PROBE_NAME);

@@ -933,10 +933,6 @@ fn as_active(last: Arc<Segment>, config: &LogConfig) -> Result<Segment> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use std::fs::File;
-    use std::os::unix::fs::MetadataExt;
-    use std::sync::atomic::AtomicBool;
-
     use super::*;
     use crate::io::PortableIo;
     use crate::record::{BatchBuilder, Compression, MAGIC_V2};
@@ -1062,6 +1058,15 @@ mod tests {
         let info = log.append_checked(&mut batch(), Origin::Builder).unwrap();
         assert_eq!((info.base_offset, info.record_count), (0, 2));
     }
+
+    /// Allocations that fail (injected with the hook of `io::fallocate`, Linux only).
+    #[cfg(target_os = "linux")]
+    mod allocation {
+    use std::fs::File;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
 
     /// How every test of a failed allocation opens its log: a roll at every append after the
     /// first (each rolled segment has one index entry, so every reservation has bytes), on a
@@ -1251,4 +1256,5 @@ mod tests {
         crate::io::fail_hook::clear();
     }
 
+    }
 }

@@ -7,7 +7,8 @@
 //! reported durable again, every pending append fails, and the partition returns only through
 //! recovery, which re-reads the file and trusts only what validates. A full disk on a *write*
 //! is the one exception (nothing was written, and writes resume once space is freed); it never
-//! poisons.
+//! poisons. Neither does a roll that found no room to reserve its files: it wrote nothing
+//! either, and is undone.
 
 use std::io;
 use std::path::PathBuf;

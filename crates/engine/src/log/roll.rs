@@ -43,7 +43,9 @@ const ROLL_WAIT: Duration = Duration::from_secs(60);
 
 /// The slow part of one roll: everything that makes the old segment final on disk. The
 /// files it writes had their space reserved by the quick part, so a full disk stops the roll
-/// on the writer's thread, before any byte of the new segment is written, as it always did.
+/// on the writer's thread, before any byte of the new segment is written, where it is undone
+/// and fails the append with `StorageFull` like a write that found no room. (A file system
+/// that cannot reserve leaves its full disk to this part, where it stops the partition.)
 pub(crate) struct RollJob {
     pub dir: PathBuf,
     pub old: Arc<Segment>,

@@ -860,6 +860,7 @@ mod tests {
     /// sparse, and is not tried again at every publication; any other failure is the
     /// segment's error, naming it, and leaves no file behind.
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_refused_preallocation_leaves_the_segment_sparse() {
         let dir = tempfile::tempdir().unwrap();
         let dir_name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
@@ -893,6 +894,7 @@ mod tests {
     /// A reservation interrupted by signals is tried again, like every other allocation, and
     /// holds its blocks; dropped unfinished, it leaves no temporary file.
     #[test]
+    #[cfg(target_os = "linux")]
     fn an_interrupted_reservation_is_tried_again() {
         let dir = tempfile::tempdir().unwrap();
         let dir_name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
