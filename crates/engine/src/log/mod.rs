@@ -1062,199 +1062,200 @@ mod tests {
     /// Allocations that fail (injected with the hook of `io::fallocate`, Linux only).
     #[cfg(target_os = "linux")]
     mod allocation {
-    use std::fs::File;
-    use std::os::unix::fs::MetadataExt;
-    use std::sync::atomic::AtomicBool;
+        use std::fs::File;
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::AtomicBool;
 
-    use super::*;
+        use super::*;
 
-    /// How every test of a failed allocation opens its log: a roll at every append after the
-    /// first (each rolled segment has one index entry, so every reservation has bytes), on a
-    /// backend whose writes find the disk full while `full` is set.
-    fn open_rolling(dir: &Path, preallocate: bool, full: &Arc<AtomicBool>) -> PartitionLog {
-        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let config = LogConfig {
-            segment_age: Some(std::time::Duration::ZERO),
-            preallocate,
-            ..LogConfig::default()
-        };
-        PartitionLog::open(dir, tp, config, Box::new(FullDisk(full.clone()))).unwrap()
-    }
+        /// How every test of a failed allocation opens its log: a roll at every append after the
+        /// first (each rolled segment has one index entry, so every reservation has bytes), on a
+        /// backend whose writes find the disk full while `full` is set.
+        fn open_rolling(dir: &Path, preallocate: bool, full: &Arc<AtomicBool>) -> PartitionLog {
+            let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+            let config = LogConfig {
+                segment_age: Some(std::time::Duration::ZERO),
+                preallocate,
+                ..LogConfig::default()
+            };
+            PartitionLog::open(dir, tp, config, Box::new(FullDisk(full.clone()))).unwrap()
+        }
 
-    #[derive(Debug)]
-    struct FullDisk(Arc<AtomicBool>);
+        #[derive(Debug)]
+        struct FullDisk(Arc<AtomicBool>);
 
-    impl IoBackend for FullDisk {
-        fn write_all_at(&mut self, file: &File, position: u64, bytes: &[u8]) -> std::io::Result<()> {
-            if self.0.load(Ordering::Relaxed) {
-                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        impl IoBackend for FullDisk {
+            fn write_all_at(&mut self, file: &File, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+                if self.0.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                PortableIo.write_all_at(file, at, bytes)
             }
-            PortableIo.write_all_at(file, position, bytes)
-        }
 
-        fn sync_data(&mut self, file: &File) -> std::io::Result<()> {
-            PortableIo.sync_data(file)
-        }
-
-        fn name(&self) -> &'static str {
-            "full-disk"
-        }
-    }
-
-    /// A path fragment only files of `dir` have: the hook's rules stay with their test.
-    fn in_dir(dir: &Path, name: &str) -> String {
-        format!("{}/{name}", dir.file_name().unwrap().to_string_lossy())
-    }
-
-    /// The base offsets of every batch the log holds, read back through a reader.
-    fn stored(log: &PartitionLog) -> Vec<i64> {
-        let reader = log.reader();
-        let mut offsets = Vec::new();
-        let mut next = reader.start_offset();
-        while next < reader.end_offset() {
-            let slice = reader.read(next, 1 << 20).unwrap();
-            for item in slice.batches() {
-                offsets.push(item.unwrap().1.base_offset());
+            fn sync_data(&mut self, file: &File) -> std::io::Result<()> {
+                PortableIo.sync_data(file)
             }
-            next = slice.next_offset();
-        }
-        offsets
-    }
 
-    fn temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|ext| ext == "tmp"))
-            .collect()
-    }
-
-    /// A roll whose reservations find no room fails the append that asked for it with
-    /// `StorageFull` naming the file: nothing is appended, no reserved file is left, the old
-    /// segment stays active with every record readable, and the partition is not stopped: the
-    /// next append rolls and lands, and a reopen finds everything. Out of room over the quota
-    /// is the same, and so is a roll asked for on the io_uring path (`roll_now`).
-    #[test]
-    fn a_reservation_without_room_fails_the_roll_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = Arc::new(AtomicBool::new(false));
-        let mut log = open_rolling(dir.path(), false, &full);
-        log.append(&mut batch()).unwrap();
-        // The time index is reserved after the offset index: the first must be undone too.
-        let timeindex = in_dir(dir.path(), "00000000000000000000.timeindex");
-        crate::io::fail_hook::fail(&timeindex, libc::ENOSPC, 1);
-        let refused = log.append(&mut batch());
-        assert_eq!(crate::io::fail_hook::pending(), 0);
-        match &refused {
-            Err(Error::StorageFull { path }) => {
-                assert!(path.ends_with("00000000000000000000.timeindex.2.tmp"), "{path:?}");
+            fn name(&self) -> &'static str {
+                "full-disk"
             }
-            other => panic!("expected StorageFull naming the reservation, got {other:?}"),
         }
-        assert!(log.poison().is_none(), "a full disk does not stop the partition");
-        assert_eq!(log.next_offset(), 2, "nothing appended");
-        assert_eq!(log.segment_count(), 1, "the old segment stays active");
-        assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
-        assert_eq!(stored(&log), [0]);
 
-        let checkpoint = in_dir(dir.path(), "checkpoint");
-        crate::io::fail_hook::fail(&checkpoint, libc::EDQUOT, 1);
-        let refused = log.roll_now();
-        assert!(matches!(refused, Err(Error::StorageFull { .. })), "{refused:?}");
-        assert!(log.poison().is_none());
-        assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
+        /// A path fragment only files of `dir` have: the hook's rules stay with their test.
+        fn in_dir(dir: &Path, name: &str) -> String {
+            format!("{}/{name}", dir.file_name().unwrap().to_string_lossy())
+        }
 
-        let info = log.append(&mut batch()).unwrap();
-        assert_eq!(info.base_offset, 2, "space back: the roll and the append go on");
-        assert_eq!(log.segment_count(), 2);
-        assert_eq!(stored(&log), [0, 2]);
-        log.close().unwrap();
-        let log = open_rolling(dir.path(), false, &full);
-        assert_eq!(stored(&log), [0, 2], "nothing lost on reopen");
-        crate::io::fail_hook::clear();
-    }
+        /// The base offsets of every batch the log holds, read back through a reader.
+        fn stored(log: &PartitionLog) -> Vec<i64> {
+            let reader = log.reader();
+            let mut offsets = Vec::new();
+            let mut next = reader.start_offset();
+            while next < reader.end_offset() {
+                let slice = reader.read(next, 1 << 20).unwrap();
+                for item in slice.batches() {
+                    offsets.push(item.unwrap().1.base_offset());
+                }
+                next = slice.next_offset();
+            }
+            offsets
+        }
 
-    /// Any other failure of a reservation cannot be shown harmless: the partition stops, and
-    /// its error names the file whose reservation failed.
-    #[test]
-    fn a_reservation_that_fails_otherwise_stops_the_partition() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = Arc::new(AtomicBool::new(false));
-        let mut log = open_rolling(dir.path(), false, &full);
-        log.append(&mut batch()).unwrap();
-        let index = in_dir(dir.path(), "00000000000000000000.index");
-        crate::io::fail_hook::fail(&index, libc::EIO, 1);
-        let refused = log.append(&mut batch()).unwrap_err();
-        assert!(matches!(refused, Error::PartitionFailed(_)), "{refused:?}");
-        assert!(
-            refused.to_string().contains("00000000000000000000.index.2.tmp"),
-            "{refused}"
-        );
-        assert!(log.poison().is_some());
-        assert!(log.append(&mut batch()).is_err(), "no writes after the stop");
-        crate::io::fail_hook::clear();
-    }
+        fn temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+            fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "tmp"))
+                .collect()
+        }
 
-    /// A file system that cannot preallocate gets no reservations, and the roll goes on: the
-    /// files are written when the roll job runs. A snapshot that cannot be reserved, for
-    /// whatever reason, is left out (the next open scans more), and the roll goes on too.
-    #[test]
-    fn a_roll_goes_on_where_reservations_are_unsupported() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = Arc::new(AtomicBool::new(false));
-        let mut log = open_rolling(dir.path(), false, &full);
-        log.append(&mut batch()).unwrap();
-        let base = in_dir(dir.path(), "00000000000000000000.");
-        crate::io::fail_hook::fail(&base, libc::EOPNOTSUPP, 2);
-        crate::io::fail_hook::fail(&in_dir(dir.path(), "checkpoint"), libc::EOPNOTSUPP, 1);
-        crate::io::fail_hook::fail(&in_dir(dir.path(), "00000000000000000002.snapshot"), libc::EIO, 1);
-        let info = log.append(&mut batch()).unwrap();
-        assert_eq!(crate::io::fail_hook::pending(), 0, "every reservation was tried");
-        assert_eq!(info.base_offset, 2);
-        assert!(log.poison().is_none());
-        assert_eq!(log.segment_count(), 2);
-        let index = fs::read(dir.path().join("00000000000000000000.index")).unwrap();
-        assert_eq!(index.len(), index::OffsetIndex::ENTRY_BYTES, "the index was written");
-        assert_eq!(Checkpoint::read(dir.path()).recovery_point, 2);
-        assert!(!dir.path().join("00000000000000000002.snapshot").exists());
-        assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
-        assert_eq!(stored(&log), [0, 2]);
-        crate::io::fail_hook::clear();
-    }
-
-    /// A segment the file system cannot preallocate (or has no room to) is sparse, and takes
-    /// appends; a write that then finds the disk full fails with `StorageFull`, appends
-    /// nothing and stops nothing, and the next one lands once space is back.
-    #[test]
-    fn a_segment_without_preallocation_is_sparse_and_its_full_disk_is_retryable() {
-        for errno in [libc::EOPNOTSUPP, libc::ENOSPC] {
+        /// A roll whose reservations find no room fails the append that asked for it with
+        /// `StorageFull` naming the file: nothing is appended, no reserved file is left, the old
+        /// segment stays active with every record readable, and the partition is not stopped: the
+        /// next append rolls and lands, and a reopen finds everything. Out of room over the quota
+        /// is the same, and so is a roll asked for on the io_uring path (`roll_now`).
+        #[test]
+        fn a_reservation_without_room_fails_the_roll_and_nothing_else() {
             let dir = tempfile::tempdir().unwrap();
             let full = Arc::new(AtomicBool::new(false));
-            let first = in_dir(dir.path(), "00000000000000000000.log");
-            crate::io::fail_hook::fail(&first, errno, 1);
-            let mut log = open_rolling(dir.path(), true, &full);
-            assert_eq!(crate::io::fail_hook::pending(), 0, "errno {errno}");
-            let blocks = fs::metadata(dir.path().join("00000000000000000000.log"))
-                .unwrap()
-                .blocks();
-            assert_eq!(blocks, 0, "errno {errno}: nothing preallocated, nor tried again");
+            let mut log = open_rolling(dir.path(), false, &full);
             log.append(&mut batch()).unwrap();
-            full.store(true, Ordering::Relaxed);
-            // The roll finds room (reservations are real); the write does not.
+            // The time index is reserved after the offset index: the first must be undone too.
+            let timeindex = in_dir(dir.path(), "00000000000000000000.timeindex");
+            crate::io::fail_hook::fail(&timeindex, libc::ENOSPC, 1);
             let refused = log.append(&mut batch());
+            assert_eq!(crate::io::fail_hook::pending(), 0);
             match &refused {
                 Err(Error::StorageFull { path }) => {
-                    assert!(path.ends_with("00000000000000000002.log"), "{path:?}");
+                    assert!(path.ends_with("00000000000000000000.timeindex.2.tmp"), "{path:?}");
                 }
-                other => panic!("errno {errno}: expected StorageFull, got {other:?}"),
+                other => panic!("expected StorageFull naming the reservation, got {other:?}"),
             }
+            assert!(log.poison().is_none(), "a full disk does not stop the partition");
+            assert_eq!(log.next_offset(), 2, "nothing appended");
+            assert_eq!(log.segment_count(), 1, "the old segment stays active");
+            assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
+            assert_eq!(stored(&log), [0]);
+
+            let checkpoint = in_dir(dir.path(), "checkpoint");
+            crate::io::fail_hook::fail(&checkpoint, libc::EDQUOT, 1);
+            let refused = log.roll_now();
+            assert!(matches!(refused, Err(Error::StorageFull { .. })), "{refused:?}");
             assert!(log.poison().is_none());
-            full.store(false, Ordering::Relaxed);
-            assert_eq!(log.append(&mut batch()).unwrap().base_offset, 2);
+            assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
+
+            let info = log.append(&mut batch()).unwrap();
+            assert_eq!(info.base_offset, 2, "space back: the roll and the append go on");
+            assert_eq!(log.segment_count(), 2);
             assert_eq!(stored(&log), [0, 2]);
+            log.close().unwrap();
+            let log = open_rolling(dir.path(), false, &full);
+            assert_eq!(stored(&log), [0, 2], "nothing lost on reopen");
+            crate::io::fail_hook::clear();
         }
-        crate::io::fail_hook::clear();
-    }
+
+        /// Any other failure of a reservation cannot be shown harmless: the partition stops, and
+        /// its error names the file whose reservation failed.
+        #[test]
+        fn a_reservation_that_fails_otherwise_stops_the_partition() {
+            let dir = tempfile::tempdir().unwrap();
+            let full = Arc::new(AtomicBool::new(false));
+            let mut log = open_rolling(dir.path(), false, &full);
+            log.append(&mut batch()).unwrap();
+            let index = in_dir(dir.path(), "00000000000000000000.index");
+            crate::io::fail_hook::fail(&index, libc::EIO, 1);
+            let refused = log.append(&mut batch()).unwrap_err();
+            assert!(matches!(refused, Error::PartitionFailed(_)), "{refused:?}");
+            assert!(
+                refused.to_string().contains("00000000000000000000.index.2.tmp"),
+                "{refused}"
+            );
+            assert!(log.poison().is_some());
+            assert!(log.append(&mut batch()).is_err(), "no writes after the stop");
+            crate::io::fail_hook::clear();
+        }
+
+        /// A file system that cannot preallocate gets no reservations, and the roll goes on: the
+        /// files are written when the roll job runs. A snapshot that cannot be reserved, for
+        /// whatever reason, is left out (the next open scans more), and the roll goes on too.
+        #[test]
+        fn a_roll_goes_on_where_reservations_are_unsupported() {
+            let dir = tempfile::tempdir().unwrap();
+            let full = Arc::new(AtomicBool::new(false));
+            let mut log = open_rolling(dir.path(), false, &full);
+            log.append(&mut batch()).unwrap();
+            let base = in_dir(dir.path(), "00000000000000000000.");
+            crate::io::fail_hook::fail(&base, libc::EOPNOTSUPP, 2);
+            crate::io::fail_hook::fail(&in_dir(dir.path(), "checkpoint"), libc::EOPNOTSUPP, 1);
+            let snapshot = in_dir(dir.path(), "00000000000000000002.snapshot");
+            crate::io::fail_hook::fail(&snapshot, libc::EIO, 1);
+            let info = log.append(&mut batch()).unwrap();
+            assert_eq!(crate::io::fail_hook::pending(), 0, "every reservation was tried");
+            assert_eq!(info.base_offset, 2);
+            assert!(log.poison().is_none());
+            assert_eq!(log.segment_count(), 2);
+            let index = fs::read(dir.path().join("00000000000000000000.index")).unwrap();
+            assert_eq!(index.len(), index::OffsetIndex::ENTRY_BYTES, "the index was written");
+            assert_eq!(Checkpoint::read(dir.path()).recovery_point, 2);
+            assert!(!dir.path().join("00000000000000000002.snapshot").exists());
+            assert_eq!(temporaries(dir.path()), Vec::<std::path::PathBuf>::new());
+            assert_eq!(stored(&log), [0, 2]);
+            crate::io::fail_hook::clear();
+        }
+
+        /// A segment the file system cannot preallocate (or has no room to) is sparse, and takes
+        /// appends; a write that then finds the disk full fails with `StorageFull`, appends
+        /// nothing and stops nothing, and the next one lands once space is back.
+        #[test]
+        fn a_segment_without_preallocation_is_sparse_and_its_full_disk_is_retryable() {
+            for errno in [libc::EOPNOTSUPP, libc::ENOSPC] {
+                let dir = tempfile::tempdir().unwrap();
+                let full = Arc::new(AtomicBool::new(false));
+                let first = in_dir(dir.path(), "00000000000000000000.log");
+                crate::io::fail_hook::fail(&first, errno, 1);
+                let mut log = open_rolling(dir.path(), true, &full);
+                assert_eq!(crate::io::fail_hook::pending(), 0, "errno {errno}");
+                let blocks = fs::metadata(dir.path().join("00000000000000000000.log"))
+                    .unwrap()
+                    .blocks();
+                assert_eq!(blocks, 0, "errno {errno}: nothing preallocated, nor tried again");
+                log.append(&mut batch()).unwrap();
+                full.store(true, Ordering::Relaxed);
+                // The roll finds room (reservations are real); the write does not.
+                let refused = log.append(&mut batch());
+                match &refused {
+                    Err(Error::StorageFull { path }) => {
+                        assert!(path.ends_with("00000000000000000002.log"), "{path:?}");
+                    }
+                    other => panic!("errno {errno}: expected StorageFull, got {other:?}"),
+                }
+                assert!(log.poison().is_none());
+                full.store(false, Ordering::Relaxed);
+                assert_eq!(log.append(&mut batch()).unwrap().base_offset, 2);
+                assert_eq!(stored(&log), [0, 2]);
+            }
+            crate::io::fail_hook::clear();
+        }
 
     }
 }
