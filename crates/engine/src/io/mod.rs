@@ -13,9 +13,14 @@
 //! io_uring path consumes.
 
 pub mod aligned;
+#[cfg(target_os = "linux")]
+pub mod blocking;
+pub mod pool;
 mod portable;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod writer;
 
 use std::fmt;
 use std::fs::File;
