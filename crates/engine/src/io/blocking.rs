@@ -437,6 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = File::options()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(dir.path().join("segment"))
