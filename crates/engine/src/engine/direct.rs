@@ -1,5 +1,13 @@
-//! The shard's io_uring write path: batches staged into aligned buffers, written with
-//! `O_DIRECT` where the file system allows it, acknowledged in order when the kernel says so.
+//! The shard's write pipeline: batches staged into aligned buffers, written with `O_DIRECT`
+//! where the file system allows it and the write mode asks for it, acknowledged in order when
+//! the writer says the write completed.
+//!
+//! The pipeline drives a [`Writer`]: the io_uring writer, or the blocking one that performs each
+//! queued write (and its sync) through an `IoBackend` when submitted. Both lend buffers from a
+//! bounded pool and answer with the same completions, so everything below holds for both
+//! backends, and the tests of one exercise the other. Only io_uring completions are reported to
+//! the storage simulator here: the blocking writer's writes go through the simulator's backend,
+//! which sees them already.
 //!
 //! Per partition at most one write is in flight. While it is, new batches keep being staged
 //! into the partition's next buffer, so a busy partition writes large buffers back to back and

@@ -1,18 +1,29 @@
 //! A shard: one thread, pinned to a core, that alone writes the partitions it owns.
 //!
 //! Each pass drains the rings of every owned partition (a bounded number of batches per ring,
-//! so one busy producer cannot starve the others), appends the batches, then lets the fsync
-//! policy sync once for all of them: group commit. Acks and watermarks are published after
-//! that, and waiters are woken only if any are waiting. An idle shard polls for a short spin
-//! window, adapted to the load, then parks until a producer wakes it or a timed duty (an
-//! interval fsync, a retention check) comes due. With writes in flight it sleeps on an eventfd
-//! that the kernel rings on each completion and producers ring when they hand it work.
+//! so one busy producer cannot starve the others) and stages the batches into the partition's
+//! buffer (offsets are assigned there); then every open buffer is queued as one write, with a
+//! linked fdatasync when the fsync policy or a producer waiting for durability asks for one
+//! (group commit), and one `submit` sends them all. Acks and watermarks are published when a
+//! write's completion is applied, and waiters are woken only if any are waiting.
+//!
+//! There is one pipeline whichever backend runs (see `engine::direct`): the shard's writer is
+//! the io_uring one, whose completions arrive later, or the blocking one (the portable
+//! backend), which performs the writes inside `submit`, so their completions are applied in the
+//! same pass. Fail-stop, the undo of a write refused for lack of space, rolls and interval
+//! syncs are thus the same code on both.
+//!
+//! An idle shard polls for a short spin window, adapted to the load, then parks until a
+//! producer wakes it or a timed duty (an interval fsync, a retention check) comes due. With
+//! io_uring writes in flight it sleeps on an eventfd that the kernel rings on each completion
+//! and producers ring when they hand it work; the blocking writer has nothing in flight once a
+//! pass is over, so the shard parks as when idle.
 //!
 //! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
 //! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
-//! interval fsyncs that no write carries. On io_uring
-//! a partition that must roll while a write of its old segment is in flight parks the batches
-//! that arrive, in order, and the shard serves its other partitions until the write completes.
+//! interval fsyncs that no write carries. A partition that must roll while a write of its old
+//! segment is in flight parks the batches that arrive, in order, and the shard serves its other
+//! partitions until the write completes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -840,8 +851,8 @@ impl Shard {
         let now = Instant::now();
         for owned in &mut self.partitions {
             if owned.log.next_sync_due().is_some_and(|due| due <= now) {
-                // On io_uring, a partition with batches about to go out syncs with them: the
-                // fdatasync is linked to that write, and the shard does not block on it.
+                // A partition with batches about to go out syncs with them: the fdatasync is
+                // linked to that write (io_uring: the shard does not block on it).
                 if let Some(io) = owned.io.as_mut()
                     && io.has_open_buffer()
                 {
