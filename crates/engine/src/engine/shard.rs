@@ -251,6 +251,10 @@ pub(crate) fn spawn(
     let direct_io = config.direct_io != super::DirectIo::Off;
     let idle_spin = config.idle_spin;
     let retention_interval = config.retention_check_interval;
+    // The blocking writer is made here, so that a shard that cannot have one fails to start
+    // with the reason; the io_uring backend replaces it on the shard's thread.
+    let blocking = open_blocking(max_batch_bytes, storage.as_ref())
+        .map_err(|source| Error::ShardStart { shard: id, source })?;
     std::thread::Builder::new()
         .name(format!("rill-shard-{id}"))
         .spawn(move || {
@@ -259,14 +263,17 @@ pub(crate) fn spawn(
             {
                 log::warn!("rill: shard {id} could not be pinned to core {}", core.id);
             }
-            // The writer is made on the shard's own thread: a ring is this thread's alone.
-            let direct = match open_writer(id, use_uring, max_batch_bytes, storage.as_ref()) {
-                Ok(direct) => direct,
-                Err(error) => {
-                    log::error!("rill: shard {id}: no writer: {error}");
-                    control.alive.store(false, Ordering::Release);
-                    return;
+            // A ring is made on the shard's own thread: it is this thread's alone.
+            let direct = if use_uring {
+                match DirectIo::probe(max_batch_bytes, storage.clone()) {
+                    Ok(ring) => ring,
+                    Err(why) => {
+                        log::warn!("rill: shard {id}: {why}; writing with the portable backend");
+                        blocking
+                    }
                 }
+            } else {
+                blocking
             };
             let mut shard = Shard {
                 control,
@@ -287,21 +294,12 @@ pub(crate) fn spawn(
         .map_err(|source| Error::ShardStart { shard: id, source })
 }
 
-/// The shard's writer: the io_uring one when that backend was chosen and a ring can be had on
-/// this thread, else the blocking one, which writes through the storage's backend (the
-/// simulator's in tests) or the portable one.
-fn open_writer(
-    id: usize,
-    use_uring: bool,
+/// The blocking writer (the portable backend): it writes through the storage's backend (the
+/// simulator's in tests), else the portable one.
+fn open_blocking(
     max_batch_bytes: usize,
     storage: Option<&Arc<dyn Storage>>,
 ) -> std::io::Result<DirectIo> {
-    if use_uring {
-        match DirectIo::probe(max_batch_bytes, storage.cloned()) {
-            Ok(direct) => return Ok(direct),
-            Err(why) => log::warn!("rill: shard {id}: {why}; writing with the portable backend"),
-        }
-    }
     let backend = storage.map_or_else(
         || Box::new(crate::io::PortableIo) as Box<dyn crate::io::IoBackend>,
         |storage| storage.backend(),
