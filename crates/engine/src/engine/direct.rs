@@ -1,5 +1,13 @@
-//! The shard's io_uring write path: batches staged into aligned buffers, written with
-//! `O_DIRECT` where the file system allows it, acknowledged in order when the kernel says so.
+//! The shard's write pipeline: batches staged into aligned buffers, written with `O_DIRECT`
+//! where the file system allows it and the write mode asks for it, acknowledged in order when
+//! the writer says the write completed.
+//!
+//! The pipeline drives a [`Writer`]: the io_uring writer, or the blocking one that performs each
+//! queued write (and its sync) through an `IoBackend` when submitted. Both lend buffers from a
+//! bounded pool and answer with the same completions, so everything below holds for both
+//! backends, and the tests of one exercise the other. Only io_uring completions are reported to
+//! the storage simulator here: the blocking writer's writes go through the simulator's backend,
+//! which sees them already.
 //!
 //! Per partition at most one write is in flight. While it is, new batches keep being staged
 //! into the partition's next buffer, so a busy partition writes large buffers back to back and
@@ -26,12 +34,14 @@ use std::sync::Arc;
 use super::BatchAck;
 use super::notify::doorbell::Doorbell;
 use crate::error::{Error, is_storage_full};
-use crate::io::Storage;
 use crate::io::aligned::{BLOCK, align_down, align_up};
+use crate::io::blocking::BlockingWriter;
 use crate::io::uring::{
     BufferRegistration, Completion, DirectAppender, FileSlot, PooledBuf, SyncOutcome, UringConfig,
     UringUnavailable, UringWriter,
 };
+use crate::io::writer::Writer;
+use crate::io::{IoBackend, Storage};
 use crate::log::{PartitionLog, StorageOp};
 use crate::recycle::BatchBuf;
 
@@ -41,23 +51,45 @@ const STAGING_BUFFERS: u16 = 32;
 /// Registered file slots: one per partition a shard owns.
 const FILE_SLOTS: u32 = 4096;
 
-/// What a shard's partitions share: the ring and its buffer pool.
+/// What a shard's partitions share: the writer (io_uring or blocking) and its buffer pool.
 pub(crate) struct DirectIo {
-    writer: UringWriter,
+    writer: Writer,
     completions: Vec<Completion>,
-    /// The storage simulator of tests, told of every completion the pipeline consumes.
+    /// The storage simulator of tests, told of every io_uring completion the pipeline
+    /// consumes. Never set for the blocking writer: its writes go through the simulator's
+    /// own backend, which records them already.
     storage: Option<Arc<dyn Storage>>,
 }
 
+/// Bytes per staging buffer: the largest batch plus a re-written O_DIRECT tail block.
+fn staging_buffer_size(max_batch_bytes: usize) -> usize {
+    usize::try_from(align_up((max_batch_bytes + BLOCK) as u64)).unwrap_or(usize::MAX)
+}
+
 impl DirectIo {
+    /// Sets up the blocking writer: the same pipeline, each write performed through `backend`
+    /// when submitted.
+    pub fn blocking(max_batch_bytes: usize, backend: Box<dyn IoBackend>) -> io::Result<Self> {
+        let writer = BlockingWriter::new(
+            backend,
+            STAGING_BUFFERS,
+            staging_buffer_size(max_batch_bytes),
+            FILE_SLOTS,
+        )?;
+        Ok(Self {
+            writer: Writer::Blocking(writer),
+            completions: Vec::with_capacity(STAGING_BUFFERS as usize),
+            storage: None,
+        })
+    }
+
     /// Sets up a ring whose buffers hold the largest batch plus a re-written tail block. With
     /// `storage` (tests), every completion result passes through it before it is consumed.
     pub fn probe(
         max_batch_bytes: usize,
         storage: Option<Arc<dyn Storage>>,
     ) -> Result<Self, UringUnavailable> {
-        let buffer_size =
-            usize::try_from(align_up((max_batch_bytes + BLOCK) as u64)).unwrap_or(usize::MAX);
+        let buffer_size = staging_buffer_size(max_batch_bytes);
         let config = UringConfig {
             entries: 256,
             buffers: STAGING_BUFFERS,
@@ -78,21 +110,27 @@ impl DirectIo {
             );
         }
         Ok(Self {
-            writer,
+            writer: Writer::Uring(writer),
             completions: Vec::with_capacity(STAGING_BUFFERS as usize * 2),
             storage,
         })
     }
 
+    /// The backend's name for logs and reports ("io_uring" or "portable").
+    pub fn backend_name(&self) -> &'static str {
+        self.writer.backend_name()
+    }
+
     /// An eventfd the kernel rings on every completion of this ring: the shard sleeps on it,
     /// and producers ring it too, so a batch for one partition does not wait for another's
-    /// write to complete. `None` (the shard then sleeps in the ring) if it cannot be made.
+    /// write to complete. `None` (the shard then sleeps in the ring) if it cannot be made, and
+    /// for the blocking writer, which never has a write in flight to sleep for.
     pub fn doorbell(&self) -> Option<Arc<Doorbell>> {
-        let made = Doorbell::new().and_then(|doorbell| {
-            self.writer
-                .register_eventfd(doorbell.fd())
-                .map(|()| doorbell)
-        });
+        let Writer::Uring(writer) = &self.writer else {
+            return None;
+        };
+        let made = Doorbell::new()
+            .and_then(|doorbell| writer.register_eventfd(doorbell.fd()).map(|()| doorbell));
         match made {
             Ok(doorbell) => Some(Arc::new(doorbell)),
             Err(error) => {
@@ -109,7 +147,8 @@ impl DirectIo {
         self.writer.has_unfinished_business()
     }
 
-    /// Sends every queued write to the kernel with one system call.
+    /// Sends every queued write to the kernel with one system call (io_uring), or performs
+    /// them (blocking).
     pub fn submit(&mut self) -> io::Result<usize> {
         self.writer.submit()
     }
@@ -121,7 +160,8 @@ impl DirectIo {
         self.completions.drain(..)
     }
 
-    /// Sleeps in the kernel until at least one write completes.
+    /// Sleeps in the kernel until at least one write completes (io_uring); performs what is
+    /// queued (blocking).
     pub fn wait_one(&mut self) -> io::Result<std::vec::Drain<'_, Completion>> {
         self.writer.wait(1, &mut self.completions)?;
         Ok(self.completions.drain(..))
@@ -468,12 +508,15 @@ mod tests {
 
     /// A write whose O_DIRECT plan fails gives its buffer back to the pool and fails its
     /// tickets with the partition's poison; before, the buffer was dropped (the pool shrank
-    /// for good) and the tickets never resolved.
+    /// for good) and the tickets never resolved. On both writers.
     #[test]
     fn a_failed_plan_keeps_the_pool_and_fails_its_tickets() {
-        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
-            return;
-        };
+        for (direct, _dir, log) in writers_and_logs() {
+            failed_plan_round(direct, log);
+        }
+    }
+
+    fn failed_plan_round(mut direct: DirectIo, mut log: PartitionLog) {
         let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, true).unwrap();
         // Whatever the file system allows, plan as O_DIRECT would, from a 10-byte tail.
@@ -512,12 +555,16 @@ mod tests {
 
     /// Found by the storage simulator: a completion whose write failed for lack of space and
     /// whose sync ran and failed was taken as a retryable `ENOSPC`, so a later successful sync
-    /// could publish as durable earlier writes that the failed sync had covered.
+    /// could publish as durable earlier writes that the failed sync had covered. On both
+    /// writers.
     #[test]
     fn a_failed_sync_stops_the_partition_even_when_its_write_ran_out_of_space() {
-        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
-            return;
-        };
+        for (direct, _dir, log) in writers_and_logs() {
+            failed_sync_round(direct, log);
+        }
+    }
+
+    fn failed_sync_round(mut direct: DirectIo, mut log: PartitionLog) {
         let entry = entry_of(&log);
         let mut io = PartitionIo::open(&mut direct, &log, 0, false).unwrap();
         assert!(io.start_buffer(&mut direct));
@@ -555,18 +602,25 @@ mod tests {
         assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
     }
 
-    /// A ring and a fresh partition log in a temporary directory (kept alive by the caller),
-    /// or `None` where io_uring is not available.
-    fn ring_and_log() -> Option<(DirectIo, tempfile::TempDir, PartitionLog)> {
-        let Ok(direct) = DirectIo::probe(64 * 1024, None) else {
-            eprintln!("skipped: io_uring is not available here");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
-        let log =
-            PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo)).unwrap();
-        Some((direct, dir, log))
+    /// Each writer (the blocking one always, io_uring where available) with a fresh
+    /// partition log in a temporary directory (kept alive by the caller).
+    fn writers_and_logs() -> Vec<(DirectIo, tempfile::TempDir, PartitionLog)> {
+        let mut writers = vec![DirectIo::blocking(64 * 1024, Box::new(PortableIo)).unwrap()];
+        match DirectIo::probe(64 * 1024, None) {
+            Ok(ring) => writers.push(ring),
+            Err(why) => eprintln!("io_uring part skipped: {why}"),
+        }
+        writers
+            .into_iter()
+            .map(|direct| {
+                let dir = tempfile::tempdir().unwrap();
+                let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
+                let log =
+                    PartitionLog::open(dir.path(), tp, LogConfig::default(), Box::new(PortableIo))
+                        .unwrap();
+                (direct, dir, log)
+            })
+            .collect()
     }
 
     /// The registry entry a shard would keep for `log`.

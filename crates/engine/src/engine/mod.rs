@@ -500,8 +500,8 @@ impl Engine {
         // the opened logs releases their locks, instead of shards holding them until restart.
         let mut logs = Vec::with_capacity(count as usize);
         for partition in 0..count {
-            // The log's own backend writes partitions on the portable path and syncs all of
-            // them; with io_uring the shard writes staged batches itself (engine::direct).
+            // The log's own backend syncs the partition (a producer's retried batch, closing);
+            // its writes go through the shard's pipeline (engine::direct).
             let backend = match &self.inner.config.storage {
                 Some(storage) => storage.backend(),
                 None => Box::new(crate::io::PortableIo),

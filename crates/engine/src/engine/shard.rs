@@ -1,18 +1,29 @@
 //! A shard: one thread, pinned to a core, that alone writes the partitions it owns.
 //!
 //! Each pass drains the rings of every owned partition (a bounded number of batches per ring,
-//! so one busy producer cannot starve the others), appends the batches, then lets the fsync
-//! policy sync once for all of them: group commit. Acks and watermarks are published after
-//! that, and waiters are woken only if any are waiting. An idle shard polls for a short spin
-//! window, adapted to the load, then parks until a producer wakes it or a timed duty (an
-//! interval fsync, a retention check) comes due. With writes in flight it sleeps on an eventfd
-//! that the kernel rings on each completion and producers ring when they hand it work.
+//! so one busy producer cannot starve the others) and stages the batches into the partition's
+//! buffer (offsets are assigned there); then every open buffer is queued as one write, with a
+//! linked fdatasync when the fsync policy or a producer waiting for durability asks for one
+//! (group commit), and one `submit` sends them all. Acks and watermarks are published when a
+//! write's completion is applied, and waiters are woken only if any are waiting.
+//!
+//! There is one pipeline whichever backend runs (see `engine::direct`): the shard's writer is
+//! the io_uring one, whose completions arrive later, or the blocking one (the portable
+//! backend), which performs the writes inside `submit`, so their completions are applied in the
+//! same pass. Fail-stop, the undo of a write refused for lack of space, rolls and interval
+//! syncs are thus the same code on both.
+//!
+//! An idle shard polls for a short spin window, adapted to the load, then parks until a
+//! producer wakes it or a timed duty (an interval fsync, a retention check) comes due. With
+//! io_uring writes in flight it sleeps on an eventfd that the kernel rings on each completion
+//! and producers ring when they hand it work; the blocking writer has nothing in flight once a
+//! pass is over, so the shard parks as when idle.
 //!
 //! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
 //! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
-//! interval fsyncs that no write carries. On io_uring
-//! a partition that must roll while a write of its old segment is in flight parks the batches
-//! that arrive, in order, and the shard serves its other partitions until the write completes.
+//! interval fsyncs that no write carries. A partition that must roll while a write of its old
+//! segment is in flight parks the batches that arrive, in order, and the shard serves its other
+//! partitions until the write completes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -185,7 +196,8 @@ struct Owned {
     log: PartitionLog,
     entry: Arc<PartitionEntry>,
     inputs: Vec<ring::Consumer<Request>>,
-    /// Set when this partition writes through the shard's io_uring; else the log's own backend.
+    /// The partition's side of the shard's write pipeline; `None` only when its segment could
+    /// not be opened for the shard's writer (the log is then stopped with the reason).
     io: Option<PartitionIo>,
     /// Batches taken from the rings that wait, in order, for the partition's writes of its old
     /// segment to complete before it rolls; the shard serves other partitions meanwhile.
@@ -202,21 +214,18 @@ enum Room {
 struct Shard {
     control: Arc<ShardControl>,
     partitions: Vec<Owned>,
-    direct: Option<DirectIo>,
+    /// The shard's writer and buffer pool: every partition writes through it.
+    direct: DirectIo,
     /// Completions that arrived while the shard waited for another partition's write.
     stashed: Vec<crate::io::uring::Completion>,
-    use_uring: bool,
-    /// Open segments with O_DIRECT for io_uring writes (else through the page cache).
+    /// Open segments with O_DIRECT (else writes go through the page cache).
     direct_io: bool,
-    max_batch_bytes: usize,
     /// The storage simulator of tests, if any.
     storage: Option<Arc<dyn Storage>>,
     /// The thread that seals rolled segments, so that a roll's fsyncs never stall the shard
     /// (`None` if it could not start: rolls then run on the shard thread).
     sealer: Option<(Sealer, JoinHandle<()>)>,
     scratch: Vec<Request>,
-    /// Acks of the batches appended in the current portable pass, failed if its sync fails.
-    pass_acks: Vec<Arc<BatchAck>>,
     /// The configured spin window: the most an idle shard polls before it sleeps.
     idle_spin: Duration,
     /// The spin window in use, adapted to the load: see [`Shard::adapt_spin`].
@@ -236,23 +245,16 @@ pub(crate) fn spawn(
     if let Some(error) = start_hook::check(&control) {
         return Err(error);
     }
-    let mut shard = Shard {
-        control,
-        partitions: Vec::new(),
-        direct: None,
-        stashed: Vec::new(),
-        use_uring: backend == URING,
-        direct_io: config.direct_io != super::DirectIo::Off,
-        max_batch_bytes: config.log.limits.max_batch_bytes,
-        storage: config.storage.clone(),
-        sealer: None,
-        scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
-        pass_acks: Vec::new(),
-        idle_spin: config.idle_spin,
-        spin: config.idle_spin,
-        retention_interval: config.retention_check_interval,
-        next_retention: Instant::now() + config.retention_check_interval,
-    };
+    let use_uring = backend == URING;
+    let max_batch_bytes = config.log.limits.max_batch_bytes;
+    let storage = config.storage.clone();
+    let direct_io = config.direct_io != super::DirectIo::Off;
+    let idle_spin = config.idle_spin;
+    let retention_interval = config.retention_check_interval;
+    // The blocking writer is made here, so that a shard that cannot have one fails to start
+    // with the reason; the io_uring backend replaces it on the shard's thread.
+    let blocking = open_blocking(max_batch_bytes, storage.as_ref())
+        .map_err(|source| Error::ShardStart { shard: id, source })?;
     std::thread::Builder::new()
         .name(format!("rill-shard-{id}"))
         .spawn(move || {
@@ -261,9 +263,48 @@ pub(crate) fn spawn(
             {
                 log::warn!("rill: shard {id} could not be pinned to core {}", core.id);
             }
+            // A ring is made on the shard's own thread: it is this thread's alone.
+            let direct = if use_uring {
+                match DirectIo::probe(max_batch_bytes, storage.clone()) {
+                    Ok(ring) => ring,
+                    Err(why) => {
+                        log::warn!("rill: shard {id}: {why}; writing with the portable backend");
+                        blocking
+                    }
+                }
+            } else {
+                blocking
+            };
+            let mut shard = Shard {
+                control,
+                partitions: Vec::new(),
+                direct,
+                stashed: Vec::new(),
+                direct_io,
+                storage,
+                sealer: None,
+                scratch: Vec::with_capacity(MAX_BATCHES_PER_RING),
+                idle_spin,
+                spin: idle_spin,
+                retention_interval,
+                next_retention: Instant::now() + retention_interval,
+            };
             shard.run();
         })
         .map_err(|source| Error::ShardStart { shard: id, source })
+}
+
+/// The blocking writer (the portable backend): it writes through the storage's backend (the
+/// simulator's in tests), else the portable one.
+fn open_blocking(
+    max_batch_bytes: usize,
+    storage: Option<&Arc<dyn Storage>>,
+) -> std::io::Result<DirectIo> {
+    let backend = storage.map_or_else(
+        || Box::new(crate::io::PortableIo) as Box<dyn crate::io::IoBackend>,
+        |storage| storage.backend(),
+    );
+    DirectIo::blocking(max_batch_bytes, backend)
 }
 
 impl Shard {
@@ -281,20 +322,8 @@ impl Shard {
                 self.control.id
             ),
         }
-        if self.use_uring {
-            // The ring is made on the shard's own thread: it is this thread's alone.
-            match DirectIo::probe(self.max_batch_bytes, self.storage.clone()) {
-                Ok(direct) => {
-                    if let Some(doorbell) = direct.doorbell() {
-                        self.control.waker.bind_doorbell(doorbell);
-                    }
-                    self.direct = Some(direct);
-                }
-                Err(why) => log::warn!(
-                    "rill: shard {}: {why}; writing with the portable backend",
-                    self.control.id
-                ),
-            }
+        if let Some(doorbell) = self.direct.doorbell() {
+            self.control.waker.bind_doorbell(doorbell);
         }
         let mut idle_since: Option<Instant> = None;
         let mut idle_rounds: u64 = 0;
@@ -381,14 +410,7 @@ impl Shard {
                         log.set_sealer(sealer.clone());
                     }
                     let token = self.partitions.len() as u64;
-                    let direct_io = self.direct_io;
-                    let io = self.direct.as_mut().and_then(|direct| match PartitionIo::open(direct, &log, token, direct_io) {
-                        Ok(io) => Some(io),
-                        Err(error) => {
-                            log::warn!("rill: {}: io_uring registration failed ({error}); using pwrite", entry.tp);
-                            None
-                        }
-                    });
+                    let io = open_io(&mut self.direct, &mut log, token, self.direct_io);
                     self.partitions.push(Owned {
                         log: *log,
                         entry,
@@ -417,7 +439,7 @@ impl Shard {
 
     /// Closes and forgets a partition of a deleted topic: batches still in its rings fail,
     /// writes in flight complete first, and the partitions after it in the list re-register
-    /// with io_uring under their new index (completions are routed by index).
+    /// with the writer under their new index (completions are routed by index).
     fn remove_partition(&mut self, partition: &TopicPartition) -> Result<()> {
         let Some(index) = self
             .partitions
@@ -441,21 +463,18 @@ impl Shard {
                 request.ack.fail(gone.clone());
             }
         }
-        if let Some(direct) = self.direct.as_mut() {
-            if let Some(io) = owned.io.take() {
-                io.release(direct);
-            }
-            for (later, moved) in self.partitions.iter_mut().enumerate().skip(index) {
-                let Some(old) = moved.io.take() else { continue };
-                old.release(direct);
-                match PartitionIo::open(direct, &moved.log, later as u64, self.direct_io) {
-                    Ok(io) => moved.io = Some(io),
-                    Err(error) => log::warn!(
-                        "rill: {}: io_uring registration failed ({error}); using pwrite",
-                        moved.entry.tp
-                    ),
-                }
-            }
+        if let Some(io) = owned.io.take() {
+            io.release(&mut self.direct);
+        }
+        for (later, moved) in self.partitions.iter_mut().enumerate().skip(index) {
+            let Some(old) = moved.io.take() else { continue };
+            old.release(&mut self.direct);
+            moved.io = open_io(
+                &mut self.direct,
+                &mut moved.log,
+                later as u64,
+                self.direct_io,
+            );
         }
         owned.entry.notify();
         owned.log.close()
@@ -471,22 +490,15 @@ impl Shard {
         }
         let mut handled = 0;
         for index in 0..self.partitions.len() {
-            handled += if self.partitions[index].io.is_some() {
-                self.drain_direct(index)
-            } else {
-                self.drain_portable(index)
-            };
+            handled += self.drain(index);
         }
         // Nothing staged, nothing waiting to go out, nothing in flight: no system call.
         let open_buffers = self
             .partitions
             .iter()
             .any(|owned| owned.io.as_ref().is_some_and(PartitionIo::has_open_buffer));
-        if let Some(direct) = self
-            .direct
-            .as_mut()
-            .filter(|d| handled > 0 || open_buffers || d.in_flight() > 0)
-        {
+        let direct = &mut self.direct;
+        if handled > 0 || open_buffers || direct.in_flight() > 0 {
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut()
                     && io.queue(direct, &mut owned.log).is_err()
@@ -496,7 +508,7 @@ impl Shard {
                 }
             }
             if let Err(error) = direct.submit() {
-                log::error!("rill: io_uring submit failed: {error}");
+                log::error!("rill: {} submit failed: {error}", direct.backend_name());
             }
             let ready = direct.reap();
             self.stashed.extend(ready);
@@ -505,63 +517,9 @@ impl Shard {
         handled
     }
 
-    /// Appends through the log's own (portable) backend, one sync per pass.
-    ///
-    /// A failed sync fails every batch of the pass with the partition's poison: a record that
-    /// waits for durability then fails, one that waits for less still resolves (it got there).
-    fn drain_portable(&mut self, index: usize) -> usize {
-        let Shard {
-            partitions,
-            scratch,
-            pass_acks,
-            ..
-        } = self;
-        let owned = &mut partitions[index];
-        let mut handled = 0;
-        let mut wants_sync = false;
-        pass_acks.clear();
-        for input in &mut owned.inputs {
-            input.pop_into(scratch, MAX_BATCHES_PER_RING);
-            for mut request in scratch.drain(..) {
-                match owned.log.append_checked(&mut request.batch, request.origin) {
-                    Ok(info) => {
-                        request.ack.appended(info.base_offset);
-                        wants_sync |= request.sync;
-                        pass_acks.push(request.ack);
-                    }
-                    Err(error) => request.ack.fail(Arc::new(error)),
-                }
-                handled += 1;
-            }
-        }
-        owned
-            .inputs
-            .retain(|input| !(input.is_abandoned() && input.is_empty()));
-        if !pass_acks.is_empty() {
-            // One sync for every batch of the pass: group commit.
-            // A producer waiting for durability is served now; an interval sync is queued.
-            let synced = if wants_sync {
-                owned.log.flush()
-            } else {
-                owned.log.queue_sync_if_due()
-            };
-            if let Err(error) = synced {
-                let error = Arc::new(error);
-                for ack in pass_acks.drain(..) {
-                    ack.fail(error.clone());
-                }
-            }
-            pass_acks.clear();
-        }
-        if handled > 0 {
-            owned.entry.notify();
-        }
-        handled
-    }
-
-    /// Stages batches into the partition's io_uring buffer; the pass queues it afterwards.
-    /// Batches parked behind a roll go first; while any stay parked, the rings wait.
-    fn drain_direct(&mut self, index: usize) -> usize {
+    /// Stages batches into the partition's buffer; the pass queues it afterwards. Batches
+    /// parked behind a roll go first; while any stay parked, the rings wait.
+    fn drain(&mut self, index: usize) -> usize {
         let mut requests = std::mem::take(&mut self.scratch);
         requests.append(&mut self.partitions[index].parked);
         let mut handled = self.stage_requests(index, &mut requests);
@@ -610,9 +568,14 @@ impl Shard {
             handled += 1;
             let owned = &mut self.partitions[index];
             let Some(io) = owned.io.as_mut() else {
-                request.ack.fail(Arc::new(Error::Invariant {
-                    what: format!("{} lost its io_uring registration", owned.entry.tp),
-                }));
+                // Its segment could not be opened for the writer: the log says why.
+                let error = owned.log.poison().map_or_else(
+                    || Error::Invariant {
+                        what: format!("{} has no writer", owned.entry.tp),
+                    },
+                    |poison| poison.error(&owned.entry.tp),
+                );
+                request.ack.fail(Arc::new(error));
                 continue;
             };
             let Request {
@@ -682,12 +645,22 @@ impl Shard {
             }
             let owned = &mut self.partitions[index];
             owned.log.roll_now()?;
-            if let (Some(direct), Some(old)) = (self.direct.as_mut(), owned.io.take()) {
-                old.release(direct);
-                let name = owned.log.partition().dir_name();
-                let io = PartitionIo::open(direct, &owned.log, index as u64, self.direct_io)
-                    .map_err(|e| Error::io("register segment with io_uring", name, e))?;
-                owned.io = Some(io);
+            if let Some(old) = owned.io.take() {
+                old.release(&mut self.direct);
+            }
+            owned.io = open_io(
+                &mut self.direct,
+                &mut owned.log,
+                index as u64,
+                self.direct_io,
+            );
+            if owned.io.is_none() {
+                return Err(owned.log.poison().map_or_else(
+                    || Error::Invariant {
+                        what: format!("{} has no writer", owned.entry.tp),
+                    },
+                    |poison| poison.error(&owned.entry.tp),
+                ));
             }
         }
         // Bounded: each round either finds room, sends the full buffer, starts a new one, or
@@ -706,9 +679,8 @@ impl Shard {
                 self.send_open_buffer(index)?;
                 continue;
             }
-            let (Some(direct), Some(io)) =
-                (self.direct.as_mut(), self.partitions[index].io.as_mut())
-            else {
+            let direct = &mut self.direct;
+            let Some(io) = self.partitions[index].io.as_mut() else {
                 return Ok(Room::Ready);
             };
             if io.start_buffer(direct) {
@@ -723,7 +695,7 @@ impl Shard {
                 }
             }
             if let Err(error) = direct.submit() {
-                log::error!("rill: io_uring submit failed: {error}");
+                log::error!("rill: {} submit failed: {error}", direct.backend_name());
             }
             self.wait_for_completion();
         }
@@ -768,28 +740,29 @@ impl Shard {
     /// Queues the partition's open buffer (if no write of it is in flight) and submits.
     fn send_open_buffer(&mut self, index: usize) -> Result<()> {
         let owned = &mut self.partitions[index];
-        let (Some(direct), Some(io)) = (self.direct.as_mut(), owned.io.as_mut()) else {
+        let direct = &mut self.direct;
+        let Some(io) = owned.io.as_mut() else {
             return Ok(());
         };
         io.queue(direct, &mut owned.log)?;
         direct
             .submit()
-            .map_err(|e| Error::io("submit", "io_uring", e))?;
+            .map_err(|e| Error::io("submit", direct.backend_name(), e))?;
         Ok(())
     }
 
     fn io_pending(&self) -> bool {
-        self.direct.as_ref().is_some_and(|d| d.in_flight() > 0)
+        self.direct.in_flight() > 0
     }
 
     /// Blocks in the kernel for at least one completion, then applies every completion known.
     fn wait_for_completion(&mut self) {
-        if let Some(direct) = self.direct.as_mut()
-            && direct.in_flight() > 0
-        {
+        let direct = &mut self.direct;
+        if direct.in_flight() > 0 {
+            let name = direct.backend_name();
             match direct.wait_one() {
                 Ok(done) => self.stashed.extend(done),
-                Err(error) => log::error!("rill: io_uring wait failed: {error}"),
+                Err(error) => log::error!("rill: {name} wait failed: {error}"),
             }
         }
         self.apply_completions();
@@ -802,9 +775,7 @@ impl Shard {
             .next_deadline()
             .map_or(MAX_NAP, |due| due.saturating_duration_since(Instant::now()))
             .min(MAX_NAP);
-        let Some(direct) = self.direct.as_mut() else {
-            return;
-        };
+        let direct = &mut self.direct;
         let control = self.control.clone();
         let partitions = &self.partitions;
         let slept = control.waker.sleep_in_kernel_unless(
@@ -822,7 +793,7 @@ impl Shard {
         }
         if direct.has_unfinished_business() {
             if let Err(error) = direct.submit() {
-                log::error!("rill: io_uring submit failed: {error}");
+                log::error!("rill: {} submit failed: {error}", direct.backend_name());
             }
             let ready = direct.reap();
             self.stashed.extend(ready);
@@ -832,9 +803,7 @@ impl Shard {
 
     /// Publishes what completed writes carried, in each partition's order.
     fn apply_completions(&mut self) {
-        let Some(direct) = self.direct.as_mut() else {
-            return;
-        };
+        let direct = &mut self.direct;
         // Drained, not taken: the list keeps its memory for the next completions.
         for done in self.stashed.drain(..) {
             let Some(owned) = usize::try_from(done.token)
@@ -880,8 +849,8 @@ impl Shard {
         let now = Instant::now();
         for owned in &mut self.partitions {
             if owned.log.next_sync_due().is_some_and(|due| due <= now) {
-                // On io_uring, a partition with batches about to go out syncs with them: the
-                // fdatasync is linked to that write, and the shard does not block on it.
+                // A partition with batches about to go out syncs with them: the fdatasync is
+                // linked to that write (io_uring: the shard does not block on it).
                 if let Some(io) = owned.io.as_mut()
                     && io.has_open_buffer()
                 {
@@ -935,11 +904,9 @@ impl Shard {
                 );
             }
         }
-        if let Some(direct) = self.direct.as_mut() {
-            for owned in &mut self.partitions {
-                if let Some(io) = owned.io.take() {
-                    io.release(direct);
-                }
+        for owned in &mut self.partitions {
+            if let Some(io) = owned.io.take() {
+                io.release(&mut self.direct);
             }
         }
         let mut entries = Vec::with_capacity(self.partitions.len());
@@ -969,6 +936,25 @@ impl Shard {
         self.control.alive.store(false, Ordering::Release);
         for entry in entries {
             entry.notify();
+        }
+    }
+}
+
+/// Opens the log's active segment for the shard's writer. A segment that cannot be opened
+/// stops the partition, with the reason: there is no other way for its batches to be written.
+fn open_io(
+    direct: &mut DirectIo,
+    log: &mut PartitionLog,
+    token: u64,
+    direct_io: bool,
+) -> Option<PartitionIo> {
+    match PartitionIo::open(direct, log, token, direct_io) {
+        Ok(io) => Some(io),
+        Err(error) => {
+            let path = log.active_path().to_owned();
+            let stopped = log.poison_with(crate::log::StorageOp::OpenForWriter, path, &error);
+            log::error!("rill: {}: {stopped}", log.partition());
+            None
         }
     }
 }

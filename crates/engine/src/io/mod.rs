@@ -1,23 +1,31 @@
 //! I/O backends: how a partition's bytes reach its files.
 //!
-//! The log calls a backend for its two data-path operations, positional writes and data
-//! syncs, so that the portable backend here and the io_uring backend can be swapped without
-//! the log knowing which one runs.
+//! A shard writes its partitions through one pipeline (`engine::direct`) that drives a
+//! [`writer::Writer`]: the asynchronous [`uring`] writer (batched submissions, registered
+//! buffers and files, linked fdatasync) or the [`blocking`] writer, the portable backend, which
+//! performs the same queued writes with `pwrite` and `fdatasync` when they are submitted. Both
+//! lend the block-aligned buffers of [`aligned`] from a bounded pool and answer with the
+//! completions of [`pool`].
 //!
-//! [`uring`] is the asynchronous writer a shard thread drives directly (batched submissions,
-//! registered buffers and files, linked fdatasync); [`aligned`] holds the block-aligned staging
-//! buffers it writes from. `fallocate` allocates a file's blocks ahead of its writes, for
-//! every caller that preallocates or reserves space.
+//! [`IoBackend`] is the pair of data-path operations, positional writes and data syncs, that
+//! the blocking writer, the logs' own syncs and the sealer thread call; [`PortableIo`] is the
+//! real one. `fallocate` allocates a file's blocks ahead of its writes, for every caller that
+//! preallocates or reserves space.
 //!
-//! [`Storage`] is the seam the storage simulator of tests plugs into: it supplies the backend
-//! of every partition on the portable path, and sees (and may rewrite) every result the
-//! io_uring path consumes.
+//! [`Storage`] is the seam the storage simulator of tests plugs into: it supplies every
+//! [`IoBackend`] (so it sees each write and sync of the blocking writer, and each log sync),
+//! and sees (and may rewrite) every result the io_uring writer consumes.
 
 pub mod aligned;
+#[cfg(target_os = "linux")]
+pub mod blocking;
 mod fallocate;
+pub mod pool;
 mod portable;
 #[cfg(target_os = "linux")]
 pub mod uring;
+#[cfg(target_os = "linux")]
+pub mod writer;
 
 use std::fmt;
 use std::fs::File;
@@ -45,7 +53,8 @@ pub trait IoBackend: Send {
 /// kernel's io_uring answers untouched) unless `EngineConfig::storage` names one.
 #[doc(hidden)]
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// The backend of one partition's log (the portable path).
+    /// A backend: for a partition's log (its syncs), a sealer thread, or a shard's blocking
+    /// writer (every write of the portable backend).
     fn backend(&self) -> Box<dyn IoBackend>;
 
     /// The result of one io_uring completion of the write queued with `token` (`is_sync` for

@@ -76,15 +76,17 @@
 
 use std::fmt;
 use std::io;
-use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use io_uring::squeue;
 use io_uring::types::{Fixed, FsyncFlags};
 use io_uring::{IoUring, Probe, opcode};
 
-use super::aligned::{AlignedBuf, AlignedBufError, BLOCK, BufferFull, align_down};
+use super::aligned::{AlignedBuf, BLOCK, BufferFull, align_down};
+use super::pool::{allocate, next_pool_id};
+pub use super::pool::{
+    Completion, FileSlot, PooledBuf, QueueError, QueueErrorKind, SyncOutcome,
+};
 
 /// How many times one queued write is submitted before a short write is reported as an error.
 pub const MAX_WRITE_ATTEMPTS: u8 = 4;
@@ -179,180 +181,6 @@ impl UringUnavailable {
     }
 }
 
-/// A file registered in a writer's file table.
-///
-/// The generation makes a slot handle from before an unregister useless, so a stale handle
-/// cannot write into whatever file reuses the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileSlot {
-    index: u32,
-    generation: u32,
-}
-
-impl FileSlot {
-    /// The slot's index in the registered file table.
-    #[must_use]
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-}
-
-/// A staging buffer lent out of a writer's pool.
-///
-/// It is filled through its own methods and read through `Deref<Target = AlignedBuf>`; there is
-/// deliberately no `DerefMut`, because swapping the inner buffer for another would detach it
-/// from the memory the kernel registered. Give it back with [`UringWriter::queue_write`] or
-/// [`UringWriter::give_back`]: dropping it frees the memory and leaves the pool one buffer
-/// smaller for the life of the writer.
-#[derive(Debug)]
-pub struct PooledBuf {
-    ring: u64,
-    index: u16,
-    buf: AlignedBuf,
-}
-
-impl PooledBuf {
-    /// The buffer's index in the pool (and in the kernel's registered buffer table).
-    #[must_use]
-    pub fn index(&self) -> u16 {
-        self.index
-    }
-
-    /// See [`AlignedBuf::extend_from_slice`].
-    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), BufferFull> {
-        self.buf.extend_from_slice(bytes)
-    }
-
-    /// See [`AlignedBuf::spare_capacity_mut`].
-    #[must_use]
-    pub fn spare_capacity_mut(&mut self) -> &mut [u8] {
-        self.buf.spare_capacity_mut()
-    }
-
-    /// See [`AlignedBuf::commit`].
-    pub fn commit(&mut self, n: usize) -> Result<(), BufferFull> {
-        self.buf.commit(n)
-    }
-
-    /// See [`AlignedBuf::as_mut_slice`].
-    #[must_use]
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.buf.as_mut_slice()
-    }
-
-    /// See [`AlignedBuf::truncate`].
-    pub fn truncate(&mut self, len: usize) {
-        self.buf.truncate(len);
-    }
-
-    /// See [`AlignedBuf::clear`].
-    pub fn clear(&mut self) {
-        self.buf.clear();
-    }
-
-    /// See [`AlignedBuf::pad_to_block`].
-    pub fn pad_to_block(&mut self) -> usize {
-        self.buf.pad_to_block()
-    }
-}
-
-impl Deref for PooledBuf {
-    type Target = AlignedBuf;
-
-    fn deref(&self) -> &AlignedBuf {
-        &self.buf
-    }
-}
-
-/// Why a write was refused before reaching the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueErrorKind {
-    /// The buffer belongs to another writer's pool.
-    ForeignBuffer,
-    /// The file slot was unregistered (or belongs to another writer).
-    StaleFile,
-    /// The buffer holds no bytes.
-    Empty,
-    /// The file was opened with `O_DIRECT` and the position or length is not block-aligned.
-    Misaligned,
-    /// The submission queue stayed full after one submit; reap completions and retry.
-    QueueFull,
-}
-
-/// A refused write, with the buffer handed back so that nothing is lost.
-#[derive(Debug)]
-pub struct QueueError {
-    /// Why.
-    pub kind: QueueErrorKind,
-    buf: PooledBuf,
-}
-
-impl QueueError {
-    /// The buffer the refused write would have used.
-    #[must_use]
-    pub fn into_buf(self) -> PooledBuf {
-        self.buf
-    }
-}
-
-impl fmt::Display for QueueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.kind {
-            QueueErrorKind::ForeignBuffer => "write refused: buffer belongs to another ring",
-            QueueErrorKind::StaleFile => "write refused: file slot is not registered",
-            QueueErrorKind::Empty => "write refused: buffer is empty",
-            QueueErrorKind::Misaligned => {
-                "write refused: O_DIRECT file needs 4096-aligned position and length"
-            }
-            QueueErrorKind::QueueFull => "write refused: submission queue full, reap first",
-        })
-    }
-}
-
-impl std::error::Error for QueueError {}
-
-/// What became of the `fdatasync` linked to a write.
-#[derive(Debug)]
-pub enum SyncOutcome {
-    /// The write was queued without a sync.
-    NotRequested,
-    /// The sync ran and succeeded: the written bytes are durable.
-    Synced,
-    /// The sync did not run because the write before it failed (`ECANCELED`).
-    Cancelled,
-    /// The sync ran and failed.
-    Failed(io::Error),
-}
-
-/// One finished write, returned by [`UringWriter::reap`] and [`UringWriter::wait`].
-#[derive(Debug)]
-pub struct Completion {
-    /// The caller's token from [`UringWriter::queue_write`].
-    pub token: u64,
-    /// The file written.
-    pub file: FileSlot,
-    /// Where the write started.
-    pub position: u64,
-    /// Bytes the write asked for.
-    pub len: usize,
-    /// Bytes that did land, counting every attempt; equals `len` on success.
-    pub written: usize,
-    /// `Ok(len)` when every byte was written, otherwise the error that stopped it.
-    pub result: io::Result<usize>,
-    /// The linked sync's fate.
-    pub sync: SyncOutcome,
-}
-
-impl Completion {
-    /// Whether every byte was written and, if a sync was asked for, made durable.
-    #[must_use]
-    pub fn is_success(&self) -> bool {
-        self.result.is_ok() && matches!(self.sync, SyncOutcome::NotRequested | SyncOutcome::Synced)
-    }
-}
-
-/// Distinguishes writers so that a buffer cannot be queued on a ring that did not lend it.
-static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The low bit of `user_data`: which of a pair's entries completed. The rest is the buffer
 /// index, which identifies the operation because a buffer serves one operation at a time.
@@ -584,15 +412,6 @@ enum Registration {
     Whole,
 }
 
-fn allocate(size: usize) -> io::Result<AlignedBuf> {
-    AlignedBuf::new(size).map_err(|e| {
-        let kind = match e {
-            AlignedBufError::Capacity(_) => io::ErrorKind::InvalidInput,
-            AlignedBufError::OutOfMemory(_) => io::ErrorKind::OutOfMemory,
-        };
-        io::Error::new(kind, e)
-    })
-}
 
 fn iovec_of(buf: &AlignedBuf) -> libc::iovec {
     libc::iovec {
@@ -742,7 +561,7 @@ impl UringWriter {
         let allocated = idle.iter().filter(|buf| buf.is_some()).count();
         Ok(Self {
             ring,
-            id: NEXT_RING_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_pool_id(),
             registration,
             registration_error,
             buffer_size: config.buffer_size,
@@ -921,7 +740,7 @@ impl UringWriter {
         let index = self.ops.free.pop()?;
         let buf = self.ops.idle.get_mut(usize::from(index))?.take()?;
         Some(PooledBuf {
-            ring: self.id,
+            pool: self.id,
             index,
             buf,
         })
@@ -929,7 +748,7 @@ impl UringWriter {
 
     /// Returns an unused buffer to the pool; a buffer from another writer is handed back.
     pub fn give_back(&mut self, mut buf: PooledBuf) -> Result<(), PooledBuf> {
-        if buf.ring != self.id {
+        if buf.pool != self.id {
             return Err(buf);
         }
         let Some(idle) = self.ops.idle.get_mut(usize::from(buf.index)) else {
@@ -956,7 +775,7 @@ impl UringWriter {
         token: u64,
     ) -> Result<(), QueueError> {
         let refuse = |kind, buf| Err(QueueError { kind, buf });
-        if buf.ring != self.id {
+        if buf.pool != self.id {
             return refuse(QueueErrorKind::ForeignBuffer, buf);
         }
         let Some(entry) = self.file_entry(file) else {
@@ -998,7 +817,7 @@ impl UringWriter {
             return refuse(
                 QueueErrorKind::QueueFull,
                 PooledBuf {
-                    ring: self.id,
+                    pool: self.id,
                     index,
                     buf: op.buf,
                 },

@@ -32,8 +32,10 @@ pub(crate) enum StorageOp {
     Stage,
     /// Planning an O_DIRECT write from the segment's tail block.
     PlanDirect,
-    /// Handing a write to io_uring.
+    /// Handing a write to the shard's writer.
     Queue,
+    /// Opening the active segment for the shard's writer (and registering it there).
+    OpenForWriter,
     /// Undoing the staging of writes that ran out of space.
     DiscardFailed,
     /// A roll not attempted because an earlier step of the partition failed.
@@ -51,6 +53,7 @@ impl StorageOp {
             Self::Stage => "stage batch",
             Self::PlanDirect => "plan O_DIRECT write",
             Self::Queue => "queue write",
+            Self::OpenForWriter => "open segment for writing",
             Self::DiscardFailed => "discard failed writes",
             Self::Abandoned => "roll abandoned",
         }

@@ -27,8 +27,7 @@ pub enum Visibility {
     /// takes back every record whose write had not completed, and a power loss or kernel crash
     /// everything not yet synced. A consumer may therefore have read records, and acted on
     /// them, that no longer exist after a restart, and their offsets then name other records.
-    /// On the portable backend the write happens inside the sequencing step, so `Appended`
-    /// behaves as `Written` there. Needs the in-memory tail (`LogConfig::tail_bytes` > 0); a
+    /// Needs the in-memory tail (`LogConfig::tail_bytes` > 0); a
     /// record evicted from the tail before its write completes becomes readable when it does.
     Appended,
     /// Records are readable once written to the file (the write completed, in the page cache
@@ -104,7 +103,7 @@ impl Watermarks {
     }
 
     /// Called by the writer only, after the bytes below `offset` are complete. The appended
-    /// watermark follows, for writes that never went through the tail (the portable path, or
+    /// watermark follows, for writes that never went through the tail (a log without one, or
     /// a batch too large to keep).
     pub fn publish_written(&self, offset: i64) {
         debug_assert!(
