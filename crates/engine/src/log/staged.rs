@@ -233,6 +233,20 @@ impl PartitionLog {
                 &std::io::Error::other(what),
             ));
         }
+        // Bytes of the undone writes may be in the file past the published end: a prefix of
+        // the write that ran out of space, or a whole later write that did land. Cut them, so
+        // that neither recovery nor a shorter next write can line them up after the log's end
+        // (they hold the very offsets the next batches get). Rare, so synced at once.
+        let published = self.active().size();
+        let room = super::segment::Room::of(self.config.preallocate);
+        if let Err(error) = self.active().cut(published, Some(room)) {
+            let path = self.active_path().to_owned();
+            return Err(self.poison_with(
+                super::StorageOp::DiscardFailed,
+                path,
+                &std::io::Error::other(error.to_string()),
+            ));
+        }
         self.staging.batches.clear();
         self.staging.end = None;
         self.next_offset = self.active().next_offset();
