@@ -527,9 +527,11 @@ impl PartitionIo {
 
     /// A sealed write that will never be queued: its buffer goes back to the pool.
     fn drop_sealed(&mut self, io: &mut DirectIo, at: usize) {
-        if let Stage::Sealed { buffer, .. } =
-            std::mem::replace(&mut self.writes[at].stage, Stage::Dropped)
-        {
+        let stage = &mut self.writes[at].stage;
+        if !matches!(stage, Stage::Sealed { .. }) {
+            return;
+        }
+        if let Stage::Sealed { buffer, .. } = std::mem::replace(stage, Stage::Dropped) {
             let _ = io.writer.give_back(buffer);
         }
     }
@@ -650,7 +652,7 @@ impl PartitionIo {
                 if done.is_success() && !self.out_of_space {
                     // Nothing once the log is poisoned, whatever the write says.
                     let synced = matches!(done.sync, SyncOutcome::Synced);
-                    log.complete_through(write.end, synced, &mut write.batches);
+                    let n = log.complete_through(write.end, synced, &mut write.batches);
                 }
             }
             write.stage = Stage::Free;
