@@ -652,7 +652,7 @@ impl PartitionIo {
                 if done.is_success() && !self.out_of_space {
                     // Nothing once the log is poisoned, whatever the write says.
                     let synced = matches!(done.sync, SyncOutcome::Synced);
-                    let n = log.complete_through(write.end, synced, &mut write.batches);
+                    log.complete_through(write.end, synced, &mut write.batches);
                 }
             }
             write.stage = Stage::Free;
