@@ -849,6 +849,121 @@ mod tests {
         assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
     }
 
+    /// Three page-cache writes of one partition, each of one batch, queued together (none
+    /// carries a sync). Returns the partition and its tickets.
+    fn three_writes_in_flight(
+        direct: &mut DirectIo,
+        log: &mut PartitionLog,
+    ) -> (PartitionIo, Vec<Ticket>) {
+        let entry = entry_of(log);
+        let mut io = PartitionIo::open(direct, log, 0, false).unwrap();
+        let mut tickets = Vec::new();
+        for _ in 0..3 {
+            assert!(io.start_buffer(direct));
+            let mut batch = builder_batch();
+            let staged = log.stage(&mut batch, Origin::Builder).unwrap();
+            let ack = BatchAck::new(entry.clone());
+            ack.appended(staged.base_offset);
+            ack.mark_submitted();
+            let end = staged.position + staged.len;
+            let batch = BatchBuf::new(batch, Recycler::new(1));
+            assert!(io.stage(batch, end, ack.clone(), false));
+            assert!(io.seal(direct, log).unwrap(), "the queue has room");
+            tickets.push(Ticket::new(ack, 0, AckLevel::Written));
+        }
+        assert!(io.queue_ready(direct, log).unwrap());
+        assert_eq!(io.queued, 3);
+        assert!(
+            io.slots().all(|w| matches!(w.stage, Stage::InFlight)),
+            "page-cache writes without a sync go together"
+        );
+        (io, tickets)
+    }
+
+    /// What the pipeline is handed for write `seq` of partition 0: success or `errno`.
+    fn completion(io: &PartitionIo, seq: u32, errno: Option<i32>) -> Completion {
+        let write = io.slots().find(|w| w.seq == seq).unwrap();
+        let len = usize::try_from(write.end - write.start).unwrap();
+        Completion {
+            token: token_of(0, seq),
+            file: io.slot,
+            position: write.start,
+            len,
+            written: if errno.is_some() { 0 } else { len },
+            result: errno.map_or(Ok(len), |code| Err(io::Error::from_raw_os_error(code))),
+            sync: SyncOutcome::NotRequested,
+        }
+    }
+
+    /// Completions in the order 2, 0, 1 with write 1 failing: write 2's success publishes
+    /// nothing while 0 and 1 are out, write 0 then publishes its batch alone, and write 1's
+    /// failure stops the partition, so write 2, complete and successful, is never published.
+    #[test]
+    fn out_of_order_completions_publish_in_order_and_nothing_after_a_failure() {
+        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
+            return;
+        };
+        let (mut io, tickets) = three_writes_in_flight(&mut direct, &mut log);
+        let reader = log.reader();
+        let first_end = io.slots().next().unwrap().end;
+
+        let done = completion(&io, 2, None);
+        assert!(io.complete(&mut direct, &mut log, done).is_none());
+        assert_eq!(reader.written_offset(), 0, "write 2 waits for writes 0 and 1");
+        assert!(matches!(tickets[2].poll(), Ok(None)));
+
+        let done = completion(&io, 0, None);
+        assert!(io.complete(&mut direct, &mut log, done).is_none());
+        assert_eq!(reader.written_offset(), 1, "write 0 published, alone");
+        assert_eq!(log.published_size(), first_end);
+        assert!(matches!(tickets[0].poll(), Ok(Some(0))));
+
+        let done = completion(&io, 1, Some(libc::EIO));
+        let failure = io.complete(&mut direct, &mut log, done);
+        assert!(matches!(failure, Some(Error::PartitionFailed(_))), "{failure:?}");
+        assert_eq!(reader.written_offset(), 1, "nothing after the failed write");
+        assert_eq!(log.published_size(), first_end);
+        for ticket in &tickets[1..] {
+            assert!(matches!(ticket.poll(), Err(Error::PartitionFailed(_))));
+        }
+        assert_eq!(io.queued, 0, "every write retired");
+        assert!(!io.is_busy());
+    }
+
+    /// Write 1 runs out of space while 0 and 2 are in flight: every batch fails with the
+    /// storage error, new batches wait, and once the last write is back (its success is not
+    /// published) the staging is undone: the next batch gets offset 0 again.
+    #[test]
+    fn running_out_of_space_mid_queue_undoes_the_staging_once_nothing_is_in_flight() {
+        let Some((mut direct, _dir, mut log)) = ring_and_log() else {
+            return;
+        };
+        let (mut io, tickets) = three_writes_in_flight(&mut direct, &mut log);
+        let reader = log.reader();
+
+        let done = completion(&io, 1, Some(libc::ENOSPC));
+        let failure = io.complete(&mut direct, &mut log, done);
+        assert!(matches!(&failure, Some(Error::StorageFull { .. })), "{failure:?}");
+        assert!(io.waits_for_writes(), "writes 0 and 2 are still in flight");
+        for ticket in &tickets {
+            let outcome = ticket.poll();
+            assert!(matches!(&outcome, Err(Error::StorageFull { .. })), "{outcome:?}");
+        }
+        let done = completion(&io, 2, None);
+        assert!(io.complete(&mut direct, &mut log, done).is_none());
+        assert!(io.waits_for_writes());
+        let done = completion(&io, 0, None);
+        assert!(io.complete(&mut direct, &mut log, done).is_none());
+        assert!(!io.waits_for_writes(), "nothing in flight: writes resume");
+        assert_eq!(reader.written_offset(), 0, "nothing was published");
+        assert_eq!(log.published_size(), 0);
+        assert!(log.poison().is_none());
+        let mut batch = builder_batch();
+        let staged = log.stage(&mut batch, Origin::Builder).unwrap();
+        assert_eq!(staged.base_offset, 0, "the failed offsets are assigned again");
+        assert_eq!(staged.position, 0);
+    }
+
     /// A ring and a fresh partition log in a temporary directory (kept alive by the caller),
     /// or `None` where io_uring is not available.
     fn ring_and_log() -> Option<(DirectIo, tempfile::TempDir, PartitionLog)> {
