@@ -174,7 +174,8 @@ fn a_slow_write_stalls_only_its_partition(direct_io: DirectIo) -> Option<u32> {
         "{direct_io:?}: a-0's first write is held: {first:?}"
     );
     assert!(
-        a.iter().all(|t| matches!(t.wait_timeout(Duration::ZERO), Ok(None))),
+        a.iter()
+            .all(|t| matches!(t.wait_timeout(Duration::ZERO), Ok(None))),
         "{direct_io:?}: nothing of a-0 is published before its first write"
     );
     let later = gate.later_while_held();

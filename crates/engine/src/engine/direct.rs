@@ -467,7 +467,11 @@ impl PartitionIo {
     ///
     /// A write the ring refuses stops the partition: its buffer goes back to the pool and
     /// every batch of the partition fails with the poison, which is returned.
-    pub fn queue_ready(&mut self, io: &mut DirectIo, log: &mut PartitionLog) -> Result<bool, Error> {
+    pub fn queue_ready(
+        &mut self,
+        io: &mut DirectIo,
+        log: &mut PartitionLog,
+    ) -> Result<bool, Error> {
         if let Some(stopped) = log.poison().map(|poison| poison.error(log.partition())) {
             self.fail_all(&stopped);
         }
@@ -518,11 +522,13 @@ impl PartitionIo {
     /// block waits until that write completed (else the older one could land last).
     fn may_queue(&self, n: usize) -> bool {
         let write = &self.writes[(self.head + n) % MAX_WRITES];
-        let mut earlier = (0..n).map(|k| &self.writes[(self.head + k) % MAX_WRITES]);
         if write.sync {
-            return !earlier.any(Write::unfinished);
+            return !(0..n).any(|k| self.writes[(self.head + k) % MAX_WRITES].unfinished());
         }
-        !(write.after_previous && earlier.last().is_some_and(Write::unfinished))
+        let previous = n
+            .checked_sub(1)
+            .map(|k| &self.writes[(self.head + k) % MAX_WRITES]);
+        !(write.after_previous && previous.is_some_and(Write::unfinished))
     }
 
     /// A sealed write that will never be queued: its buffer goes back to the pool.
@@ -549,7 +555,9 @@ impl PartitionIo {
         let seq = u32::try_from(done.token >> 32).ok()?;
         let at = (0..self.queued)
             .map(|n| (self.head + n) % MAX_WRITES)
-            .find(|&at| self.writes[at].seq == seq && matches!(self.writes[at].stage, Stage::InFlight))?;
+            .find(|&at| {
+                self.writes[at].seq == seq && matches!(self.writes[at].stage, Stage::InFlight)
+            })?;
         let write = &self.writes[at];
         let held = io
             .storage
@@ -571,14 +579,14 @@ impl PartitionIo {
             if !matches!(write.stage, Stage::Held(_)) {
                 continue;
             }
-            let still = io
-                .storage
-                .as_ref()
-                .is_some_and(|storage| storage.uring_hold(log.active_path(), write.start..write.end));
+            let still = io.storage.as_ref().is_some_and(|storage| {
+                storage.uring_hold(log.active_path(), write.start..write.end)
+            });
             if still {
                 continue;
             }
-            if let Stage::Held(done) = std::mem::replace(&mut self.writes[at].stage, Stage::InFlight)
+            if let Stage::Held(done) =
+                std::mem::replace(&mut self.writes[at].stage, Stage::InFlight)
             {
                 failure = failure.or(self.arrive(io, log, at, done));
             }
@@ -909,7 +917,11 @@ mod tests {
 
         let done = completion(&io, 2, None);
         assert!(io.complete(&mut direct, &mut log, done).is_none());
-        assert_eq!(reader.written_offset(), 0, "write 2 waits for writes 0 and 1");
+        assert_eq!(
+            reader.written_offset(),
+            0,
+            "write 2 waits for writes 0 and 1"
+        );
         assert!(matches!(tickets[2].poll(), Ok(None)));
 
         let done = completion(&io, 0, None);
@@ -920,7 +932,10 @@ mod tests {
 
         let done = completion(&io, 1, Some(libc::EIO));
         let failure = io.complete(&mut direct, &mut log, done);
-        assert!(matches!(failure, Some(Error::PartitionFailed(_))), "{failure:?}");
+        assert!(
+            matches!(failure, Some(Error::PartitionFailed(_))),
+            "{failure:?}"
+        );
         assert_eq!(reader.written_offset(), 1, "nothing after the failed write");
         assert_eq!(log.published_size(), first_end);
         for ticket in &tickets[1..] {
@@ -943,11 +958,17 @@ mod tests {
 
         let done = completion(&io, 1, Some(libc::ENOSPC));
         let failure = io.complete(&mut direct, &mut log, done);
-        assert!(matches!(&failure, Some(Error::StorageFull { .. })), "{failure:?}");
+        assert!(
+            matches!(&failure, Some(Error::StorageFull { .. })),
+            "{failure:?}"
+        );
         assert!(io.waits_for_writes(), "writes 0 and 2 are still in flight");
         for ticket in &tickets {
             let outcome = ticket.poll();
-            assert!(matches!(&outcome, Err(Error::StorageFull { .. })), "{outcome:?}");
+            assert!(
+                matches!(&outcome, Err(Error::StorageFull { .. })),
+                "{outcome:?}"
+            );
         }
         let done = completion(&io, 2, None);
         assert!(io.complete(&mut direct, &mut log, done).is_none());
@@ -960,7 +981,10 @@ mod tests {
         assert!(log.poison().is_none());
         let mut batch = builder_batch();
         let staged = log.stage(&mut batch, Origin::Builder).unwrap();
-        assert_eq!(staged.base_offset, 0, "the failed offsets are assigned again");
+        assert_eq!(
+            staged.base_offset, 0,
+            "the failed offsets are assigned again"
+        );
         assert_eq!(staged.position, 0);
     }
 
