@@ -64,8 +64,10 @@ use crate::io::uring::{
 use crate::log::{PartitionLog, StorageOp};
 use crate::recycle::BatchBuf;
 
-/// The most staging buffers a shard's pool grows to: each busy partition holds one in flight and
-/// fills another, so this lets 16 partitions per shard pipeline before the pool is the limit.
+/// The most staging buffers a shard's pool grows to: a busy partition holds up to
+/// [`MAX_WRITES`] queued and fills another, so this lets six partitions per shard keep full
+/// queues (and many more pipeline one write each) before the pool is the limit; then their
+/// batches park until buffers come back.
 const STAGING_BUFFERS: u16 = 32;
 /// Registered file slots: one per partition a shard owns.
 const FILE_SLOTS: u32 = 4096;
@@ -885,6 +887,15 @@ mod tests {
             io.slots().all(|w| matches!(w.stage, Stage::InFlight)),
             "page-cache writes without a sync go together"
         );
+        // The bytes really land; the pipeline is then handed made-up completions instead.
+        direct.submit().unwrap();
+        for _ in 0..100 {
+            if direct.in_flight() == 0 {
+                break;
+            }
+            drop(direct.wait_one().unwrap());
+        }
+        assert_eq!(direct.in_flight(), 0);
         (io, tickets)
     }
 
@@ -979,6 +990,12 @@ mod tests {
         assert_eq!(reader.written_offset(), 0, "nothing was published");
         assert_eq!(log.published_size(), 0);
         assert!(log.poison().is_none());
+        // Writes 0 and 2 did land: cut, so that no stale batch can line up after the end.
+        let file = std::fs::read(log.active_path()).unwrap();
+        assert!(
+            file.iter().all(|&b| b == 0),
+            "bytes of undone writes left in the segment"
+        );
         let mut batch = builder_batch();
         let staged = log.stage(&mut batch, Origin::Builder).unwrap();
         assert_eq!(

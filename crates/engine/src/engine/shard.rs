@@ -10,9 +10,11 @@
 //!
 //! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
 //! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
-//! interval fsyncs that no write carries. On io_uring
-//! a partition that must roll while a write of its old segment is in flight parks the batches
-//! that arrive, in order, and the shard serves its other partitions until the write completes.
+//! interval fsyncs that no write carries. Nor does one partition's write: on io_uring a
+//! partition keeps several writes in flight (see `engine::direct`), and one that must roll
+//! while writes of its old segment are in flight, whose queue of writes is full, or that finds
+//! the pool empty parks the batches that arrive, in order; the shard serves its other
+//! partitions until a completion lets them go.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

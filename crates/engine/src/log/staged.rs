@@ -215,7 +215,9 @@ impl PartitionLog {
     }
 
     /// Undoes the staging of batches whose write ran out of space: the next batch gets the
-    /// first unpublished offset and position again. The caller must have failed the ticket of
+    /// first unpublished offset and position again, and the active segment is cut at its
+    /// published end (synced; a rare path), since bytes of the undone writes may have landed
+    /// past it. The caller must have failed the ticket of
     /// every one of the `expected` batches, and have no write of this log in flight; if the
     /// count does not match, the log is poisoned instead (something else was staged, and
     /// reusing its offsets could acknowledge two batches at one offset).
