@@ -734,9 +734,9 @@ impl Shard {
                     let _ = io.send(direct, &mut owned.log);
                 }
             }
-            direct
-                .submit()
-                .map_err(|e| Error::io("submit", "io_uring", e))?;
+            if let Err(error) = direct.submit() {
+                log::error!("rill: io_uring submit failed: {error}");
+            }
             if direct.in_flight() > 0 {
                 return Ok(Room::AfterWrites);
             }
