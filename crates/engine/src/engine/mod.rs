@@ -31,6 +31,9 @@ use std::time::Duration;
 
 pub use ack::{AckLevel, Ticket};
 pub(crate) use ack::{AckPool, BatchAck};
+// The storage simulator keys its fault streams by partition, which a write's token names.
+#[cfg(feature = "fuzzing")]
+pub(crate) use direct::partition_of;
 pub(crate) use notify::{Notifier, next_spin};
 pub(crate) use registry::{Inner, PartitionEntry, TopicEntry};
 pub(crate) use shard::{Request, ShardControl};

@@ -21,16 +21,19 @@
 //!
 //! A segment roll never makes the shard wait for the disk: the old segment's fsyncs run on the
 //! shard's sealer thread (see `log::roll`), which wakes the shard when it is done; so do
-//! interval fsyncs that no write carries. A partition that must roll while a write of its old
-//! segment is in flight parks the batches that arrive, in order, and the shard serves its other
-//! partitions until the write completes.
+//! interval fsyncs that no write carries. Nor does one partition's write: a partition keeps
+//! several writes queued (see `engine::direct`; on io_uring they are in flight together, the
+//! blocking writer finishes them inside the pass), and one that must roll while writes of its
+//! old segment are in flight, whose queue of writes is full, or that finds the pool empty parks
+//! the batches that arrive, in order; the shard serves its other partitions until a completion
+//! lets them go.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::direct::{DirectIo, PartitionIo};
+use super::direct::{DirectIo, PartitionIo, partition_of};
 use super::notify::{MAX_NAP, ShardWaker, next_spin};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
@@ -207,7 +210,11 @@ struct Owned {
 /// Whether a partition can take a batch now.
 enum Room {
     Ready,
-    /// It must roll first, and writes of its old segment are still in flight.
+    /// Not before some of its writes (or, the pool being empty, some write of the shard)
+    /// complete: it must roll first and writes of its old segment are in flight, its queue
+    /// of writes is at its bound, the pool is empty, or a write ran out of space and the
+    /// staging is undone once none is in flight. Its batches park, in order; a completion
+    /// wakes the shard.
     AfterWrites,
 }
 
@@ -216,7 +223,7 @@ struct Shard {
     partitions: Vec<Owned>,
     /// The shard's writer and buffer pool: every partition writes through it.
     direct: DirectIo,
-    /// Completions that arrived while the shard waited for another partition's write.
+    /// Completions reaped and not yet applied.
     stashed: Vec<crate::io::uring::Completion>,
     /// Open segments with O_DIRECT (else writes go through the page cache).
     direct_io: bool,
@@ -501,7 +508,7 @@ impl Shard {
         if handled > 0 || open_buffers || direct.in_flight() > 0 {
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut()
-                    && io.queue(direct, &mut owned.log).is_err()
+                    && io.send(direct, &mut owned.log).is_err()
                 {
                     // The partition stopped and its batches failed with the reason.
                     owned.entry.notify();
@@ -626,19 +633,28 @@ impl Shard {
     }
 
     /// Gets the partition a buffer with room for `len` more bytes, rolling its segment first
-    /// when the batch would not fit. A roll waits for the writes of the old segment: with
-    /// some in flight (its open buffer is sent now) the answer is [`Room::AfterWrites`] and
-    /// the shard goes on with other partitions. The roll itself does not wait for the disk
-    /// (see `log::roll`). May wait for a buffer of the pool; never stages anything.
+    /// when the batch would not fit. Never waits for the disk: a full buffer is sealed into
+    /// the partition's queue of writes and a new one starts; when the queue is at its bound,
+    /// the pool is empty, or a roll must wait for writes of the old segment (its open buffer
+    /// is sent now), the answer is [`Room::AfterWrites`] and the shard goes on with other
+    /// partitions. The roll itself does not wait for the disk (see `log::roll`). Never stages
+    /// anything.
     fn make_room(&mut self, index: usize, len: usize) -> Result<Room> {
+        if self.partitions[index]
+            .io
+            .as_ref()
+            .is_some_and(PartitionIo::waits_for_writes)
+        {
+            return Ok(Room::AfterWrites);
+        }
         let needs_roll = self.partitions[index].log.needs_roll(len as u64);
         if needs_roll {
-            // Staged batches or a write in flight (a fresh O_DIRECT buffer holding only the
+            // Staged batches or writes queued (a fresh O_DIRECT buffer holding only the
             // re-written tail block carries nothing, and is released by the roll).
             let busy = self.partitions[index]
                 .io
                 .as_ref()
-                .is_some_and(|io| io.has_in_flight() || io.has_open_buffer());
+                .is_some_and(PartitionIo::is_busy);
             if busy {
                 self.send_open_buffer(index)?;
                 return Ok(Room::AfterWrites);
@@ -663,68 +679,56 @@ impl Shard {
                 ));
             }
         }
-        // Bounded: each round either finds room, sends the full buffer, starts a new one, or
-        // waits for a write to complete and free a buffer; the pool is finite and writes end.
-        for _ in 0..1_000 {
-            let Some(io) = self.partitions[index].io.as_ref() else {
+        // Bounded: at most one seal and one new buffer before there is room; the pool being
+        // empty ends the loop at once.
+        for _ in 0..4 {
+            let owned = &mut self.partitions[index];
+            let direct = &mut self.direct;
+            let Some(io) = owned.io.as_mut() else {
                 return Ok(Room::Ready);
             };
             if io.has_room(len) {
                 return Ok(Room::Ready);
             }
             if io.has_open_buffer() {
-                // Full: it goes out once the partition's previous write is done (O_DIRECT
-                // re-writes that write's last block), and a new buffer starts meanwhile.
-                self.wait_partition_write(index)?;
-                self.send_open_buffer(index)?;
+                // Full: sealed into the queue, queued when its turn comes (the pass submits).
+                if !io.seal(direct, &mut owned.log)? {
+                    return Ok(Room::AfterWrites);
+                }
+                io.queue_ready(direct, &mut owned.log)?;
                 continue;
             }
-            let direct = &mut self.direct;
-            let Some(io) = self.partitions[index].io.as_mut() else {
-                return Ok(Room::Ready);
-            };
             if io.start_buffer(direct) {
                 continue;
             }
-            // The pool is empty: every buffer is in flight or staged. Send what is staged and
-            // wait for one to come back.
+            // The pool is empty: every buffer is queued or staged. Send what is staged, so
+            // buffers come back, and wait for a completion with the batches parked.
             for owned in &mut self.partitions {
                 if let Some(io) = owned.io.as_mut() {
                     // A refusal stops that partition and fails its batches; this one waits on.
-                    let _ = io.queue(direct, &mut owned.log);
+                    let _ = io.send(direct, &mut owned.log);
                 }
             }
             if let Err(error) = direct.submit() {
                 log::error!("rill: {} submit failed: {error}", direct.backend_name());
             }
-            self.wait_for_completion();
+            // In flight (io_uring), or already done and waiting to be reaped (the blocking
+            // writer wrote them inside `submit`): either way the pass applies completions,
+            // buffers come back, and the parked batches go next.
+            if direct.in_flight() > 0 || direct.has_unfinished_business() {
+                return Ok(Room::AfterWrites);
+            }
+            break;
         }
         Err(Error::Invariant {
             what: "no staging buffer became free".into(),
         })
     }
 
-    /// Waits until the partition's write in flight (if any) has completed and been applied.
-    fn wait_partition_write(&mut self, index: usize) -> Result<()> {
-        for _ in 0..100_000 {
-            let in_flight = self.partitions[index]
-                .io
-                .as_ref()
-                .is_some_and(PartitionIo::has_in_flight);
-            if !in_flight {
-                return Ok(());
-            }
-            self.wait_for_completion();
-        }
-        Err(Error::Invariant {
-            what: "a write never completed".into(),
-        })
-    }
-
-    /// Sends everything the partition has staged and waits until all of it is written.
+    /// Sends everything the partition has staged and waits until all of it is written and
+    /// applied (close, removal). Bounded: a write that never completes is an error.
     fn settle_partition(&mut self, index: usize) -> Result<()> {
-        for _ in 0..3 {
-            self.wait_partition_write(index)?;
+        for _ in 0..100_000 {
             let busy = self.partitions[index]
                 .io
                 .as_ref()
@@ -733,26 +737,41 @@ impl Shard {
                 return Ok(());
             }
             self.send_open_buffer(index)?;
+            if self.direct.in_flight() == 0 {
+                // Only completions a test storage holds back: asked again after a pause.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.wait_for_completion();
         }
-        self.wait_partition_write(index)
+        Err(Error::Invariant {
+            what: "a write never completed".into(),
+        })
     }
 
-    /// Queues the partition's open buffer (if no write of it is in flight) and submits.
+    /// Seals the partition's open buffer into its queue of writes (even with writes in
+    /// flight), queues what may go, and submits.
     fn send_open_buffer(&mut self, index: usize) -> Result<()> {
         let owned = &mut self.partitions[index];
         let direct = &mut self.direct;
         let Some(io) = owned.io.as_mut() else {
             return Ok(());
         };
-        io.queue(direct, &mut owned.log)?;
+        io.seal(direct, &mut owned.log)?;
+        io.queue_ready(direct, &mut owned.log)?;
         direct
             .submit()
             .map_err(|e| Error::io("submit", direct.backend_name(), e))?;
         Ok(())
     }
 
+    /// Writes in flight (or, in tests, completions held back): the shard sleeps in the
+    /// kernel, bounded, rather than parking.
     fn io_pending(&self) -> bool {
         self.direct.in_flight() > 0
+            || self
+                .partitions
+                .iter()
+                .any(|owned| owned.io.as_ref().is_some_and(PartitionIo::has_held))
     }
 
     /// Blocks in the kernel for at least one completion, then applies every completion known.
@@ -801,12 +820,14 @@ impl Shard {
         self.apply_completions();
     }
 
-    /// Publishes what completed writes carried, in each partition's order.
+    /// Publishes what completed writes carried, in each partition's order, then queues the
+    /// writes those completions let go (and the open buffers of partitions left with nothing
+    /// queued), and submits them.
     fn apply_completions(&mut self) {
         let direct = &mut self.direct;
         // Drained, not taken: the list keeps its memory for the next completions.
         for done in self.stashed.drain(..) {
-            let Some(owned) = usize::try_from(done.token)
+            let Some(owned) = usize::try_from(partition_of(done.token))
                 .ok()
                 .and_then(|i| self.partitions.get_mut(i))
             else {
@@ -816,16 +837,34 @@ impl Shard {
                 continue;
             };
             let written_before = owned.entry.reader.written_offset();
-            if let Some(error) = io.complete(direct, &mut owned.log, &done) {
+            if let Some(error) = io.complete(direct, &mut owned.log, done) {
                 log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
             }
-            if owned.log.completion_news_for_readers(written_before) {
-                owned.entry.notify();
-            } else {
-                // Under `Appended` consumers saw these batches when they were staged: only
-                // tickets (and consumers of this partition alone) are woken, not the topic's.
-                owned.entry.notifier.notify();
+            notify_completion(owned, written_before);
+        }
+        let mut sent = false;
+        for owned in &mut self.partitions {
+            let Some(io) = owned.io.as_mut().filter(|io| io.is_busy()) else {
+                continue;
+            };
+            if io.has_held() {
+                let written_before = owned.entry.reader.written_offset();
+                if let Some(error) = io.poll_held(direct, &mut owned.log) {
+                    log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
+                }
+                notify_completion(owned, written_before);
             }
+            let Some(io) = owned.io.as_mut() else {
+                continue;
+            };
+            match io.send(direct, &mut owned.log) {
+                Ok(queued) => sent |= queued,
+                // The partition stopped and its batches failed with the reason.
+                Err(_) => owned.entry.notify(),
+            }
+        }
+        if sent && let Err(error) = direct.submit() {
+            log::error!("rill: io_uring submit failed: {error}");
         }
     }
 
@@ -973,15 +1012,28 @@ fn sync_written(owned: &mut Owned, ack: &BatchAck) {
     }
 }
 
+/// Wakes who waits on `owned` after completions were applied to it.
+fn notify_completion(owned: &Owned, written_before: i64) {
+    if owned.log.completion_news_for_readers(written_before) {
+        owned.entry.notify();
+    } else {
+        // Under `Appended` consumers saw these batches when they were staged: only tickets
+        // (and consumers of this partition alone) are woken, not the topic's.
+        owned.entry.notifier.notify();
+    }
+}
+
 /// Whether a sealer finished a roll job that the shard has not applied yet.
 fn rolls_ready(partitions: &[Owned]) -> bool {
     partitions.iter().any(|p| p.log.rolls_ready())
 }
 
+/// Whether a ring holds batches the shard would take now: a partition with parked batches
+/// takes none from its rings until a completion (which wakes the shard) lets them go.
 fn has_input(partitions: &[Owned]) -> bool {
     partitions
         .iter()
-        .any(|p| p.inputs.iter().any(|input| !input.is_empty()))
+        .any(|p| p.parked.is_empty() && p.inputs.iter().any(|input| !input.is_empty()))
 }
 
 #[cfg(test)]

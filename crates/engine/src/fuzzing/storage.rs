@@ -519,7 +519,13 @@ impl Storage for Arc<SimStorage> {
     }
 
     fn uring_result(&self, token: u64, is_sync: bool, res: i32) -> i32 {
-        let key = format!("uring-{token}-{}", if is_sync { "sync" } else { "write" });
+        // One stream per partition (the token's partition half), as on the portable path; the
+        // whole token, which numbers the write too, names a link.
+        let key = format!(
+            "uring-{}-{}",
+            crate::engine::partition_of(token),
+            if is_sync { "sync" } else { "write" }
+        );
         let (res, slow) = {
             let mut state = self.state();
             if state.crashed {
@@ -539,8 +545,8 @@ impl Storage for Arc<SimStorage> {
             } else {
                 let injected = inject_write(&mut state, &mut rng, res);
                 // A failed or short write breaks its link, as the kernel's own would: the
-                // fdatasync queued after it is cancelled, not run. (A partition has one write
-                // in flight, so its next write result comes after this one's sync.)
+                // fdatasync queued after it is cancelled, not run. (Each write of a partition
+                // has its own token, so writes in flight together do not mix their links.)
                 if injected == res {
                     state.broken_links.remove(&token);
                 } else {

@@ -71,4 +71,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         logical: std::ops::Range<u64>,
         done: &uring::Completion,
     );
+
+    /// Whether the io_uring pipeline must keep back, for now, the completion of the write of
+    /// `path` that carried the log's bytes `logical`: to its partition the write stays in
+    /// flight, as on a slow disk, and the shard asks again on its next rounds. Tests hold a
+    /// write this way; nothing is held by default.
+    #[cfg(target_os = "linux")]
+    fn uring_hold(&self, _path: &std::path::Path, _logical: std::ops::Range<u64>) -> bool {
+        false
+    }
 }

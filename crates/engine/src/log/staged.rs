@@ -215,7 +215,9 @@ impl PartitionLog {
     }
 
     /// Undoes the staging of batches whose write ran out of space: the next batch gets the
-    /// first unpublished offset and position again. The caller must have failed the ticket of
+    /// first unpublished offset and position again, and the active segment is cut at its
+    /// published end (synced; a rare path), since bytes of the undone writes may have landed
+    /// past it. The caller must have failed the ticket of
     /// every one of the `expected` batches, and have no write of this log in flight; if the
     /// count does not match, the log is poisoned instead (something else was staged, and
     /// reusing its offsets could acknowledge two batches at one offset).
@@ -231,6 +233,20 @@ impl PartitionLog {
                 super::StorageOp::DiscardFailed,
                 path,
                 &std::io::Error::other(what),
+            ));
+        }
+        // Bytes of the undone writes may be in the file past the published end: a prefix of
+        // the write that ran out of space, or a whole later write that did land. Cut them, so
+        // that neither recovery nor a shorter next write can line them up after the log's end
+        // (they hold the very offsets the next batches get). Rare, so synced at once.
+        let published = self.active().size();
+        let room = super::segment::Room::of(self.config.preallocate);
+        if let Err(error) = self.active().cut(published, Some(room)) {
+            let path = self.active_path().to_owned();
+            return Err(self.poison_with(
+                super::StorageOp::DiscardFailed,
+                path,
+                &std::io::Error::other(error.to_string()),
             ));
         }
         self.staging.batches.clear();
