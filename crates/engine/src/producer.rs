@@ -482,7 +482,7 @@ impl Producer {
         // must not leave a gap.
         lane.next_sequence = following_sequence(lane.next_sequence, count);
         open.ack.mark_submitted();
-        lane.entry.shard.wake();
+        lane.entry.wake_shard();
         lane.last = Some(Ticket::new(open.ack, count - 1, level));
         self.chooser.batch_completed(index as u32);
         Ok(())

@@ -167,7 +167,7 @@ impl RawAppender {
         lane.entry
             .push_blocking(&mut lane.ring, request, Some(timeout))?;
         ack.mark_submitted();
-        lane.entry.shard.wake();
+        lane.entry.wake_shard();
         Ok(RawTicket {
             last: Ticket::new(ack, (records - 1) as u32, level),
             records,

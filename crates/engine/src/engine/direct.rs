@@ -1096,6 +1096,7 @@ mod tests {
             notifier: Notifier::default(),
             topic_notifier: Arc::new(Notifier::default()),
             deleted: std::sync::atomic::AtomicBool::new(false),
+            parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

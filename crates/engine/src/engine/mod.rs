@@ -527,6 +527,7 @@ impl Engine {
                 notifier: Notifier::default(),
                 topic_notifier: notifier.clone(),
                 deleted: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
             });
             shard.add_partition(log, entry.clone());
             partitions.push(entry);

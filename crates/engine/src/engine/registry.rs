@@ -2,7 +2,7 @@
 //! and shards reach them. Control path: looked up when a handle is made, not per record.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ pub(crate) struct PartitionEntry {
     pub topic_notifier: Arc<Notifier>,
     /// Set when the topic is deleted: handles made before then fail instead of using it.
     pub deleted: AtomicBool,
+    /// Set by the shard while this partition's batches are parked behind its writes: it takes
+    /// nothing from the partition's rings until a completion lets them go, so a producer
+    /// handing over a batch need not wake it (a wake-up per batch was a pass that could only
+    /// park again).
+    pub parked: AtomicBool,
 }
 
 impl PartitionEntry {
@@ -34,6 +39,17 @@ impl PartitionEntry {
     pub fn notify(&self) {
         self.notifier.notify();
         self.topic_notifier.notify();
+    }
+
+    /// Wakes the shard after a batch was pushed, unless the shard parked this partition's
+    /// batches: it then looks at the partition's rings after the completion that lets them go.
+    /// No wake-up is lost: the shard clears `parked`, fences, then pops the rings; the producer
+    /// pushed, fences, then reads `parked`: one of them sees the other.
+    pub fn wake_shard(&self) {
+        fence(Ordering::SeqCst);
+        if !self.parked.load(Ordering::Relaxed) {
+            self.shard.wake();
+        }
     }
 
     /// Whether the partition's topic was deleted.

@@ -530,6 +530,13 @@ impl Shard {
         let mut requests = std::mem::take(&mut self.scratch);
         requests.append(&mut self.partitions[index].parked);
         let mut handled = self.stage_requests(index, &mut requests);
+        let owned = &self.partitions[index];
+        if owned.parked.is_empty() && owned.entry.parked.load(Ordering::Relaxed) {
+            // Cleared before the rings are read: a producer that still saw the flag skipped
+            // waking the shard, and its batch is found below (see `wake_shard`).
+            owned.entry.parked.store(false, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
         for input_index in 0..self.partitions[index].inputs.len() {
             if !self.partitions[index].parked.is_empty() {
                 break;
@@ -561,7 +568,9 @@ impl Shard {
             match self.make_room(index, request.batch.len()) {
                 Ok(Room::Ready) => {}
                 Ok(Room::AfterWrites) => {
-                    let parked = &mut self.partitions[index].parked;
+                    let owned = &mut self.partitions[index];
+                    owned.entry.parked.store(true, Ordering::Relaxed);
+                    let parked = &mut owned.parked;
                     parked.push(request);
                     parked.extend(pending);
                     return handled;
