@@ -4,9 +4,9 @@
 //!
 //! # Why the same interface
 //!
-//! The shard's write pipeline (staging into pooled buffers, one write in flight per partition,
-//! acknowledgements when a completion says so, fail-stop and the undo of a write that ran out
-//! of space) is written once, against this interface. Where io_uring is missing or refused,
+//! The shard's write pipeline (staging into pooled buffers, a bounded queue of writes per
+//! partition, acknowledgements when a completion says so, fail-stop and the undo of a write
+//! that ran out of space) is written once, against this interface. Where io_uring is missing or refused,
 //! or the configuration asks for the portable backend, the pipeline runs unchanged on this
 //! writer: [`BlockingWriter::submit`] performs every queued write before it returns, and the
 //! completions it produced are what the next [`BlockingWriter::reap`] hands back. So both
