@@ -5,12 +5,12 @@
 //! # Why the same interface
 //!
 //! The shard's write pipeline (staging into pooled buffers, a bounded queue of writes per
-//! partition, acknowledgements when a completion says so, fail-stop and the undo of a write
-//! that ran out of space) is written once, against this interface. Where io_uring is missing or refused,
-//! or the configuration asks for the portable backend, the pipeline runs unchanged on this
-//! writer: [`BlockingWriter::submit`] performs every queued write before it returns, and the
-//! completions it produced are what the next [`BlockingWriter::reap`] hands back. So both
-//! backends share every state transition, and the tests of one test the other.
+//! partition, acknowledgements when a completion says so, fail-stop and the undo of a write that
+//! ran out of space) is written once, against this interface. Where io_uring is missing or refused,
+//! or the configuration asks for the portable backend, the pipeline runs unchanged on this writer:
+//! [`BlockingWriter::submit`] performs every queued write before it returns, and the completions it
+//! produced are what the next [`BlockingWriter::reap`] hands back. So both backends share every
+//! state transition, and the tests of one test the other.
 //!
 //! # Why through an `IoBackend`
 //!
@@ -446,7 +446,12 @@ mod tests {
     }
 
     /// Queues `bytes` at `position` with `sync`, submits, and returns the one completion.
-    fn write_once(writer: &mut BlockingWriter, slot: FileSlot, bytes: &[u8], sync: bool) -> Completion {
+    fn write_once(
+        writer: &mut BlockingWriter,
+        slot: FileSlot,
+        bytes: &[u8],
+        sync: bool,
+    ) -> Completion {
         let mut buf = writer.take_buffer().unwrap();
         buf.extend_from_slice(bytes).unwrap();
         writer.queue_write(slot, 0, buf, sync, 9).unwrap();
