@@ -152,6 +152,11 @@ impl DirectIo {
         self.writer.backend_name()
     }
 
+    /// Whether a write is done when `submit` returns (the blocking writer).
+    pub fn writes_inside_submit(&self) -> bool {
+        matches!(self.writer, Writer::Blocking(_))
+    }
+
     /// An eventfd the kernel rings on every completion of this ring: the shard sleeps on it,
     /// and producers ring it too, so a batch for one partition does not wait for another's
     /// write to complete. `None` (the shard then sleeps in the ring) if it cannot be made, and
@@ -209,7 +214,7 @@ impl DirectIo {
 /// all a sequential append to one file gains from depth; and because a partition's queue
 /// plus its open buffer (five) stays a small share of the shard's pool ([`STAGING_BUFFERS`]),
 /// so one busy partition cannot take every buffer from the others.
-const MAX_WRITES: usize = 4;
+pub(crate) const MAX_WRITES: usize = 4;
 
 /// A write's token: the low half names the partition (its index in the shard, which routes
 /// the completion), the high half the write's number within the partition, which finds the

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::direct::{DirectIo, PartitionIo, partition_of};
+use super::direct::{DirectIo, MAX_WRITES, PartitionIo, partition_of};
 use super::notify::{MAX_NAP, ShardWaker, next_spin};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
@@ -496,8 +496,13 @@ impl Shard {
             return 0;
         }
         let mut handled = 0;
+        let write_through = self.direct.writes_inside_submit();
         for index in 0..self.partitions.len() {
-            handled += self.drain(index);
+            let drained = self.drain(index);
+            if write_through && drained > 0 {
+                self.write_through(index);
+            }
+            handled += drained;
         }
         // Nothing staged, nothing waiting to go out, nothing in flight: no system call.
         let open_buffers = self
@@ -522,6 +527,68 @@ impl Shard {
         }
         self.apply_completions();
         handled
+    }
+
+    /// With the blocking writer, writes (and syncs) what the partition just staged and applies
+    /// the completions at once, before the next partition's drain: its acknowledgements then
+    /// wait for its own sync only, not for every partition's of the pass, and the next
+    /// partition takes what arrived meanwhile into its own write (one write and one sync per
+    /// partition per pass, as the portable backend always did). Bounded: each round sends a
+    /// write the last completion let go, at most the partition's queue.
+    fn write_through(&mut self, index: usize) {
+        for _ in 0..=MAX_WRITES {
+            let owned = &mut self.partitions[index];
+            let Some(io) = owned.io.as_mut() else {
+                return;
+            };
+            match io.send(&mut self.direct, &mut owned.log) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    // The partition stopped and its batches failed with the reason.
+                    owned.entry.notify();
+                    return;
+                }
+            }
+            if let Err(error) = self.direct.submit() {
+                log::error!(
+                    "rill: {} submit failed: {error}",
+                    self.direct.backend_name()
+                );
+            }
+            let ready = self.direct.reap();
+            self.stashed.extend(ready);
+            self.apply_completions_of(index);
+        }
+    }
+
+    /// Applies the stashed completions of partition `index` (the others stay stashed for the
+    /// pass's `apply_completions`).
+    fn apply_completions_of(&mut self, index: usize) {
+        let Shard {
+            partitions,
+            direct,
+            stashed,
+            ..
+        } = self;
+        let owned = &mut partitions[index];
+        // In order: a partition's completions are few (one per write of its queue).
+        let mut at = 0;
+        while at < stashed.len() {
+            if usize::try_from(partition_of(stashed[at].token)).ok() != Some(index) {
+                at += 1;
+                continue;
+            }
+            let done = stashed.remove(at);
+            let Some(io) = owned.io.as_mut() else {
+                continue;
+            };
+            let written_before = owned.entry.reader.written_offset();
+            if let Some(error) = io.complete(direct, &mut owned.log, done) {
+                log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
+            }
+            notify_completion(owned, written_before);
+        }
     }
 
     /// Stages batches into the partition's buffer; the pass queues it afterwards. Batches
