@@ -38,6 +38,7 @@ use super::notify::{MAX_NAP, ShardWaker, next_spin};
 use super::{BatchAck, EngineConfig, IoMode, PartitionEntry};
 use crate::error::{Error, Result};
 use crate::io::Storage;
+use crate::io::pool::Completion;
 use crate::log::{Origin, PartitionLog, Sealer};
 use crate::recycle::BatchBuf;
 use crate::ring;
@@ -224,7 +225,7 @@ struct Shard {
     /// The shard's writer and buffer pool: every partition writes through it.
     direct: DirectIo,
     /// Completions reaped and not yet applied.
-    stashed: Vec<crate::io::uring::Completion>,
+    stashed: Vec<Completion>,
     /// Open segments with O_DIRECT (else writes go through the page cache).
     direct_io: bool,
     /// The storage simulator of tests, if any.
@@ -579,15 +580,7 @@ impl Shard {
                 at += 1;
                 continue;
             }
-            let done = stashed.remove(at);
-            let Some(io) = owned.io.as_mut() else {
-                continue;
-            };
-            let written_before = owned.entry.reader.written_offset();
-            if let Some(error) = io.complete(direct, &mut owned.log, done) {
-                log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
-            }
-            notify_completion(owned, written_before);
+            apply_completion(owned, direct, stashed.remove(at));
         }
     }
 
@@ -909,14 +902,7 @@ impl Shard {
             else {
                 continue;
             };
-            let Some(io) = owned.io.as_mut() else {
-                continue;
-            };
-            let written_before = owned.entry.reader.written_offset();
-            if let Some(error) = io.complete(direct, &mut owned.log, done) {
-                log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
-            }
-            notify_completion(owned, written_before);
+            apply_completion(owned, direct, done);
         }
         let mut sent = false;
         for owned in &mut self.partitions {
@@ -1086,6 +1072,18 @@ fn sync_written(owned: &mut Owned, ack: &BatchAck) {
     if let Err(error) = owned.log.flush() {
         ack.fail(Arc::new(error));
     }
+}
+
+/// Applies one completion of the partition's writes and wakes whoever it concerns.
+fn apply_completion(owned: &mut Owned, direct: &mut DirectIo, done: Completion) {
+    let Some(io) = owned.io.as_mut() else {
+        return;
+    };
+    let written_before = owned.entry.reader.written_offset();
+    if let Some(error) = io.complete(direct, &mut owned.log, done) {
+        log::debug!("rill: {}: write failed: {error}", owned.entry.tp);
+    }
+    notify_completion(owned, written_before);
 }
 
 /// Wakes who waits on `owned` after completions were applied to it.
