@@ -781,10 +781,10 @@ impl Shard {
             if let Err(error) = direct.submit() {
                 log::error!("rill: {} submit failed: {error}", direct.backend_name());
             }
-            // In flight (io_uring), or already done and waiting to be reaped (the blocking
-            // writer wrote them inside `submit`): either way the pass applies completions,
-            // buffers come back, and the parked batches go next.
-            if direct.in_flight() > 0 || direct.has_unfinished_business() {
+            // In flight (io_uring), or done and not yet reaped (the blocking writer wrote them
+            // inside `submit`; its `in_flight` counts them): either way the pass applies
+            // completions, buffers come back, and the parked batches go next.
+            if direct.in_flight() > 0 {
                 return Ok(Room::AfterWrites);
             }
             break;
